@@ -1,0 +1,66 @@
+"""Helpers shared by the `python -m jobs.X` entry points."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from common.errors import UserError
+
+
+def run_cli(
+    main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None
+) -> None:
+    """Run an entry point; a `UserError` becomes one `error: ...` line and exit code 2."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        code = main(argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)
+
+
+def parse_storage_options(pairs: Sequence[str]) -> dict[str, object]:
+    """Turn `k=v` strings into fsspec storage options; dotted keys nest
+    (client_kwargs.endpoint_url=...)."""
+    options: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--storage-option expects key=value, got {pair!r}")
+        target = options
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            child = target.setdefault(parent, {})
+            if not isinstance(child, dict):
+                raise UserError(f"--storage-option {key!r} conflicts with an earlier option")
+            target = child
+        target[leaf] = _parse_scalar(value)
+    return options
+
+
+def _parse_scalar(value: str) -> object:
+    """Storage options are mostly strings; booleans and integers are given their type."""
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts that must be >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value

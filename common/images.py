@@ -1,0 +1,80 @@
+"""Image I/O: bytes -> checked RGB image -> square tensor in [0, 1]; tensors back to PNG."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from common.errors import ImageError
+
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+def decode_image(
+    data: bytes, name: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Image.Image:
+    """Decode bytes to an RGB image; anything unusable raises `ImageError` naming the input.
+
+    The pixel count is checked from the header, before the pixels are decoded, so a
+    decompression bomb costs nothing.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageError(f"{name}: {width}x{height} has more than {max_pixels} pixels")
+            image.load()
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{name}: not a readable image") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{name}: corrupt image ({exc})") from None
+    if width < 1 or height < 1:
+        raise ImageError(f"{name}: empty image")
+    return image.convert("RGB")
+
+
+def center_crop_resize(image: Image.Image, size: int) -> Image.Image:
+    """Largest centred square, resized to size x size with LANCZOS (the paper's preprocessing)."""
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    square = image.crop((left, top, left + side, top + side))
+    return square if side == size else square.resize((size, size), Image.Resampling.LANCZOS)
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB image -> float32 tensor [3, H, W] in [0, 1]."""
+    array = np.asarray(image, dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def load_square(
+    data: bytes, size: int, name: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS
+) -> torch.Tensor:
+    """Bytes -> [3, size, size] tensor in [0, 1], centre-cropped; bad input raises `ImageError`."""
+    return to_tensor(center_crop_resize(decode_image(data, name, max_pixels), size))
+
+
+def to_pil(tensor: torch.Tensor) -> Image.Image:
+    """[3, H, W] tensor in [0, 1] (clamped) -> RGB image, rounding to the nearest 8-bit value."""
+    if tensor.ndim != 3 or tensor.shape[0] != 3:
+        raise ValueError(f"expected a [3, H, W] tensor, got {tuple(tensor.shape)}")
+    array = (
+        tensor.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+    )
+    return Image.fromarray(array, "RGB")
+
+
+def png_bytes(tensor: torch.Tensor) -> bytes:
+    """[3, H, W] tensor in [0, 1] -> PNG file bytes."""
+    buffer = io.BytesIO()
+    to_pil(tensor).save(buffer, format="PNG")
+    return buffer.getvalue()

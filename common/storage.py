@@ -1,0 +1,126 @@
+"""Object storage over fsspec: one root URL per run, keys are '/'-joined paths below it.
+
+Every write is a single PUT of the whole object to its final key (S3 has no atomic rename);
+on a local filesystem the bytes go to a temporary name first and are renamed into place, so a
+killed process never leaves a half-written target that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from common.errors import UserError
+
+SECRET_WORDS = ("secret", "token", "password", "key", "credential", "session")
+
+
+def redact(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Storage options safe to log or store: values of secret-looking keys are replaced."""
+    safe: dict[str, Any] = {}
+    for name, value in options.items():
+        if isinstance(value, Mapping):
+            safe[name] = redact(value)
+        elif any(word in name.lower() for word in SECRET_WORDS):
+            safe[name] = "***"
+        else:
+            safe[name] = value
+    return safe
+
+
+def open_fs(
+    url: str, options: Mapping[str, Any] | None = None
+) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Filesystem and path for a URL; an unknown protocol or missing backend is a `UserError`."""
+    if not url or not isinstance(url, str):
+        raise UserError(f"expected a path or URL, got {url!r}")
+    try:
+        return fsspec.core.url_to_fs(url, **dict(options or {}))
+    except (ValueError, ImportError) as exc:
+        raise UserError(f"cannot open {url!r}: {exc}") from None
+
+
+def read_url(url: str, options: Mapping[str, Any] | None = None) -> bytes:
+    """Whole object at a URL; a missing object or an unreachable store is a `UserError`."""
+    fs, path = open_fs(url, options)
+    try:
+        return fs.cat_file(path)
+    except FileNotFoundError:
+        raise UserError(f"no such file: {url}") from None
+    except (OSError, PermissionError, ValueError) as exc:
+        raise UserError(f"cannot read {url}: {_short(exc)}") from None
+
+
+def _short(exc: BaseException) -> str:
+    """First line of an exception, for one-line messages."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+class Storage:
+    """The output root of a run: read, write, test and list objects by key."""
+
+    def __init__(self, root: str, options: Mapping[str, Any] | None = None) -> None:
+        self.options = dict(options or {})
+        self.fs, path = open_fs(root, self.options)
+        self.root_path = path.rstrip("/")
+        self.root = root.rstrip("/")
+        self._local = isinstance(self.fs, LocalFileSystem)
+
+    def path(self, key: str) -> str:
+        """Filesystem path of a key."""
+        return posixpath.join(self.root_path, key) if key else self.root_path
+
+    def url(self, key: str) -> str:
+        """Full URL of a key, for manifests and messages."""
+        return f"{self.root}/{key}" if key else self.root
+
+    def check_writable(self) -> None:
+        """Fail fast, in one line, when the root cannot be written (bad bucket, no credentials)."""
+        probe = f".probe-{uuid.uuid4().hex}"
+        try:
+            self.write_bytes(probe, b"ok")
+            self.fs.rm_file(self.path(probe))
+        except UserError:
+            raise
+        except Exception as exc:  # any backend error here means the root is unusable
+            raise UserError(f"cannot write to {self.root}: {_short(exc)}") from None
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """Store `data` under `key` in one piece (temp + rename on local disks)."""
+        target = self.path(key)
+        try:
+            if self._local:
+                self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+                temp = f"{target}.tmp-{uuid.uuid4().hex}"
+                self.fs.pipe_file(temp, data)
+                self.fs.mv(temp, target)
+            else:
+                self.fs.pipe_file(target, data)
+        except (OSError, PermissionError, ValueError) as exc:
+            raise UserError(f"cannot write {self.url(key)}: {_short(exc)}") from None
+
+    def read_bytes(self, key: str) -> bytes:
+        """Bytes of a key; a missing key raises `FileNotFoundError` so callers can tell."""
+        return self.fs.cat_file(self.path(key))
+
+    def exists(self, key: str) -> bool:
+        """Whether an object exists (fresh answer, not a listing cache)."""
+        self.fs.invalidate_cache(posixpath.dirname(self.path(key)))
+        return self.fs.exists(self.path(key))
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys of all objects below `prefix` (recursive), sorted; empty if the prefix is absent."""
+        base = self.path(prefix)
+        self.fs.invalidate_cache(base)
+        try:
+            found = self.fs.find(base)
+        except FileNotFoundError:
+            return []
+        start = len(self.root_path) + 1
+        return sorted(p[start:] for p in found if ".tmp-" not in p)

@@ -1,0 +1,63 @@
+"""The StyleID configuration: every knob that changes a target, validated where it enters."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from common.errors import UserError
+from common.ids import config_hash
+
+# LDM output_blocks 6..11 = diffusers up_blocks 2 and 3 (32x32 and 64x64 latents at 512 px).
+DEFAULT_LAYERS = tuple(
+    f"up_blocks.{block}.attentions.{index}.transformer_blocks.0.attn1"
+    for block in (2, 3)
+    for index in range(3)
+)
+ENCODINGS = ("mean", "sample")
+
+
+@dataclass(frozen=True)
+class StyleIDConfig:
+    """StyleID hyper-parameters (defaults = the paper's) and how the engine batches work."""
+
+    steps: int = 50
+    gamma: float = 0.75
+    temperature: float = 1.5
+    layers: tuple[str, ...] = DEFAULT_LAYERS
+    adain: bool = True
+    inject: bool = True
+    resolution: int = 512
+    encode: str = "mean"
+    seed: int = 0
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.steps, int) or self.steps < 2:
+            raise UserError(f"steps must be an integer >= 2, got {self.steps!r}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise UserError(f"gamma must be in [0, 1], got {self.gamma!r}")
+        if not self.temperature > 0:
+            raise UserError(f"temperature T must be > 0, got {self.temperature!r}")
+        if self.resolution < 8 or self.resolution % 8:
+            raise UserError(f"resolution must be a positive multiple of 8, got {self.resolution!r}")
+        if self.encode not in ENCODINGS:
+            raise UserError(f"encode must be one of {ENCODINGS}, got {self.encode!r}")
+        if self.batch_size < 1:
+            raise UserError(f"batch size must be >= 1, got {self.batch_size!r}")
+        if not self.layers:
+            raise UserError("at least one injected layer is required")
+        object.__setattr__(self, "layers", tuple(self.layers))
+
+    def output_fields(self) -> dict:
+        """Everything here that changes a target (batch size does not)."""
+        fields = asdict(self)
+        fields.pop("batch_size")
+        fields["layers"] = list(self.layers)
+        return fields
+
+
+def teacher_hash(config: StyleIDConfig, model: str, revision: str | None, dtype: str) -> str:
+    """Hash of all that determines a target: model id/revision, dtype and the StyleID config."""
+    return config_hash(
+        {"model": model, "revision": revision, "dtype": dtype, **config.output_fields()}
+    )

@@ -1,0 +1,165 @@
+"""Loading the teacher's components: SD 1.5 from the Hub or a directory, or a random-weight preset.
+
+Presets (`tiny`, `sd15-random`) are built from configs shipped in `configs/`, so tests and GPU
+benchmarks run where no weights can be downloaded. Only what StyleID needs is kept: the UNet,
+the VAE, the alphas of the noise schedule and the text embedding of the empty prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+
+from common.errors import UserError
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+PRESETS = {"tiny": "tiny", "sd15-random": "sd15"}
+DEFAULT_MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+DTYPES = {
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+    "float64": torch.float64,
+}
+PROMPT_LENGTH = 77
+
+
+@dataclass
+class TeacherModel:
+    """The frozen parts StyleID runs: UNet, VAE, schedule alphas and the empty-prompt embedding."""
+
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    alphas_cumprod: torch.Tensor  # [num_train_timesteps] float64, on the CPU
+    prompt_embeds: torch.Tensor  # [1, 77, cross_attention_dim]
+    scheduler_config: dict
+    name: str
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    """Torch dtype for a flag value; unknown names are a `UserError`."""
+    if name not in DTYPES:
+        raise UserError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when present; asking for CUDA without a GPU is a `UserError`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but no CUDA GPU is available")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}") from None
+
+
+def check_model_name(model: str) -> None:
+    """Reject a model argument that can be neither a preset, a local directory nor a Hub id."""
+    if model in PRESETS or Path(model).is_dir():
+        return
+    looks_like_path = model.startswith((".", "/", "~")) or model.count("/") > 1
+    if looks_like_path or model.count("/") != 1:
+        raise UserError(
+            f"unknown model {model!r}: use {' or '.join(PRESETS)}, a local diffusers directory, "
+            "or a Hugging Face id such as stable-diffusion-v1-5/stable-diffusion-v1-5"
+        )
+
+
+def load_teacher(
+    model: str,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    revision: str | None = None,
+    seed: int = 0,
+) -> TeacherModel:
+    """Teacher components for a preset name, a local diffusers directory or a Hub id."""
+    check_model_name(model)
+    device = torch.device(device)
+    teacher = (
+        _build_preset(model, seed) if model in PRESETS else _load_pretrained(model, revision, dtype)
+    )
+    for module in (teacher.unet, teacher.vae):
+        # nn.Module.to, not ModelMixin.to: the latter warns on every dtype cast, even for SD-1.x
+        # models that pin no module to float32.
+        torch.nn.Module.to(module, device=device, dtype=dtype).eval().requires_grad_(False)
+    teacher.prompt_embeds = teacher.prompt_embeds.to(device=device, dtype=dtype)
+    return teacher
+
+
+def _alphas(scheduler_config: dict) -> torch.Tensor:
+    """alphas_cumprod of the training schedule, in float64 for exact DDIM arithmetic."""
+    scheduler = DDIMScheduler.from_config(scheduler_config)
+    return scheduler.alphas_cumprod.to(torch.float64)
+
+
+def _build_preset(name: str, seed: int) -> TeacherModel:
+    """Random-weight UNet/VAE and prompt embedding with SD-1.x shapes, from the shipped configs."""
+    folder = CONFIG_DIR / PRESETS[name]
+    configs = {
+        part: json.loads((folder / f"{part}.json").read_text())
+        for part in ("unet", "vae", "scheduler")
+    }
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel.from_config(configs["unet"])
+    vae = AutoencoderKL.from_config(configs["vae"])
+    width = unet.config.cross_attention_dim
+    generator = torch.Generator().manual_seed(seed)
+    prompt = torch.randn(1, PROMPT_LENGTH, width, generator=generator)
+    log.info(
+        "built %s teacher with random weights (%.1fM UNet parameters)",
+        name,
+        sum(p.numel() for p in unet.parameters()) / 1e6,
+    )
+    return TeacherModel(
+        unet, vae, _alphas(configs["scheduler"]), prompt, configs["scheduler"], name
+    )
+
+
+def _load_pretrained(model: str, revision: str | None, dtype: torch.dtype) -> TeacherModel:
+    """SD-1.x components via `from_pretrained`; the text encoder is used once and dropped."""
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    try:
+        unet = UNet2DConditionModel.from_pretrained(
+            model, subfolder="unet", revision=revision, torch_dtype=dtype
+        )
+        vae = AutoencoderKL.from_pretrained(
+            model, subfolder="vae", revision=revision, torch_dtype=dtype
+        )
+        scheduler_config = dict(
+            DDIMScheduler.load_config(model, subfolder="scheduler", revision=revision)
+        )
+        tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer", revision=revision)
+        text_encoder = CLIPTextModel.from_pretrained(
+            model, subfolder="text_encoder", revision=revision
+        )
+    except Exception as exc:  # Hub, network and file errors all mean "cannot load this model"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot load model {model!r}: {first}") from None
+    tokens = tokenizer(
+        [""],
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    )
+    with torch.no_grad():
+        prompt = text_encoder(tokens.input_ids)[0]
+    return TeacherModel(unet, vae, _alphas(scheduler_config), prompt, scheduler_config, model)
