@@ -7,7 +7,7 @@ import warnings
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from common.errors import ImageError
 
@@ -20,7 +20,7 @@ def decode_image(
     """Decode bytes to an RGB image; anything unusable raises `ImageError` naming the input.
 
     The pixel count is checked from the header, before the pixels are decoded, so a
-    decompression bomb costs nothing.
+    decompression bomb costs nothing. EXIF orientation is applied, so camera photos are upright.
     """
     try:
         with warnings.catch_warnings():
@@ -30,10 +30,14 @@ def decode_image(
             if width * height > max_pixels:
                 raise ImageError(f"{name}: {width}x{height} has more than {max_pixels} pixels")
             image.load()
+            ImageOps.exif_transpose(image, in_place=True)
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except UnidentifiedImageError:
         raise ImageError(f"{name}: not a readable image") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # Pillow's own limit, hit before ours when the header claims a huge size.
+        raise ImageError(f"{name}: too many pixels (decompression bomb)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{name}: corrupt image ({exc})") from None
     if width < 1 or height < 1:

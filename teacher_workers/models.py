@@ -152,7 +152,9 @@ def _load_pretrained(model: str, revision: str | None, dtype: torch.dtype) -> Te
         )
     except Exception as exc:  # Hub, network and file errors all mean "cannot load this model"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot load model {model!r}: {first}") from None
+        raise UserError(
+            f"cannot load model {model!r} (a Hub id needs network access or a cached copy): {first}"
+        ) from None
     tokens = tokenizer(
         [""],
         padding="max_length",

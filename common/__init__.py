@@ -1,0 +1,1 @@
+"""Shared building blocks: configs, storage over fsspec, image I/O, planning and manifests."""

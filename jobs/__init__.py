@@ -1,0 +1,1 @@
+"""Entry points (`python -m jobs.X`): small drivers; the work lives in the packages."""

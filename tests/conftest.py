@@ -1,0 +1,107 @@
+"""Shared fixtures: a real S3 server (moto) on 127.0.0.1 and a real local Ray cluster.
+
+Tests that use them are marked `s3` / `ray` automatically, so `-m "not ray"` skips Ray.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REGION = "us-east-1"
+FAKE_KEY, FAKE_SECRET = "testing-key", "testing-secret"
+
+# Fake credentials, and nothing from this machine's AWS config or instance metadata.
+FAKE_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": FAKE_KEY,
+    "AWS_SECRET_ACCESS_KEY": FAKE_SECRET,
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+UNSET_AWS_ENV = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark tests by the servers they start, so they can be selected or skipped with -m."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & {"s3_server", "s3_bucket"}:
+            item.add_marker(pytest.mark.s3)
+        if "ray_cluster" in fixtures:
+            item.add_marker(pytest.mark.ray)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """Endpoint URL of a moto S3 server on a free 127.0.0.1 port; fake AWS env while it runs."""
+    from moto.server import ThreadedMotoServer
+
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in FAKE_AWS_ENV.items():
+            env.setenv(name, value)
+        for name in UNSET_AWS_ENV:
+            env.delenv(name, raising=False)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        try:
+            host, port = server.get_host_and_port()
+            yield f"http://{host}:{port}"
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """A new empty bucket: ("s3://name", s3fs storage options); the options are the test's own."""
+    import boto3
+    import s3fs
+
+    # s3fs caches filesystems (and their listings) by options; no test may see another's.
+    s3fs.S3FileSystem.clear_instance_cache()
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    options = {
+        "key": FAKE_KEY,
+        "secret": FAKE_SECRET,
+        "client_kwargs": {"endpoint_url": s3_server, "region_name": REGION},
+    }
+    boto3.client(
+        "s3",
+        endpoint_url=s3_server,
+        region_name=REGION,
+        aws_access_key_id=FAKE_KEY,
+        aws_secret_access_key=FAKE_SECRET,
+    ).create_bucket(Bucket=name)
+    yield f"s3://{name}", options
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    """A fresh local Ray cluster (4 CPUs, GPUs as detected, no dashboard); yields its context.
+
+    address="local" never joins a cluster already running on this machine; workers get the
+    repository on their path so they import the project as the tests do.
+    """
+    import ray
+
+    python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    context = ray.init(
+        address="local",
+        num_cpus=4,
+        include_dashboard=False,
+        object_store_memory=1 << 30,
+        runtime_env={"env_vars": {"PYTHONPATH": python_path}},
+    )
+    try:
+        yield context
+    finally:
+        ray.shutdown()

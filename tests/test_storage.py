@@ -1,0 +1,128 @@
+"""Storage over a local directory, memory:// and a real S3 server; fast one-line failures."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pytest
+
+from common.errors import UserError
+from common.storage import Storage, read_url, redact
+
+
+@pytest.fixture
+def memory_root() -> Iterator[str]:
+    root = f"memory://test-{uuid.uuid4().hex}"
+    yield root
+    fs = fsspec.filesystem("memory")
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+
+
+@pytest.fixture(params=["local", "memory", pytest.param("s3", marks=pytest.mark.s3)])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    """A Storage whose root is a not-yet-existing prefix on each backend."""
+    if request.param == "local":
+        return Storage(str(tmp_path / "run"))
+    if request.param == "memory":
+        return Storage(f"{request.getfixturevalue('memory_root')}/run")
+    bucket, options = request.getfixturevalue("s3_bucket")
+    return Storage(f"{bucket}/run", options)
+
+
+def test_round_trip(storage: Storage) -> None:
+    assert storage.list("") == []
+    assert not storage.exists("targets/s1/c1.png")
+    storage.write_bytes("targets/s1/c1.png", b"first")
+    storage.write_bytes("targets/s1/c1.png", b"second")  # overwrite in place
+    storage.write_bytes("targets/s2/c1.png", b"other")
+    storage.write_bytes("run.json", b"{}")
+    assert storage.read_bytes("targets/s1/c1.png") == b"second"
+    assert storage.exists("targets/s1/c1.png")
+    assert storage.list("targets") == ["targets/s1/c1.png", "targets/s2/c1.png"]
+    assert storage.list("") == ["run.json", "targets/s1/c1.png", "targets/s2/c1.png"]
+    assert storage.list("manifests") == []
+    assert storage.url("run.json") == f"{storage.root}/run.json"
+    with pytest.raises(FileNotFoundError):
+        storage.read_bytes("targets/s1/missing.png")
+
+
+def test_check_writable_leaves_nothing_behind(storage: Storage) -> None:
+    storage.check_writable()
+    assert storage.list("") == []
+
+
+def test_local_writes_leave_no_temporary_files(tmp_path: Path) -> None:
+    Storage(str(tmp_path)).write_bytes("a/b.png", b"x")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "b.png"]
+
+
+def test_read_url_of_a_missing_object_is_a_user_error(memory_root: str) -> None:
+    with pytest.raises(UserError, match="no such file"):
+        read_url(f"{memory_root}/nothing.png")
+
+
+def assert_fails_fast(storage: Storage, expected: str) -> None:
+    """check_writable raises one line naming the root and `expected`, within seconds."""
+    start = time.monotonic()
+    with pytest.raises(UserError) as caught:
+        storage.check_writable()
+    message = str(caught.value)
+    assert time.monotonic() - start < 5
+    assert "\n" not in message and storage.root in message and expected in message
+
+
+def test_missing_bucket_fails_with_one_line(s3_bucket: tuple[str, dict[str, Any]]) -> None:
+    name = f"no-such-bucket-{uuid.uuid4().hex[:8]}"
+    assert_fails_fast(Storage(f"s3://{name}/run", s3_bucket[1]), "bucket does not exist")
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_endpoint_fails_with_one_line(s3_bucket: tuple[str, dict[str, Any]]) -> None:
+    options = s3_bucket[1]
+    options["client_kwargs"]["endpoint_url"] = f"http://127.0.0.1:{free_port()}"
+    options["config_kwargs"] = {"connect_timeout": 1, "retries": {"max_attempts": 1}}
+    assert_fails_fast(Storage("s3://bucket/run", options), "Could not connect")
+
+
+def test_redact_hides_secrets_at_any_depth() -> None:
+    options: dict[str, Any] = {
+        "key": "AKIAEXAMPLE",
+        "secret": "s3cr3t",
+        "anon": False,
+        "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000", "aws_session_token": "T0KEN"},
+    }
+    safe = redact(options)
+    text = json.dumps(safe)
+    assert "AKIAEXAMPLE" not in text and "s3cr3t" not in text and "T0KEN" not in text
+    assert safe["anon"] is False
+    assert safe["client_kwargs"]["endpoint_url"] == "http://127.0.0.1:9000"
+    assert options["secret"] == "s3cr3t"  # the caller's options are untouched
+
+
+def test_ray_worker_writes_to_s3(ray_cluster: Any, s3_bucket: tuple[str, dict[str, Any]]) -> None:
+    import ray
+
+    def write_in_task(root: str, options: dict[str, Any]) -> str:
+        # Defined here so Ray ships it by value; the worker imports `common` itself.
+        storage = Storage(root, options)
+        storage.write_bytes("from-worker.txt", b"hello")
+        return storage.url("from-worker.txt")
+
+    bucket, options = s3_bucket
+    url = ray.get(ray.remote(write_in_task).remote(bucket, options), timeout=60)
+    assert url == f"{bucket}/from-worker.txt"
+    assert read_url(url, options) == b"hello"

@@ -1,0 +1,92 @@
+"""`python -m jobs.stylize` with the teacher: one PNG out, and one clear line for bad input."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_stylize(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.stylize", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("pictures")
+    rng = np.random.default_rng(0)
+    paths = {"content": folder / "content.jpg", "style": folder / "style.png"}
+    Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(paths["content"])
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(paths["style"])
+    paths["corrupt"] = folder / "corrupt.png"
+    paths["corrupt"].write_bytes(Path(paths["style"]).read_bytes()[:60])
+    paths["text"] = folder / "notes.jpg"
+    paths["text"].write_text("not an image")
+    return paths
+
+
+def test_teacher_writes_a_png_of_the_teacher_resolution(pictures, tmp_path):
+    out = tmp_path / "deep" / "out.png"
+    result = run_stylize(
+        "--content",
+        str(pictures["content"]),
+        "--style",
+        str(pictures["style"]),
+        "--out",
+        str(out),
+        "--resolution",
+        "64",
+        "--steps",
+        "4",
+    )
+    assert result.returncode == 0, result.stderr
+    with Image.open(out) as image:
+        assert image.size == (64, 64) and image.mode == "RGB"
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--content", "corrupt", "corrupt.png: "),
+        ("--content", "text", "notes.jpg: not a readable image"),
+        ("--style", "missing", "no such file"),
+        ("--model", "no-such-model", "unknown model 'no-such-model'"),
+        ("--steps", "0", "steps must be an integer >= 2"),
+        ("--steps", "-5", "steps must be an integer >= 2"),
+    ],
+)
+def test_bad_input_is_one_clear_line(pictures, tmp_path, flag, value, message):
+    args = {
+        "--content": str(pictures["content"]),
+        "--style": str(pictures["style"]),
+        "--out": str(tmp_path / "out.png"),
+        "--resolution": "64",
+    }
+    args[flag] = (
+        str(pictures[value])
+        if value in pictures
+        else (str(tmp_path / "missing.png") if value == "missing" else value)
+    )
+    result = run_stylize(*[part for pair in args.items() for part in pair])
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and message in lines[-1]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_help_lists_the_teacher_flags():
+    result = run_stylize("--help")
+    assert result.returncode == 0
+    for flag in ("--gamma", "--T", "--steps", "--model", "--no-adain", "--no-injection"):
+        assert flag in result.stdout
