@@ -82,28 +82,28 @@ class Storage:
 
     def check_writable(self) -> None:
         """Fail fast, in one line, when the root cannot be written (bad bucket, no credentials)."""
-        probe = f".probe-{uuid.uuid4().hex}"
+        probe = self.path(f".probe-{uuid.uuid4().hex}")
         try:
-            self.write_bytes(probe, b"ok")
-            self.fs.rm_file(self.path(probe))
-        except UserError:
-            raise
+            self._put(probe, b"ok")
+            self.fs.rm_file(probe)
         except Exception as exc:  # any backend error here means the root is unusable
             raise UserError(f"cannot write to {self.root}: {_short(exc)}") from None
 
     def write_bytes(self, key: str, data: bytes) -> None:
         """Store `data` under `key` in one piece (temp + rename on local disks)."""
-        target = self.path(key)
         try:
-            if self._local:
-                self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
-                temp = f"{target}.tmp-{uuid.uuid4().hex}"
-                self.fs.pipe_file(temp, data)
-                self.fs.mv(temp, target)
-            else:
-                self.fs.pipe_file(target, data)
+            self._put(self.path(key), data)
         except (OSError, PermissionError, ValueError) as exc:
             raise UserError(f"cannot write {self.url(key)}: {_short(exc)}") from None
+
+    def _put(self, target: str, data: bytes) -> None:
+        if self._local:
+            self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+            temp = f"{target}.tmp-{uuid.uuid4().hex}"
+            self.fs.pipe_file(temp, data)
+            self.fs.mv(temp, target)
+        else:
+            self.fs.pipe_file(target, data)
 
     def read_bytes(self, key: str) -> bytes:
         """Bytes of a key; a missing key raises `FileNotFoundError` so callers can tell."""

@@ -96,6 +96,7 @@ def ray_cluster() -> Iterator[Any]:
     python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     context = ray.init(
         address="local",
+        _node_ip_address="127.0.0.1",
         num_cpus=4,
         include_dashboard=False,
         object_store_memory=1 << 30,

@@ -1,0 +1,56 @@
+"""`<root>/run.json`: what ran, so a result can be traced to its code and settings (no secrets)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from importlib import metadata
+from typing import Any
+
+from common.storage import Storage, redact
+
+PACKAGES = (
+    "styleid-distill",
+    "torch",
+    "torchvision",
+    "diffusers",
+    "transformers",
+    "ray",
+    "fsspec",
+    "s3fs",
+    "pillow",
+)
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def write_run_info(
+    storage: Storage,
+    command: str,
+    config: dict[str, Any],
+    storage_options: dict[str, Any],
+    **extra: Any,
+) -> dict[str, Any]:
+    """Write run.json: the command's config, redacted storage options, package versions."""
+    info = {
+        "command": command,
+        "config": config,
+        "storage_options": redact(storage_options),
+        "versions": package_versions(),
+        "python": platform.python_version(),
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **extra,
+    }
+    storage.write_bytes(
+        "run.json", json.dumps(info, indent=2, sort_keys=True, default=str).encode()
+    )
+    return info

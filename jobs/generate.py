@@ -1,0 +1,165 @@
+"""Generate teacher targets for (content, style) pairs on a Ray cluster.
+
+    python -m jobs.generate --content photos/ --styles paintings/ --out runs/demo
+    ray job submit --working-dir . -- python -m jobs.generate --model MODEL \
+        --content s3://b/coco --faces s3://b/faces --styles s3://b/wikiart \
+        --planner recipe --combinations 90 --out s3://b/run1 --workers 1:16 --gpus-per-worker 1
+
+Validates everything (inputs exist, output writable, options sane) before any GPU work; a
+re-run with the same arguments finishes what is missing and redoes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+
+import ray
+import torch
+
+from common.cli import parse_storage_options, positive_int, run_cli
+from common.errors import UserError
+from common.inputs import expand_images, options_for
+from common.planning import VAL_FRACTION, make_tiles, plan_grid, plan_recipe
+from common.run_info import write_run_info
+from common.storage import Storage
+from teacher_workers.generation import PoolConfig, generate
+from teacher_workers.options import TeacherOptions, add_teacher_arguments, teacher_options
+
+log = logging.getLogger("jobs.generate")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs.generate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    io = parser.add_argument_group("inputs and output")
+    io.add_argument(
+        "--content", nargs="+", required=True, help="content images: files, folders, globs"
+    )
+    io.add_argument("--styles", nargs="+", required=True, help="style images")
+    io.add_argument("--faces", nargs="+", default=[], help="face images (recipe planner)")
+    io.add_argument("--golden-content", nargs="+", default=[], help="held-out golden contents")
+    io.add_argument("--golden-styles", nargs="+", default=[], help="held-out golden styles")
+    io.add_argument("--out", required=True, help="output root URL (local dir, s3://, ...)")
+    io.add_argument(
+        "--storage-option",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="fsspec option for non-local URLs, e.g. client_kwargs.endpoint_url=...",
+    )
+    plan = parser.add_argument_group("planning")
+    plan.add_argument("--planner", choices=("grid", "recipe"), default="grid")
+    plan.add_argument("--combinations", type=positive_int, default=1, help="recipe combinations")
+    plan.add_argument("--val-fraction", type=float, default=VAL_FRACTION)
+    plan.add_argument("--plan-seed", type=int, default=0)
+    plan.add_argument("--tile", default="12x8", help="max contents x styles per work unit")
+    pool = parser.add_argument_group("Ray actor pool")
+    pool.add_argument(
+        "--workers", default="1:1", help="MIN:MAX actors (an autoscaler grows the pool)"
+    )
+    pool.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=None,
+        help="default: 1 if the cluster has GPUs now, else 0",
+    )
+    pool.add_argument("--cpus-per-worker", type=float, default=1.0)
+    add_teacher_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def parse_pair(text: str, sep: str, what: str) -> tuple[int, int]:
+    try:
+        first, second = (int(x) for x in text.split(sep))
+    except ValueError:
+        raise UserError(f"{what} must look like A{sep}B with integers, got {text!r}") from None
+    if first < 1 or second < 1:
+        raise UserError(f"{what} values must be >= 1, got {text!r}")
+    return first, second
+
+
+def plan(args: argparse.Namespace, options: dict) -> list:
+    """Expand inputs and plan the pairs (all failures here are one-line `UserError`s)."""
+    contents = expand_images(args.content, options, "content")
+    styles = expand_images(args.styles, options, "style")
+    faces = expand_images(args.faces, options, "face") if args.faces else []
+    golden_c = (
+        expand_images(args.golden_content, options, "golden content") if args.golden_content else []
+    )
+    golden_s = (
+        expand_images(args.golden_styles, options, "golden style") if args.golden_styles else []
+    )
+    if args.planner == "grid":
+        return plan_grid(
+            [*contents, *faces], styles, args.val_fraction, args.plan_seed, golden_c, golden_s
+        )
+    return plan_recipe(
+        contents,
+        faces,
+        styles,
+        args.combinations,
+        args.plan_seed,
+        val_fraction=args.val_fraction,
+        golden_contents=golden_c,
+        golden_styles=golden_s,
+    )
+
+
+def connect_ray() -> None:
+    """Join the cluster `ray job submit` or RAY_ADDRESS points at, else start a local one."""
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, logging_level=logging.WARNING)
+
+
+def placed_options(teacher: TeacherOptions, gpus: float) -> TeacherOptions:
+    """Pin device and dtype so the driver's teacher hash is the one the actors produce."""
+    device = "cuda" if gpus > 0 else "cpu"
+    return replace(teacher, device=device, dtype=teacher.resolved_dtype(torch.device(device)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    storage_options = parse_storage_options(args.storage_option)
+    teacher = teacher_options(args)
+    max_c, max_s = parse_pair(args.tile, "x", "--tile")
+    min_w, max_w = parse_pair(args.workers, ":", "--workers")
+    storage = Storage(args.out, options_for(args.out, storage_options))
+    storage.check_writable()
+    pairs = plan(args, storage_options)
+    tiles = make_tiles(pairs, max_c, max_s)
+    connect_ray()
+    gpus = args.gpus_per_worker
+    if gpus is None:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    pool = PoolConfig(min_w, max_w, gpus, args.cpus_per_worker)
+    teacher = placed_options(teacher, gpus)
+    teacher_hash = teacher.hash(torch.device(teacher.device))
+    config = {k: v for k, v in vars(args).items() if k != "storage_option"}
+    write_run_info(
+        storage,
+        "generate",
+        config,
+        storage_options,
+        teacher_hash=teacher_hash,
+        teacher=repr(teacher),
+        pairs=len(pairs),
+        tiles=len(tiles),
+    )
+    print(f"{len(pairs)} pairs in {len(tiles)} tiles -> {storage.url('targets/' + teacher_hash)}")
+    summary = generate(tiles, teacher, storage, storage_options, teacher_hash, pool)
+    print(summary.line())
+    print(f"manifests: {storage.url('manifests/' + teacher_hash)}")
+    if summary.failed:
+        print(f"unusable inputs are listed in {storage.url('failures/' + teacher_hash)}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

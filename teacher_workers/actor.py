@@ -1,0 +1,31 @@
+"""The Ray actor of the generation service: a Ray Data callable class over batches of tiles.
+
+Ray Data's actor pool gives the queue, the autoscaling pool (min..max actors, one GPU each)
+and fault tolerance: a dead actor is restarted and its batch retried, which is safe because
+`TileRunner` skips what is already stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from teacher_workers.options import TeacherOptions
+from teacher_workers.tile_runner import TileRunner, tile_from_json
+
+
+class TileActor:
+    """Builds one engine when the actor starts, then runs each tile it is given."""
+
+    def __init__(
+        self, options: TeacherOptions, root: str, storage_options: dict[str, Any], teacher_hash: str
+    ) -> None:
+        self.runner = TileRunner(options, root, storage_options, teacher_hash)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        results = [self.runner.run(tile_from_json(str(text))) for text in batch["tile"]]
+        return {
+            name: [getattr(r, name) for r in results]
+            for name in ("tile_id", "written", "skipped", "failed", "seconds")
+        }

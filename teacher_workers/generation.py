@@ -1,0 +1,115 @@
+"""Running a planned set of tiles on a Ray actor pool, with progress and a summary.
+
+Images travel as URLs: the actors read inputs and write targets themselves, and only small
+result rows come back through Ray.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from tqdm import tqdm
+
+from common.errors import UserError
+from common.manifest import manifest_key
+from common.planning import Tile
+from common.storage import Storage
+from teacher_workers.actor import TileActor
+from teacher_workers.options import TeacherOptions
+from teacher_workers.tile_runner import tile_to_json
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """How many actors (min..max, so an autoscaler can grow the pool) and what each holds."""
+
+    min_workers: int = 1
+    max_workers: int = 1
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_workers <= self.max_workers:
+            raise UserError(
+                f"workers must be MIN:MAX with 1 <= MIN <= MAX, got "
+                f"{self.min_workers}:{self.max_workers}"
+            )
+        if self.gpus_per_worker < 0 or self.cpus_per_worker <= 0:
+            raise UserError("gpus per worker must be >= 0 and cpus per worker > 0")
+
+
+@dataclass
+class Summary:
+    planned: int = 0
+    written: int = 0
+    skipped: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        rate = self.written / self.seconds if self.seconds else 0.0
+        return (
+            f"pairs planned {self.planned}, written {self.written}, skipped (already done) "
+            f"{self.skipped}, failed {self.failed}; {self.seconds:.1f} s wall, "
+            f"{rate:.2f} new pairs/s"
+        )
+
+
+def unfinished(tiles: Sequence[Tile], storage: Storage, teacher_hash: str) -> list[Tile]:
+    """Tiles without a manifest part (one listing, not one request per tile)."""
+    done = set(storage.list(f"manifests/{teacher_hash}"))
+    return [t for t in tiles if manifest_key(teacher_hash, t.tile_id) not in done]
+
+
+def generate(
+    tiles: Sequence[Tile],
+    options: TeacherOptions,
+    storage: Storage,
+    storage_options: dict[str, Any],
+    teacher_hash: str,
+    pool: PoolConfig,
+) -> Summary:
+    """Run every unfinished tile on the actor pool; returns what happened."""
+    start = time.perf_counter()
+    summary = Summary(planned=sum(len(t) for t in tiles))
+    todo = unfinished(tiles, storage, teacher_hash)
+    summary.skipped = summary.planned - sum(len(t) for t in todo)
+    if todo:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        rows = ray.data.from_items(
+            [{"tile": tile_to_json(t)} for t in todo], override_num_blocks=len(todo)
+        )
+        results = rows.map_batches(
+            TileActor,
+            batch_size=1,
+            fn_constructor_kwargs={
+                "options": options,
+                "root": storage.root,
+                "storage_options": storage_options,
+                "teacher_hash": teacher_hash,
+            },
+            compute=ray.data.ActorPoolStrategy(
+                min_size=pool.min_workers, max_size=pool.max_workers
+            ),
+            num_gpus=pool.gpus_per_worker,
+            num_cpus=pool.cpus_per_worker,
+        )
+        with tqdm(
+            total=summary.planned,
+            initial=summary.skipped,
+            unit="pair",
+            desc="generate",
+            mininterval=1.0,
+        ) as bar:
+            for row in results.iter_rows():
+                done = row["written"] + row["skipped"] + row["failed"]
+                summary.written += row["written"]
+                summary.skipped += row["skipped"]
+                summary.failed += row["failed"]
+                bar.update(done)
+    summary.seconds = time.perf_counter() - start
+    return summary

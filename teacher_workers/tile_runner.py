@@ -1,0 +1,159 @@
+"""One work unit on one engine: read a tile's images, skip finished pairs, stylize, store.
+
+Order of writes is what makes re-runs safe: every target is one PUT to its final key; the
+tile's manifest part is written last, after all its targets exist, and lists every pair of the
+tile (new and found); a tile whose part exists is done. A killed worker therefore leaves at
+most some targets without a manifest line, which the retry finds and does not redo.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from common.errors import ImageError, UserError
+from common.ids import content_id, sha256_hex
+from common.images import load_square, png_bytes
+from common.inputs import options_for
+from common.manifest import (
+    FailureLine,
+    ManifestLine,
+    failure_key,
+    manifest_key,
+    target_key,
+    write_lines,
+)
+from common.planning import Tile
+from common.storage import Storage, read_url
+from teacher_workers.options import TeacherOptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TileResult:
+    """What a tile did, returned to the driver as a small row (no pixels)."""
+
+    tile_id: str
+    written: int
+    skipped: int
+    failed: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Image:
+    url: str
+    image_id: str
+    pixels: torch.Tensor  # [3, R, R] in [0, 1]
+
+
+def tile_to_json(tile: Tile) -> str:
+    return json.dumps(asdict(tile))
+
+
+def tile_from_json(text: str) -> Tile:
+    data = json.loads(text)
+    return Tile(
+        data["tile_id"],
+        tuple(data["contents"]),
+        tuple(data["styles"]),
+        tuple(tuple(row) for row in data["splits"]),
+    )
+
+
+class TileRunner:
+    """Holds one StyleID engine and the run's storage; runs tiles one after another."""
+
+    def __init__(
+        self, options: TeacherOptions, root: str, storage_options: dict[str, Any], teacher_hash: str
+    ) -> None:
+        self.engine = options.build()
+        self.resolution = options.styleid.resolution
+        self.storage = Storage(root, options_for(root, storage_options))
+        self.input_options = storage_options
+        self.teacher_hash = teacher_hash
+
+    def run(self, tile: Tile) -> TileResult:
+        start = time.perf_counter()
+        if self.storage.exists(manifest_key(self.teacher_hash, tile.tile_id)):
+            return TileResult(tile.tile_id, 0, len(tile), 0, 0.0)
+        failures: list[FailureLine] = []
+        contents = self._load(tile.contents, "content", failures)
+        styles = self._load(tile.styles, "style", failures)
+        split = {
+            (c, s): tile.splits[i][j]
+            for i, c in enumerate(tile.contents)
+            for j, s in enumerate(tile.styles)
+        }
+        missing = [
+            (c, s) for s in styles for c in contents if not self.storage.exists(self._key(c, s))
+        ]
+        written = self._generate(missing)
+        elapsed = time.perf_counter() - start
+        per_pair = elapsed / max(len(missing), 1)
+        lines = [
+            self._line(c, s, split[c.url, s.url], written.get((c.url, s.url)), per_pair)
+            for s in styles
+            for c in contents
+        ]
+        if failures:
+            write_lines(self.storage, failure_key(self.teacher_hash, tile.tile_id), failures)
+        write_lines(self.storage, manifest_key(self.teacher_hash, tile.tile_id), lines)
+        skipped = len(lines) - len(missing)
+        failed = len(tile) - len(lines)
+        return TileResult(tile.tile_id, len(missing), skipped, failed, elapsed)
+
+    def _load(self, urls: tuple[str, ...], role: str, failures: list[FailureLine]) -> list[Image]:
+        """Decode the tile's images; an unusable one is recorded and left out, never fatal."""
+        images = []
+        for url in urls:
+            try:
+                data = read_url(url, options_for(url, self.input_options))
+                images.append(Image(url, content_id(data), load_square(data, self.resolution, url)))
+            except (ImageError, UserError) as exc:
+                log.warning("skipping %s %s: %s", role, url, exc)
+                failures.append(FailureLine(url, role, str(exc), self.teacher_hash))
+        return images
+
+    def _key(self, content: Image, style: Image) -> str:
+        return target_key(self.teacher_hash, style.image_id, content.image_id)
+
+    def _generate(self, missing: list[tuple[Image, Image]]) -> dict[tuple[str, str], bytes]:
+        """Stylize the block of contents x styles that covers the missing pairs; store those."""
+        if not missing:
+            return {}
+        contents = list({c.url: c for c, _ in missing}.values())
+        styles = list({s.url: s for _, s in missing}.values())
+        result = self.engine.stylize_tile(
+            torch.stack([c.pixels for c in contents]), torch.stack([s.pixels for s in styles])
+        )
+        written = {}
+        for content, style in missing:
+            png = png_bytes(result[styles.index(style), contents.index(content)])
+            self.storage.write_bytes(self._key(content, style), png)
+            written[content.url, style.url] = png
+        return written
+
+    def _line(
+        self, content: Image, style: Image, split: str, png: bytes | None, seconds: float
+    ) -> ManifestLine:
+        """A manifest line; a target found from an earlier attempt is hashed from storage."""
+        key = self._key(content, style)
+        data = png if png is not None else self.storage.read_bytes(key)
+        return ManifestLine(
+            content=content.url,
+            style=style.url,
+            content_id=content.image_id,
+            style_id=style.image_id,
+            target=key,
+            split=split,
+            teacher_hash=self.teacher_hash,
+            sha256=sha256_hex(data),
+            seconds=seconds if png is not None else 0.0,
+        )

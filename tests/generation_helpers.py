@@ -1,0 +1,50 @@
+"""Small inputs and checks shared by the generation tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from common.manifest import ManifestLine, read_manifest
+from common.storage import Storage
+
+FAST_TEACHER = ["--resolution", "64", "--steps", "3", "--batch-size", "4"]
+
+
+def write_inputs(
+    folder: Path, n_content: int, n_style: int, corrupt: bool = False
+) -> tuple[Path, Path]:
+    """Random small images (distinct bytes, so distinct ids) in content/ and styles/."""
+    rng = np.random.default_rng(len(str(folder)))
+    contents, styles = folder / "content", folder / "styles"
+    contents.mkdir(parents=True)
+    styles.mkdir(parents=True)
+    for i in range(n_content):
+        Image.fromarray(rng.integers(0, 255, (48 + i, 80, 3), dtype=np.uint8)).save(
+            contents / f"c{i}.png"
+        )
+    for i in range(n_style):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+            styles / f"s{i}.jpg"
+        )
+    if corrupt:
+        (contents / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return contents, styles
+
+
+def check_exactly_once(storage: Storage, n_pairs: int) -> list[ManifestLine]:
+    """Every planned pair has one manifest line, and the lines list exactly the stored targets."""
+    lines = read_manifest(storage)
+    targets = [k for k in storage.list("targets") if k.endswith(".png")]
+    assert len(lines) == n_pairs
+    assert sorted(line.target for line in lines) == sorted(targets)
+    assert len({(line.content, line.style) for line in lines}) == n_pairs
+    assert not [k for k in storage.list("") if ".tmp-" in k]
+    return lines
+
+
+def run_json(storage: Storage) -> dict:
+    return json.loads(storage.read_bytes("run.json"))

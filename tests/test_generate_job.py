@@ -1,0 +1,164 @@
+"""`jobs.generate` on a real local Ray cluster: every pair exactly once, on disk and on S3,
+through a killed actor and a restarted driver, with bad inputs reported and nothing lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from common.errors import UserError
+from common.manifest import read_manifest
+from common.storage import Storage
+from jobs import generate
+from tests.generation_helpers import FAST_TEACHER, check_exactly_once, run_json, write_inputs
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.ray
+
+
+def job_args(contents: Path, styles: Path, out: str, *extra: str) -> list[str]:
+    return [
+        "--content",
+        str(contents),
+        "--styles",
+        str(styles),
+        "--out",
+        out,
+        *FAST_TEACHER,
+        "--workers",
+        "2:2",
+        *extra,
+    ]
+
+
+def test_two_actors_write_every_pair_once_and_record_the_corrupt_input(ray_cluster, tmp_path):
+    contents, styles = write_inputs(tmp_path, 3, 2, corrupt=True)
+    out = tmp_path / "run"
+    assert generate.main(job_args(contents, styles, str(out), "--tile", "2x1")) == 0
+    storage = Storage(str(out))
+    lines = check_exactly_once(storage, 3 * 2)
+    assert {line.split for line in lines} <= {"train", "val"}
+    failures = [k for k in storage.list("failures") if k.endswith(".jsonl")]
+    text = "".join(storage.read_bytes(k).decode() for k in failures)
+    assert "broken.png" in text and "not a readable image" in text
+    assert run_json(storage)["teacher_hash"] == lines[0].teacher_hash
+    # the same job again finds everything done and writes nothing
+    before = {k: storage.read_bytes(k) for k in storage.list("targets")}
+    assert generate.main(job_args(contents, styles, str(out), "--tile", "2x1")) == 0
+    assert {k: storage.read_bytes(k) for k in storage.list("targets")} == before
+
+
+def test_s3_output_works_the_same_and_keeps_credentials_out(
+    ray_cluster, tmp_path, s3_bucket, capfd
+):
+    url, options = s3_bucket
+    contents, styles = write_inputs(tmp_path, 2, 2)
+    flags = [
+        f"--storage-option=key={options['key']}",
+        f"--storage-option=secret={options['secret']}",
+        f"--storage-option=client_kwargs.endpoint_url={options['client_kwargs']['endpoint_url']}",
+        "--storage-option=client_kwargs.region_name=us-east-1",
+    ]
+    assert generate.main(job_args(contents, styles, f"{url}/run", *flags)) == 0
+    storage = Storage(f"{url}/run", options)
+    check_exactly_once(storage, 4)
+    stored = storage.read_bytes("run.json").decode() + "".join(
+        storage.read_bytes(k).decode() for k in storage.list("manifests")
+    )
+    printed = "".join(capfd.readouterr())
+    for secret in (options["key"], options["secret"]):
+        assert secret not in stored and secret not in printed
+
+
+def test_a_killed_actor_is_replaced_and_every_pair_is_written_once(ray_cluster, tmp_path):
+    contents, styles = write_inputs(tmp_path, 6, 2)
+    out = tmp_path / "run"
+    args = job_args(contents, styles, str(out), "--tile", "1x1", "--steps", "6")
+    result: dict[str, object] = {}
+    driver = threading.Thread(target=lambda: result.setdefault("code", generate.main(args)))
+    driver.start()
+    storage = Storage(str(out))
+    deadline = time.monotonic() + 240
+    while not storage.list("manifests") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    victims = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "TileActor" in " ".join(p.info["cmdline"] or [])
+    ]
+    assert victims, "no generation actor process found"
+    victims[0].kill()
+    driver.join(timeout=300)
+    assert result.get("code") == 0
+    check_exactly_once(storage, 12)
+
+
+def test_a_driver_stopped_halfway_finishes_on_restart(ray_cluster, tmp_path):
+    contents, styles = write_inputs(tmp_path, 6, 2)
+    out = tmp_path / "run"
+    args = job_args(contents, styles, str(out), "--tile", "1x1", "--steps", "6")
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.address_info["gcs_address"]}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "jobs.generate", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    storage = Storage(str(out))
+    deadline = time.monotonic() + 240
+    while not storage.list("manifests") and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    done_before = len(read_manifest(storage))
+    assert 0 < done_before < 12, "the driver should have been stopped halfway"
+    assert generate.main(args) == 0
+    check_exactly_once(storage, 12)
+
+
+def test_wrong_input_url_fails_fast_with_one_line(tmp_path):
+    _, styles = write_inputs(tmp_path, 1, 1)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.generate",
+            *job_args(tmp_path / "nope", styles, str(tmp_path / "o")),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: content input")
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_bucket_fails_fast(tmp_path, s3_bucket):
+    _, options = s3_bucket
+    contents, styles = write_inputs(tmp_path, 1, 1)
+    endpoint = options["client_kwargs"]["endpoint_url"]
+    start = time.monotonic()
+    with pytest.raises(UserError, match="cannot write to s3://no-such-bucket-here"):
+        generate.main(
+            job_args(
+                contents,
+                styles,
+                "s3://no-such-bucket-here/run",
+                f"--storage-option=client_kwargs.endpoint_url={endpoint}",
+                f"--storage-option=key={options['key']}",
+                f"--storage-option=secret={options['secret']}",
+            )
+        )
+    assert time.monotonic() - start < 30

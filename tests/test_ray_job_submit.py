@@ -1,0 +1,120 @@
+"""A real `ray job submit` of `jobs.generate` to a `ray start --head` cluster on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from common.storage import Storage
+from tests.generation_helpers import FAST_TEACHER, check_exactly_once, write_inputs
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.ray
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def head_node(tmp_path) -> Iterator[tuple[str, dict[str, str]]]:
+    """`ray start --head --block` in its own process group; yields the dashboard address."""
+    port, dashboard = free_port(), free_port()
+    # Ray 2.60's head requires token authentication; head and client share a fresh token.
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+    }
+    env.pop("RAY_ADDRESS", None)
+    head = subprocess.Popen(
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}",
+            "--num-cpus=2",
+            "--num-gpus=0",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            probe = subprocess.run(
+                [str(BIN / "ray"), "job", "list", "--address", address],
+                env=env,
+                capture_output=True,
+                timeout=60,
+            )
+            if probe.returncode == 0:
+                break
+            time.sleep(2)
+        else:
+            pytest.fail("the Ray head's job server did not come up")
+        yield address, env
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+
+
+def test_ray_job_submit_runs_generation(head_node, tmp_path):
+    address, env = head_node
+    contents, styles = write_inputs(tmp_path, 2, 2)
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [
+            str(BIN / "ray"),
+            "job",
+            "submit",
+            "--address",
+            address,
+            "--",
+            "python",
+            "-m",
+            "jobs.generate",
+            "--content",
+            str(contents),
+            "--styles",
+            str(styles),
+            "--out",
+            str(out),
+            *FAST_TEACHER,
+            "--workers",
+            "1:2",
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "succeeded" in result.stdout
+    assert "pairs planned 4, written 4" in result.stdout
+    check_exactly_once(Storage(str(out)), 4)
