@@ -28,6 +28,7 @@ from common.run_info import write_run_info
 from common.storage import Storage
 from teacher_workers.generation import PoolConfig, generate
 from teacher_workers.options import TeacherOptions, add_teacher_arguments, teacher_options
+from teacher_workers.sizing import auto_tile
 
 log = logging.getLogger("jobs.generate")
 
@@ -59,7 +60,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     plan.add_argument("--combinations", type=positive_int, default=1, help="recipe combinations")
     plan.add_argument("--val-fraction", type=float, default=VAL_FRACTION)
     plan.add_argument("--plan-seed", type=int, default=0)
-    plan.add_argument("--tile", default="12x8", help="max contents x styles per work unit")
+    plan.add_argument(
+        "--tile",
+        default="auto",
+        help="contents x styles per work unit, e.g. 12x8; auto: as many as the "
+        "features fit in --gpu-memory-gb (12x8 on CPU)",
+    )
+    plan.add_argument(
+        "--gpu-memory-gb",
+        type=float,
+        default=24.0,
+        help="GPU memory of a worker, for --tile auto (24 = A10G, g5.xlarge)",
+    )
     pool = parser.add_argument_group("Ray actor pool")
     pool.add_argument(
         "--workers", default="1:1", help="MIN:MAX actors (an autoscaler grows the pool)"
@@ -128,18 +140,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     storage_options = parse_storage_options(args.storage_option)
     teacher = teacher_options(args)
-    max_c, max_s = parse_pair(args.tile, "x", "--tile")
+    tile = None if args.tile == "auto" else parse_pair(args.tile, "x", "--tile")
     min_w, max_w = parse_pair(args.workers, ":", "--workers")
     storage = Storage(args.out, options_for(args.out, storage_options))
     storage.check_writable()
     pairs = plan(args, storage_options)
-    tiles = make_tiles(pairs, max_c, max_s)
     connect_ray()
     gpus = args.gpus_per_worker
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
     pool = PoolConfig(min_w, max_w, gpus, args.cpus_per_worker)
     teacher = placed_options(teacher, gpus)
+    if tile is None:
+        tile = auto_tile(teacher, args.gpu_memory_gb) if gpus > 0 else (12, 8)
+    tiles = make_tiles(pairs, *tile)
     teacher_hash = teacher.hash(torch.device(teacher.device))
     config = {k: v for k, v in vars(args).items() if k != "storage_option"}
     write_run_info(
@@ -152,7 +166,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         pairs=len(pairs),
         tiles=len(tiles),
     )
-    print(f"{len(pairs)} pairs in {len(tiles)} tiles -> {storage.url('targets/' + teacher_hash)}")
+    print(
+        f"{len(pairs)} pairs in {len(tiles)} tiles of up to {tile[0]}x{tile[1]} -> "
+        f"{storage.url('targets/' + teacher_hash)}"
+    )
     summary = generate(tiles, teacher, storage, storage_options, teacher_hash, pool)
     print(summary.line())
     print(f"manifests: {storage.url('manifests/' + teacher_hash)}")

@@ -53,6 +53,24 @@ def ddim_move(
     return math.sqrt(alpha_to) * x0 + math.sqrt(1.0 - alpha_to) * eps
 
 
+def feature_bytes(
+    unet: torch.nn.Module, config: StyleIDConfig, kinds: tuple[str, ...], height: int, width: int
+) -> int:
+    """Bytes of the `kinds` features one image stores for sampling (works on a meta-device UNet).
+
+    Per injected layer and sampling step: tokens at that up block's resolution x channels.
+    """
+    blocks = len(unet.up_blocks)
+    modules = dict(unet.named_modules())
+    per_step = 0
+    for layer in config.layers:
+        scale = 2 ** (blocks - 1 - int(layer.split(".")[1]))
+        tokens = (height // 8 // scale) * (width // 8 // scale)
+        per_step += tokens * modules[layer].to_q.out_features
+    element = torch.finfo(unet.dtype).bits // 8
+    return per_step * len(kinds) * (config.steps - 1) * element
+
+
 def _chunks(n: int, size: int) -> Iterator[slice]:
     return (slice(start, min(start + size, n)) for start in range(0, n, size))
 
@@ -207,18 +225,7 @@ class StyleIDEngine:
     # ---- memory -------------------------------------------------------------------------
     def feature_bytes(self, kinds: tuple[str, ...], height: int, width: int) -> int:
         """Bytes of the stored `kinds` features of one image of height x width pixels."""
-        unet = self.teacher.unet
-        blocks = len(unet.up_blocks)
-        modules = dict(unet.named_modules())
-        latent_h, latent_w = height // 8, width // 8
-        per_step = 0
-        for layer in self.config.layers:
-            block = int(layer.split(".")[1])
-            scale = 2 ** (blocks - 1 - block)
-            tokens = (latent_h // scale) * (latent_w // scale)
-            per_step += tokens * modules[layer].to_q.out_features
-        element = torch.finfo(self.teacher.dtype).bits // 8
-        return per_step * len(kinds) * len(self.sampling_steps) * element
+        return feature_bytes(self.teacher.unet, self.config, kinds, height, width)
 
     def _offloading(self, latents: torch.Tensor, kinds: tuple[str, ...]) -> bool:
         """Offload features to pinned CPU memory when asked, or when they would not fit the GPU."""

@@ -96,11 +96,15 @@ def load_teacher(
         _build_preset(model, seed) if model in PRESETS else _load_pretrained(model, revision, dtype)
     )
     for module in (teacher.unet, teacher.vae):
-        # nn.Module.to, not ModelMixin.to: the latter warns on every dtype cast, even for SD-1.x
-        # models that pin no module to float32.
-        torch.nn.Module.to(module, device=device, dtype=dtype).eval().requires_grad_(False)
+        cast(module, device, dtype).eval().requires_grad_(False)
     teacher.prompt_embeds = teacher.prompt_embeds.to(device=device, dtype=dtype)
     return teacher
+
+
+def cast(module: torch.nn.Module, device: torch.device | str | None, dtype: torch.dtype):
+    """Move/cast a diffusers model. nn.Module.to, not ModelMixin.to: the latter warns on every
+    dtype cast, even for SD-1.x models that pin no module to float32."""
+    return torch.nn.Module.to(module, device=device, dtype=dtype)
 
 
 def _alphas(scheduler_config: dict) -> torch.Tensor:

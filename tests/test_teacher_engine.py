@@ -12,7 +12,7 @@ from common.errors import UserError
 from teacher_workers.attention import AttentionController, Injection, Mode, StyleIDAttnProcessor
 from teacher_workers.config import DEFAULT_LAYERS, StyleIDConfig
 from teacher_workers.engine import StyleIDEngine, adain, ddim_move
-from teacher_workers.models import CONFIG_DIR, TeacherModel, load_teacher
+from teacher_workers.models import CONFIG_DIR, TeacherModel, cast, load_teacher
 
 STEPS = 8
 
@@ -207,7 +207,7 @@ def test_feature_memory_matches_sd15_figures():
     """Stored features per 512 px image in fp16: Q ~0.58 GB, K+V ~1.16 GB (SPEC section 3)."""
     config = json.loads((CONFIG_DIR / "sd15" / "unet.json").read_text())
     with torch.device("meta"):
-        unet = UNet2DConditionModel.from_config(config).to(torch.float16)
+        unet = cast(UNet2DConditionModel.from_config(config), None, torch.float16)
     scheduler = json.loads((CONFIG_DIR / "sd15" / "scheduler.json").read_text())
     teacher = TeacherModel(
         unet,

@@ -1,0 +1,56 @@
+"""Work-unit size from a worker's GPU memory: as many contents x styles as the stored features fit.
+
+The driver sizes tiles before any GPU node exists (an autoscaling cluster may start with none),
+so the UNet is built on the meta device from its config alone: shapes, no weights, no memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import torch
+from diffusers import UNet2DConditionModel
+
+from common.planning import tile_shape_for_memory
+from teacher_workers.engine import CONTENT_KINDS, STYLE_KINDS, feature_bytes
+from teacher_workers.models import CONFIG_DIR, PRESETS, cast, parse_dtype
+from teacher_workers.options import TeacherOptions
+
+log = logging.getLogger(__name__)
+
+FEATURE_SHARE = 0.5  # of the memory left after the weights; the rest is UNet/VAE activations
+VAE_PARAMETERS = 84_000_000
+
+
+def unet_skeleton(model: str, revision: str | None) -> UNet2DConditionModel:
+    """The model's UNet on the meta device; SD 1.5's shapes when its config cannot be read."""
+    if model in PRESETS:
+        config = json.loads((CONFIG_DIR / PRESETS[model] / "unet.json").read_text())
+    else:
+        try:
+            config = UNet2DConditionModel.load_config(model, subfolder="unet", revision=revision)
+        except Exception as exc:  # offline Hub id: SD-1.x shapes are all the same
+            log.warning(
+                "sizing tiles with SD 1.5 shapes (%s has no readable config: %s)",
+                model,
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+            )
+            config = json.loads((CONFIG_DIR / "sd15" / "unet.json").read_text())
+    with torch.device("meta"):
+        return UNet2DConditionModel.from_config(config)
+
+
+def auto_tile(
+    options: TeacherOptions, gpu_memory_gb: float, max_contents: int = 12, max_styles: int = 8
+) -> tuple[int, int]:
+    """(contents, styles) per tile whose features fit a GPU of `gpu_memory_gb`."""
+    dtype = parse_dtype(options.resolved_dtype(torch.device("cuda")))
+    unet = cast(unet_skeleton(options.model, options.revision), None, dtype)
+    size = options.styleid.resolution
+    q = feature_bytes(unet, options.styleid, CONTENT_KINDS, size, size)
+    kv = feature_bytes(unet, options.styleid, STYLE_KINDS, size, size)
+    element = torch.finfo(dtype).bits // 8
+    weights = (sum(p.numel() for p in unet.parameters()) + VAE_PARAMETERS) * element
+    budget = FEATURE_SHARE * max(gpu_memory_gb * 2**30 - weights, 0)
+    return tile_shape_for_memory(int(budget), q, kv, max_contents, max_styles)
