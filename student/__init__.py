@@ -1,0 +1,1 @@
+"""The STTR student: model, distillation losses, checkpoints, inference and ONNX export."""

@@ -1,0 +1,88 @@
+"""Student checkpoints: a directory (any fsspec URL) with `model.safetensors` and `config.json`.
+
+`config.json` holds the `STTRConfig` fields and is written last, so a directory that has it
+holds a complete checkpoint even if a writer was killed half way. Training adds its own
+files (e.g. `optimizer.pt`) beside these two.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import safetensors.torch
+import torch
+from safetensors import SafetensorError
+from torch import nn
+
+from common.errors import UserError
+from common.storage import Storage
+from student.model import STTR, STTRConfig, build_sttr
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+def save_student(model: nn.Module, config: STTRConfig, storage_or_dir: Storage | str) -> None:
+    """Write `model`'s weights (unwrapping DDP) and `config` into a checkpoint directory."""
+    storage = storage_or_dir if isinstance(storage_or_dir, Storage) else Storage(storage_or_dir)
+    model = getattr(model, "module", model)
+    tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    storage.write_bytes(MODEL_FILE, safetensors.torch.save(tensors))
+    storage.write_bytes(CONFIG_FILE, json.dumps(dataclasses.asdict(config), indent=2).encode())
+
+
+def load_student(
+    url: str, storage_options: Mapping[str, Any] | None = None, device: str | torch.device = "cpu"
+) -> tuple[STTR, STTRConfig]:
+    """The student saved at `url` (in eval mode, on `device`) and its config; anything that is
+    not a readable checkpoint is a `UserError` naming `url`."""
+    storage = Storage(url, storage_options)
+    config = read_config(storage)
+    try:
+        state = safetensors.torch.load(read_file(storage, MODEL_FILE))
+    except SafetensorError as exc:
+        raise UserError(f"{storage.url(MODEL_FILE)} is not a safetensors file: {exc}") from None
+    model = build_sttr(config, init="scratch")
+    load_weights(model, state, storage.url(MODEL_FILE))
+    return model.to(device).eval(), config
+
+
+def load_weights(model: STTR, state: Mapping[str, torch.Tensor], where: str) -> None:
+    """Load a complete state dict; any missing, extra or reshaped weight is a `UserError`."""
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise UserError(
+            f"{where} does not match its config.json: {len(missing)} weights missing, "
+            f"{len(unexpected)} unexpected (e.g. {(missing or unexpected)[0]})"
+        )
+    for key in sorted(state):
+        if state[key].shape != own[key].shape:
+            raise UserError(
+                f"{where} does not match its config.json: {key} has shape "
+                f"{list(state[key].shape)}, expected {list(own[key].shape)}"
+            )
+    model.load_state_dict(state)
+
+
+def read_config(storage: Storage) -> STTRConfig:
+    """The `STTRConfig` in a checkpoint directory."""
+    where = storage.url(CONFIG_FILE)
+    try:
+        fields = json.loads(read_file(storage, CONFIG_FILE))
+        return STTRConfig(**fields)
+    except (ValueError, TypeError) as exc:  # bad JSON, unknown fields or bad values
+        raise UserError(f"{where} is not a valid student config: {exc}") from None
+
+
+def read_file(storage: Storage, key: str) -> bytes:
+    """Bytes of one checkpoint file; a missing file means "not a checkpoint"."""
+    try:
+        return storage.read_bytes(key)
+    except FileNotFoundError:
+        raise UserError(f"{storage.root} is not a student checkpoint: it has no {key}") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {storage.url(key)}: {exc}") from None

@@ -1,0 +1,65 @@
+"""ONNX export of the student for small devices, and a check of the export against PyTorch."""
+
+from __future__ import annotations
+
+import io
+import posixpath
+from collections.abc import Sequence
+
+import numpy as np
+import onnxruntime
+import torch
+from torch import nn
+
+from common.storage import Storage, read_url
+from student.inference import eval_mode
+
+OPSET = 17
+INPUTS = ("content", "style")
+OUTPUT = "stylized"
+DYNAMIC_AXES = {
+    "content": {0: "batch", 2: "height", 3: "width"},
+    "style": {0: "batch", 2: "style_height", 3: "style_width"},
+    "stylized": {0: "batch", 2: "height", 3: "width"},
+}
+
+
+def export_onnx(model: nn.Module, path: str, example_size: int = 256) -> None:
+    """Write `model` (eval mode) as ONNX to a path or URL: inputs "content" and "style",
+    output "stylized", all [B, 3, H, W] ImageNet-normalized, with batch and sides dynamic
+    (sides must still be multiples of 32). Uses the TorchScript exporter (`dynamo=False`),
+    which keeps the dynamic sizes through the attention and the positional encoding."""
+    param = next(model.parameters())
+    example = torch.zeros(1, 3, example_size, example_size, device=param.device, dtype=param.dtype)
+    buffer = io.BytesIO()
+    with eval_mode(model), torch.no_grad():
+        torch.onnx.export(
+            model,
+            (example, example),
+            buffer,
+            input_names=list(INPUTS),
+            output_names=[OUTPUT],
+            dynamic_axes=DYNAMIC_AXES,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    root, name = posixpath.split(path)
+    Storage(root or ".").write_bytes(name, buffer.getvalue())
+
+
+def check_onnx(model: nn.Module, path: str, sizes: Sequence[tuple[int, int]]) -> float:
+    """Largest absolute difference between onnxruntime (CPU) and PyTorch outputs, over one
+    seeded random pair per size (H, W): content H x W with a style of W x H, so content and
+    style sizes differ whenever H != W."""
+    session = onnxruntime.InferenceSession(read_url(path), providers=["CPUExecutionProvider"])
+    param = next(model.parameters())
+    generator = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for h, w in sizes:
+        content = torch.randn(1, 3, h, w, generator=generator)
+        style = torch.randn(1, 3, w, h, generator=generator)
+        with eval_mode(model), torch.no_grad():
+            expected = model(content.to(param.device), style.to(param.device)).float().cpu()
+        got = session.run([OUTPUT], {"content": content.numpy(), "style": style.numpy()})[0]
+        worst = max(worst, float(np.abs(got - expected.numpy()).max()))
+    return worst

@@ -1,0 +1,154 @@
+"""The distillation paper's objectives: MSE to the teacher's image, optionally plus a Gram term.
+
+    l1 = MSE(student, teacher)              (the paper's best)
+    l2 = 0.5 * MSE + 0.5 * G
+    l3 = 0.7 * MSE + 0.3 * G
+    G  = sum over VGG19 features[0:2], [2:7], [7:12], [12:21] of
+         MSE(Gram(student features), Gram(teacher features)), one Gram matrix per sample.
+
+Both images are in ImageNet-normalized space, which is also what VGG19 expects.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import pickle
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+from torchvision.models import VGG19_Weights
+
+from common.errors import UserError
+from common.storage import read_url
+
+logger = logging.getLogger(__name__)
+
+LOSS_WEIGHTS = {"l1": (1.0, 0.0), "l2": (0.5, 0.5), "l3": (0.7, 0.3)}  # name -> (MSE, Gram)
+VGG_SLICES = ((0, 2), (2, 7), (7, 12), (12, 21))  # relu1_1, relu2_1, relu3_1, relu4_1
+VGG19_PLAN = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512)  # = features[0:21]
+
+
+def vgg19_features() -> nn.Sequential:
+    """torchvision's `vgg19().features[0:21]` (same indices, so its weights load directly)."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for item in VGG19_PLAN:
+        if item == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(channels, int(item), 3, padding=1), nn.ReLU()]
+            channels = int(item)
+    return nn.Sequential(*layers)
+
+
+def gram_matrix(features: Tensor) -> Tensor:
+    """[B, C, H, W] -> per-sample Gram matrices [B, C, C] divided by C*H*W, in float32
+    (a sum over H*W products overflows float16 at 512px)."""
+    b, c, h, w = features.shape
+    flat = features.reshape(b, c, h * w).float()
+    with torch.autocast(flat.device.type, enabled=False):
+        return flat @ flat.transpose(1, 2) / (c * h * w)
+
+
+class GramLoss(nn.Module):
+    """G: Gram-matrix distance between student and teacher through frozen VGG19 slices."""
+
+    def __init__(self, features: nn.Sequential) -> None:
+        super().__init__()
+        self.slices = nn.ModuleList(features[start:stop] for start, stop in VGG_SLICES)
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> GramLoss:
+        """Stays in eval mode: VGG19 is a fixed measuring instrument, never trained."""
+        return super().train(False)
+
+    def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
+        """Scalar sum over slices of MSE between the [B, C, C] Gram matrices."""
+        loss = student.new_zeros((), dtype=torch.float32)
+        for block in self.slices:
+            student = block(student)  # [B, C, H', W']
+            with torch.no_grad():
+                teacher = block(teacher)
+            loss = loss + F.mse_loss(gram_matrix(student), gram_matrix(teacher))
+        return loss
+
+
+class DistillationLoss(nn.Module):
+    """mse_weight * MSE(student, teacher) + gram_weight * G(student, teacher)."""
+
+    def __init__(self, mse_weight: float, gram_weight: float, gram: GramLoss | None) -> None:
+        super().__init__()
+        if gram_weight and gram is None:
+            raise ValueError("a Gram weight needs a GramLoss")
+        self.mse_weight = mse_weight
+        self.gram_weight = gram_weight
+        self.gram = gram
+
+    def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
+        """student, teacher [B, 3, H, W] in ImageNet-normalized space -> scalar loss."""
+        loss = self.mse_weight * F.mse_loss(student, teacher)
+        if self.gram is not None:
+            loss = loss + self.gram_weight * self.gram(student, teacher)
+        return loss
+
+
+def build_loss(name: str, vgg_weights: str | None = None) -> DistillationLoss:
+    """The paper's loss "l1", "l2" or "l3". VGG19 (only for l2/l3) gets torchvision's ImageNet
+    weights, or those in `vgg_weights` (a path/URL to a torchvision VGG19 state dict)."""
+    key = name.lower()
+    if key not in LOSS_WEIGHTS:
+        raise UserError(f"unknown loss {name!r}; choose one of: {', '.join(LOSS_WEIGHTS)}")
+    mse_weight, gram_weight = LOSS_WEIGHTS[key]
+    gram = GramLoss(load_vgg19_features(vgg_weights)) if gram_weight else None
+    return DistillationLoss(mse_weight, gram_weight, gram)
+
+
+def load_vgg19_features(weights: str | None) -> nn.Sequential:
+    """VGG19 features[0:21] with weights from `weights` (path/URL) or torchvision's ImageNet
+    weights; random with one warning when torchvision's cannot be downloaded."""
+    features = vgg19_features()
+    state = read_vgg_state(weights) if weights else imagenet_vgg19_state()
+    if state is None:
+        return features
+    own = features.state_dict().keys()
+    picked = {key: value for key, value in state.items() if key in own}
+    missing = sorted(set(own) - set(picked))
+    if missing:
+        raise UserError(f"{weights} is not a VGG19 state dict: it has no features.{missing[0]}")
+    features.load_state_dict(picked)
+    return features
+
+
+def read_vgg_state(url: str) -> dict[str, Tensor]:
+    """A VGG19 state dict from a file, keyed like `vgg19().features` ("features." stripped)."""
+    try:
+        state = torch.load(io.BytesIO(read_url(url)), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        raise UserError(f"cannot read {url} as VGG19 weights: {_first_line(exc)}") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{url} is not a state dict of VGG19 weights")
+    return {key.removeprefix("features."): value for key, value in state.items()}
+
+
+def imagenet_vgg19_state() -> dict[str, Tensor] | None:
+    """torchvision's ImageNet VGG19 features weights, or None with one warning when offline."""
+    try:
+        vgg = torchvision.models.vgg19(weights=VGG19_Weights.IMAGENET1K_V1)
+    except (OSError, RuntimeError) as exc:
+        logger.warning(
+            "ImageNet VGG19 weights are unavailable (%s); the Gram loss uses a random VGG19, "
+            "which measures style poorly: pass local VGG19 weights instead",
+            _first_line(exc),
+        )
+        return None
+    return vgg.features.state_dict()
+
+
+def _first_line(exc: BaseException) -> str:
+    """First line of an exception, for one-line messages."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,168 @@
+"""STTR, the student: ResNet encoders, a style/content transformer and an upsampling tail.
+
+As in the authors' code ("Fine-Grained Image Style Transfer with Visual Transformers",
+ACCV 2022): content tokens at stride 8 ask the encoded style tokens (stride 32) how to look,
+and a small convolutional tail turns the answer back into pixels. Inputs and output are in
+ImageNet-normalized space (see `student.inference` for the conversions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from student.authors_checkpoint import load_authors_checkpoint
+from student.backbone import ResNetEncoder, imagenet_resnet50_state
+from student.position_encoding import PositionEmbeddingSine
+from student.transformer import Transformer
+
+SIZE_MULTIPLE = 32  # the style encoder's stride: image sides must be multiples of it
+CONTENT_LAYER = 2  # ResNet stage that ends the content encoder (stride 8, 512 channels)
+STYLE_LAYER = 4  # ResNet stage that ends the style encoder (stride 32, 2048 channels)
+
+
+@dataclass(frozen=True)
+class STTRConfig:
+    """Transformer sizes; the defaults are the authors' released model."""
+
+    d_model: int = 256
+    nheads: int = 8
+    enc_layers: int = 6
+    dec_layers: int = 6
+    dim_feedforward: int = 2048
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("d_model", "nheads", "enc_layers", "dec_layers", "dim_feedforward"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"STTRConfig.{name} must be a positive integer, got {value!r}")
+        if self.d_model % self.nheads:
+            raise ValueError(
+                f"STTRConfig.d_model ({self.d_model}) must be divisible by nheads ({self.nheads})"
+            )
+        if self.d_model % 4:
+            raise ValueError(
+                f"STTRConfig.d_model must be a multiple of 4 (sine/cosine pairs for x and y), "
+                f"got {self.d_model}"
+            )
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
+            raise ValueError(f"STTRConfig.dropout must be a number, got {self.dropout!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"STTRConfig.dropout must be in [0, 1), got {self.dropout}")
+
+
+class ResBlock(nn.Module):
+    """Full pre-activation bottleneck (He et al., 2016) that refines features before upsampling."""
+
+    def __init__(self, dim: int, inner: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.BatchNorm2d(dim),
+            nn.LeakyReLU(),
+            nn.Conv2d(dim, inner, 1),
+            nn.BatchNorm2d(inner),
+            nn.LeakyReLU(),
+            nn.Conv2d(inner, inner, 3, padding=1),
+            nn.BatchNorm2d(inner),
+            nn.LeakyReLU(),
+            nn.Conv2d(inner, dim, 1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.net(x)  # [B, C, H, W]
+
+
+class UpStage(nn.Module):
+    """One octave back towards pixels: ResBlock, x2 bilinear, reflection-padded 3x3 conv."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.res = ResBlock(in_channels, in_channels // 2)
+        self.conv = nn.Conv2d(in_channels, out_channels, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.res(x)  # [B, C, H, W]
+        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)  # [B, C, 2H, 2W]
+        return self.conv(F.pad(x, (1, 1, 1, 1), mode="reflect"))  # [B, C_out, 2H, 2W]
+
+
+def to_tokens(x: Tensor) -> Tensor:
+    """[B, C, H, W] feature map -> [B, H*W, C] token sequence (row-major)."""
+    return x.flatten(2).transpose(1, 2)
+
+
+class STTR(nn.Module):
+    """Style transfer transformer: (content, style) -> content re-rendered in the style."""
+
+    def __init__(self, config: STTRConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.content_encoder = ResNetEncoder(CONTENT_LAYER)
+        self.style_encoder = ResNetEncoder(STYLE_LAYER)
+        self.position = PositionEmbeddingSine(d // 2)
+        self.content_proj = nn.Conv2d(self.content_encoder.num_channels, d, 1)
+        self.style_proj = nn.Conv2d(self.style_encoder.num_channels, d, 1)
+        self.transformer = Transformer(
+            d_model=d,
+            nheads=config.nheads,
+            enc_layers=config.enc_layers,
+            dec_layers=config.dec_layers,
+            dim_feedforward=config.dim_feedforward,
+            dropout=config.dropout,
+        )
+        channels = self.content_encoder.num_channels
+        self.output_proj = nn.Conv2d(d, channels, 1)
+        self.tail = nn.Sequential(  # 512 -> 256 -> 128 -> 3, undoing the content stride of 8
+            UpStage(channels, channels // 2),
+            UpStage(channels // 2, channels // 4),
+            UpStage(channels // 4, 3),
+        )
+
+    def forward(self, content: Tensor, style: Tensor) -> Tensor:
+        """content [B, 3, H, W], style [B, 3, Hs, Ws] -> [B, 3, H, W]; sides multiples of 32."""
+        if not torch.jit.is_tracing():  # traced exports keep H and W symbolic
+            check_inputs(content, style)
+        c = self.content_encoder(content)  # [B, 512, H/8, W/8]
+        s = self.style_encoder(style)  # [B, 2048, Hs/32, Ws/32]
+        out = self.transformer(
+            to_tokens(self.content_proj(c)),  # [B, Lc, D] queries
+            to_tokens(self.position(c)),  # [1, Lc, D]
+            to_tokens(self.style_proj(s)),  # [B, Ls, D] memory
+            to_tokens(self.position(s)),  # [1, Ls, D]
+        )  # [B, Lc, D]
+        out = out.transpose(1, 2).reshape(c.shape[0], -1, c.shape[2], c.shape[3])  # [B, D, h, w]
+        return self.tail(self.output_proj(out))  # [B, 3, H, W]
+
+
+def check_inputs(content: Tensor, style: Tensor) -> None:
+    """ValueError unless both are [B, 3, H, W] batches of one size B with sides multiples of 32."""
+    for name, x in (("content", content), ("style", style)):
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"{name} must be [B, 3, H, W], got {list(x.shape)}")
+        if x.shape[2] % SIZE_MULTIPLE or x.shape[3] % SIZE_MULTIPLE:
+            raise ValueError(
+                f"{name} height and width must be multiples of {SIZE_MULTIPLE}, "
+                f"got {x.shape[2]}x{x.shape[3]}"
+            )
+    if content.shape[0] != style.shape[0]:
+        raise ValueError(f"batch sizes differ: content {content.shape[0]}, style {style.shape[0]}")
+
+
+def build_sttr(config: STTRConfig, init: str = "imagenet") -> STTR:
+    """A student model; `init` is "imagenet" (torchvision ResNet-50 weights in both encoders,
+    random with a warning when offline), "scratch" (random) or the path/URL of the authors'
+    released checkpoint (`checkpoint0005.pth`)."""
+    model = STTR(config)
+    if init == "imagenet":
+        state = imagenet_resnet50_state()
+        if state is not None:
+            model.content_encoder.load_resnet_state(state)
+            model.style_encoder.load_resnet_state(state)
+    elif init != "scratch":
+        load_authors_checkpoint(model, init)
+    return model

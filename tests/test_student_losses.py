@@ -1,0 +1,123 @@
+"""The distillation losses l1, l2, l3 and the per-sample Gram term through frozen VGG19."""
+
+from __future__ import annotations
+
+import logging
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from common.errors import UserError
+from student.losses import build_loss, gram_matrix, vgg19_features
+
+
+@pytest.fixture(scope="module")
+def vgg_file(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Seeded VGG19 features weights saved as torchvision names them ("features.N.weight")."""
+    torch.manual_seed(0)
+    state = {f"features.{key}": value for key, value in vgg19_features().state_dict().items()}
+    path = tmp_path_factory.mktemp("vgg") / "vgg19.pth"
+    torch.save(state, path)
+    return str(path)
+
+
+def pair(batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded (student, teacher) batch of ImageNet-normalized-looking images."""
+    gen = torch.Generator().manual_seed(seed)
+    student, teacher = torch.randn(2, batch, 3, 32, 48, generator=gen)
+    return student, teacher
+
+
+def test_l1_is_mse_and_builds_no_vgg() -> None:
+    loss = build_loss("l1")
+    assert loss.gram is None
+    assert not list(loss.parameters())
+    student, teacher = pair()
+    assert loss(teacher, teacher).item() == 0.0
+    assert torch.allclose(loss(student, teacher), F.mse_loss(student, teacher))
+
+
+def test_gram_matrix_is_per_sample_and_normalized() -> None:
+    features = torch.stack([torch.ones(2, 3, 4), 2 * torch.ones(2, 3, 4)])  # [B=2, C=2, 3, 4]
+    gram = gram_matrix(features)
+    assert gram.shape == (2, 2, 2)
+    # sum over 12 positions of 1*1 (or 2*2), divided by C*H*W = 24
+    assert torch.allclose(gram[0], torch.full((2, 2), 0.5))
+    assert torch.allclose(gram[1], torch.full((2, 2), 2.0))
+
+
+@pytest.mark.parametrize("name", ["l2", "l3"])
+def test_gram_term_is_the_mean_over_samples(vgg_file: str, name: str) -> None:
+    """A batch of two pairs scores the mean of each pair alone: Gram matrices never mix samples."""
+    loss = build_loss(name, vgg_weights=vgg_file)
+    student, teacher = pair()
+    with torch.no_grad():
+        both = loss(student, teacher)
+        alone = [loss(student[i : i + 1], teacher[i : i + 1]) for i in range(2)]
+        gram_both = loss.gram(student, teacher)
+        gram_alone = [loss.gram(student[i : i + 1], teacher[i : i + 1]) for i in range(2)]
+    assert torch.allclose(both, (alone[0] + alone[1]) / 2, rtol=1e-5)
+    assert torch.allclose(gram_both, (gram_alone[0] + gram_alone[1]) / 2, rtol=1e-5)
+    assert gram_both > 0
+
+
+@pytest.mark.parametrize(
+    ("name", "mse_weight", "gram_weight"), [("l2", 0.5, 0.5), ("L3", 0.7, 0.3)]
+)
+def test_weights_combine_mse_and_gram(
+    vgg_file: str, name: str, mse_weight: float, gram_weight: float
+) -> None:
+    loss = build_loss(name, vgg_weights=vgg_file)
+    student, teacher = pair(seed=1)
+    with torch.no_grad():
+        mse = F.mse_loss(student, teacher)
+        gram = loss.gram(student, teacher)
+        total = loss(student, teacher)
+    assert not torch.allclose(mse, gram, rtol=0.1)  # the weights are identifiable
+    assert torch.allclose(total, mse_weight * mse + gram_weight * gram, rtol=1e-5)
+
+
+def test_vgg_is_frozen_and_loaded_from_file(vgg_file: str) -> None:
+    loss = build_loss("l2", vgg_weights=vgg_file)
+    loss.train()
+    assert not loss.gram.training
+    assert all(not p.requires_grad for p in loss.parameters())
+    saved = torch.load(vgg_file, weights_only=True)
+    assert torch.equal(loss.gram.slices[3][7].weight, saved["features.19.weight"])  # conv4_1
+    student, teacher = pair()
+    student.requires_grad_(True)
+    loss(student, teacher).backward()
+    assert student.grad is not None and student.grad.abs().sum() > 0
+
+
+def test_unknown_loss_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="unknown loss 'l4'; choose one of: l1, l2, l3"):
+        build_loss("l4")
+
+
+def test_bad_vgg_weights_are_user_errors(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no such file"):
+        build_loss("l2", vgg_weights=str(tmp_path / "missing.pth"))
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "partial.pth")
+    with pytest.raises(UserError, match="not a VGG19 state dict"):
+        build_loss("l2", vgg_weights=str(tmp_path / "partial.pth"))
+
+
+def test_offline_vgg_falls_back_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def offline_vgg19(weights: object = None, **kwargs: object) -> nn.Module:
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torchvision.models, "vgg19", offline_vgg19)
+    with caplog.at_level(logging.WARNING):
+        loss = build_loss("l3")
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
+    assert "VGG19" in caplog.records[0].getMessage()
+    student, teacher = pair()
+    assert torch.isfinite(loss(student, teacher))

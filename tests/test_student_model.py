@@ -1,0 +1,335 @@
+"""The STTR student: config, size, shapes, positional encoding, content/style wiring, weight
+init paths, the authors' checkpoint key map and our checkpoint format."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import urllib.error
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from common.errors import UserError
+from student.authors_checkpoint import authors_key_map
+from student.checkpoint import load_student, save_student
+from student.model import STTR, STTRConfig, build_sttr, to_tokens
+from student.position_encoding import PositionEmbeddingSine
+from student.transformer import Transformer
+
+SMALL = STTRConfig(enc_layers=1, dec_layers=1)
+
+
+def randomize_buffers(model: nn.Module, seed: int = 0) -> None:
+    """Give every float buffer (frozen and running BatchNorm stats) non-default values, so
+    that loading tests cover buffers as well as parameters."""
+    generator = torch.Generator().manual_seed(seed)
+    for buffer in model.buffers():
+        if buffer.is_floating_point():
+            buffer.copy_(0.9 + 0.2 * torch.rand(buffer.shape, generator=generator))
+
+
+@pytest.fixture(scope="module")
+def full_model() -> STTR:
+    torch.manual_seed(0)
+    return build_sttr(STTRConfig(), init="scratch")
+
+
+@pytest.fixture(scope="module")
+def small_model() -> STTR:
+    """A 1+1-layer student in eval mode with non-default buffers (tests must not change it)."""
+    torch.manual_seed(0)
+    model = build_sttr(SMALL, init="scratch")
+    randomize_buffers(model)
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"d_model": 250},  # not divisible by 8 heads
+        {"d_model": 18, "nheads": 2},  # not a multiple of 4
+        {"nheads": 0},
+        {"enc_layers": 0},
+        {"dec_layers": 1.5},
+        {"dim_feedforward": True},
+        {"dropout": 1.0},
+        {"dropout": "0.1"},
+    ],
+)
+def test_config_rejects_bad_values(fields: dict) -> None:
+    with pytest.raises(ValueError, match="STTRConfig"):
+        STTRConfig(**fields)
+
+
+def test_parameter_count_matches_the_authors_model(full_model: STTR) -> None:
+    count = sum(p.numel() for p in full_model.parameters())
+    assert abs(count - 45.6e6) / 45.6e6 < 0.01, count
+
+
+@pytest.mark.parametrize(
+    ("content_hw", "style_hw"), [((64, 96), (128, 64)), ((128, 128), (64, 96))]
+)
+def test_output_has_the_content_shape(
+    small_model: STTR, content_hw: tuple[int, int], style_hw: tuple[int, int]
+) -> None:
+    content = torch.randn(2, 3, *content_hw)
+    style = torch.randn(2, 3, *style_hw)
+    with torch.no_grad():
+        out = small_model(content, style)
+    assert out.shape == content.shape
+    assert torch.isfinite(out).all()
+
+
+def test_sizes_must_be_multiples_of_32(small_model: STTR) -> None:
+    with pytest.raises(ValueError, match="multiples of 32"):
+        small_model(torch.randn(1, 3, 64, 80), torch.randn(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="batch sizes differ"):
+        small_model(torch.randn(2, 3, 64, 64), torch.randn(1, 3, 64, 64))
+
+
+def test_position_encoding_known_values() -> None:
+    pos = PositionEmbeddingSine(num_pos_feats=128)(torch.zeros(1, 7, 2, 3))
+    assert pos.shape == (1, 256, 2, 3)
+    # y is 1/2 and 2/2 of 2*pi; x is 1/3, 2/3, 3/3 of 2*pi. Channel 1 = cos(y), 129 = cos(x).
+    assert torch.allclose(pos[0, 1, :, 0], torch.tensor([-1.0, 1.0]), atol=1e-5)
+    assert torch.allclose(pos[0, 129, 0], torch.tensor([-0.5, -0.5, 1.0]), atol=1e-5)
+    assert torch.allclose(pos[0, 128, 0, :2], torch.tensor([0.8660254, -0.8660254]), atol=1e-5)
+    # Every channel against DETR's formula written out by hand.
+    for c in range(256):
+        axis, i = divmod(c, 128)
+        freq = 10000 ** (2 * (i // 2) / 128)
+        for r in range(2):
+            for k in range(3):
+                coord = (r + 1) / 2 if axis == 0 else (k + 1) / 3
+                angle = coord * 2 * math.pi / freq
+                expected = math.sin(angle) if i % 2 == 0 else math.cos(angle)
+                assert pos[0, c, r, k].item() == pytest.approx(expected, abs=1e-4)
+
+
+def tiny_transformer() -> Transformer:
+    """A small transformer in float64, so equalities can be checked tightly."""
+    torch.manual_seed(0)
+    return Transformer(32, 4, 1, 2, 64, dropout=0.0).double().eval()
+
+
+def seeded_randn(seed: int) -> Callable[..., torch.Tensor]:
+    """randn in float64 from its own seeded generator."""
+    gen = torch.Generator().manual_seed(seed)
+    return lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+
+def test_decoder_queries_are_content_and_memory_is_style() -> None:
+    """Content tokens are queries: permuting them permutes the output. Style tokens are an
+    attended set: permuting them changes nothing. Swapping the roles breaks both."""
+    transformer = tiny_transformer()
+    rand = seeded_randn(1)
+    content, content_pos = rand(2, 6, 32), rand(1, 6, 32)
+    style, style_pos = rand(2, 5, 32), rand(1, 5, 32)
+    with torch.no_grad():
+        out = transformer(content, content_pos, style, style_pos)
+        pc, ps = torch.tensor([3, 0, 5, 1, 4, 2]), torch.tensor([4, 2, 0, 1, 3])
+        out_pc = transformer(content[:, pc], content_pos[:, pc], style, style_pos)
+        out_ps = transformer(content, content_pos, style[:, ps], style_pos[:, ps])
+    assert out.shape == (2, 6, 32)
+    assert torch.allclose(out_pc, out[:, pc], atol=1e-10)
+    assert torch.allclose(out_ps, out, atol=1e-10)
+    assert not torch.allclose(out_pc, out, atol=1e-3)
+
+
+def test_positions_reach_queries_and_keys_but_never_values() -> None:
+    """With every token identical, attention weights cannot matter (all values are equal),
+    so the output ignores positions unless they leak into the values."""
+    transformer = tiny_transformer()
+    rand = seeded_randn(2)
+    same_content = rand(1, 1, 32).expand(2, 6, 32)
+    same_style = rand(1, 1, 32).expand(2, 5, 32)
+    style = rand(2, 5, 32)
+
+    def run(content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        pos_c, pos_s = rand(1, 6, 32), rand(1, 5, 32)
+        with torch.no_grad():
+            return transformer(content, pos_c, style, pos_s)
+
+    assert torch.allclose(run(same_content, same_style), run(same_content, same_style), atol=1e-10)
+    assert not torch.allclose(run(same_content, style), run(same_content, style), atol=1e-3)
+    encoder = transformer.encoder_layers[0]
+    with torch.no_grad():  # the style encoder's self-attention sees positions too
+        assert not torch.allclose(encoder(style, rand(1, 5, 32)), encoder(style, rand(1, 5, 32)))
+
+
+def test_model_feeds_content_tokens_as_queries(small_model: STTR) -> None:
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [
+        small_model.content_proj.register_forward_hook(
+            lambda _m, _i, out: seen.__setitem__("content", to_tokens(out))
+        ),
+        small_model.style_proj.register_forward_hook(
+            lambda _m, _i, out: seen.__setitem__("style", to_tokens(out))
+        ),
+        small_model.transformer.register_forward_pre_hook(
+            lambda _m, args: seen.__setitem__("args", args)
+        ),
+    ]
+    with torch.no_grad():
+        small_model(torch.randn(1, 3, 64, 64), torch.randn(1, 3, 256, 256))  # 8x8 tokens each
+    for hook in hooks:
+        hook.remove()
+    queries, _, memory, _ = seen["args"]
+    assert torch.equal(queries, seen["content"])
+    assert torch.equal(memory, seen["style"])
+
+
+def test_output_depends_on_both_inputs(small_model: STTR) -> None:
+    torch.manual_seed(3)
+    content, style = torch.randn(1, 3, 64, 64), torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        out = small_model(content, style)
+        new_style = small_model(content, torch.randn(1, 3, 64, 64))
+        new_content = small_model(torch.randn(1, 3, 64, 64), style)
+    assert (out - new_style).abs().max() > 1e-4
+    assert (out - new_content).abs().max() > 1e-4
+
+
+def fake_resnet50(monkeypatch: pytest.MonkeyPatch, pretrained: nn.Module | None) -> None:
+    """torchvision.models.resnet50 that returns `pretrained` (or fails as offline) for weights."""
+    real = torchvision.models.resnet50
+
+    def resnet50(weights: object = None, **kwargs: object) -> nn.Module:
+        if weights is None:
+            return real(weights=None, **kwargs)
+        if pretrained is None:
+            raise urllib.error.URLError("[Errno -2] Name or service not known")
+        return pretrained
+
+    monkeypatch.setattr(torchvision.models, "resnet50", resnet50)
+
+
+def test_imagenet_init_loads_both_encoders(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    pretrained = torchvision.models.resnet50()
+    randomize_buffers(pretrained)
+    fake_resnet50(monkeypatch, pretrained)
+    model = build_sttr(SMALL, init="imagenet")
+    want = pretrained.state_dict()
+    for encoder, last in ((model.content_encoder, "layer2"), (model.style_encoder, "layer4")):
+        got = encoder.state_dict()
+        assert any(key.startswith(last) for key in got)
+        for key, value in got.items():
+            assert torch.equal(value, want[key]), key
+
+
+def test_imagenet_init_offline_warns_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_resnet50(monkeypatch, None)
+    with caplog.at_level(logging.WARNING):
+        model = build_sttr(SMALL, init="imagenet")
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1
+    assert "random init" in warnings[0].getMessage()
+    assert isinstance(model, STTR)
+
+
+def test_authors_key_map_uses_their_names(full_model: STTR) -> None:
+    key_map = authors_key_map(full_model)
+    assert len(key_map) == len(full_model.state_dict())  # one-to-one
+    theirs = {
+        "backbone_content.body.conv1.weight": "content_encoder.conv1.weight",
+        "backbone_content.body.layer2.3.bn3.running_var":
+            "content_encoder.layer2.3.bn3.running_var",
+        "backbone_style.body.layer4.2.conv3.weight": "style_encoder.layer4.2.conv3.weight",
+        "input_proj_c.weight": "content_proj.weight",
+        "input_proj_s.bias": "style_proj.bias",
+        "transformer.encoder.layers.5.self_attn.in_proj_weight":
+            "transformer.encoder_layers.5.self_attn.in_proj_weight",
+        "transformer.encoder.layers.0.norm2.bias": "transformer.encoder_layers.0.norm2.bias",
+        "transformer.decoder.layers.5.multihead_attn.out_proj.weight":
+            "transformer.decoder_layers.5.cross_attn.out_proj.weight",
+        "transformer.decoder.layers.2.self_attn.in_proj_bias":
+            "transformer.decoder_layers.2.self_attn.in_proj_bias",
+        "transformer.decoder.layers.0.norm3.weight": "transformer.decoder_layers.0.norm3.weight",
+        "transformer.decoder.norm.weight": "transformer.decoder_norm.weight",
+        "output_proj.weight": "output_proj.weight",
+        "tail.0.net.0.running_mean": "tail.0.res.net.0.running_mean",
+        "tail.3.weight": "tail.0.conv.weight",
+        "tail.8.net.8.bias": "tail.2.res.net.8.bias",
+        "tail.11.weight": "tail.2.conv.weight",
+    }  # fmt: skip
+    for their_key, our_key in theirs.items():
+        assert key_map[their_key] == our_key
+    assert not any(key.startswith("backbone_content.body.layer3") for key in key_map)
+    # Their tail is Sequential([ResBlock, Upsample, ReflectionPad2d, Conv2d] * 3).
+    tail_modules = {key.split(".")[1] for key in key_map if key.startswith("tail.")}
+    assert tail_modules == {"0", "3", "4", "7", "8", "11"}
+
+
+def save_as_authors(model: nn.Module, path: str, drop: str | None = None) -> None:
+    """Our weights in the authors' checkpoint layout, optionally without one of their keys."""
+    to_theirs = {ours: theirs for theirs, ours in authors_key_map(model).items()}
+    state = {to_theirs[key]: value for key, value in model.state_dict().items()}
+    state.pop(drop, None)
+    torch.save({"model": state, "epoch": 5, "args": argparse.Namespace(lr=1e-4)}, path)
+
+
+def test_authors_checkpoint_loads_exactly(small_model: STTR, tmp_path: Path) -> None:
+    path = str(tmp_path / "checkpoint0005.pth")
+    save_as_authors(small_model, path)
+    loaded = build_sttr(SMALL, init=path)
+    want = small_model.state_dict()
+    assert loaded.state_dict().keys() == want.keys()
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, want[key]), key
+
+
+def test_authors_checkpoint_problems_are_user_errors(small_model: STTR, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no such file"):
+        build_sttr(SMALL, init=str(tmp_path / "missing.pth"))
+    partial = str(tmp_path / "partial.pth")
+    save_as_authors(small_model, partial, drop="transformer.decoder.norm.weight")
+    with pytest.raises(UserError, match=r"lacks 1 .*transformer\.decoder\.norm\.weight"):
+        build_sttr(SMALL, init=partial)
+    torch.save({"state_dict": {}}, tmp_path / "other.pth")
+    with pytest.raises(UserError, match="no 'model'"):
+        build_sttr(SMALL, init=str(tmp_path / "other.pth"))
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="cannot read"):
+        build_sttr(SMALL, init=str(tmp_path / "junk.pth"))
+
+
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_checkpoint_round_trip(small_model: STTR, tmp_path: Path, where: str) -> None:
+    url = str(tmp_path / "epoch-1") if where == "local" else "memory://student-test/epoch-1"
+    save_student(small_model, SMALL, url)
+    loaded, config = load_student(url)
+    assert config == SMALL
+    assert not loaded.training
+    content, style = torch.randn(1, 3, 64, 64), torch.randn(1, 3, 96, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(content, style), small_model(content, style))
+
+
+def test_not_a_checkpoint_is_a_user_error(small_model: STTR, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"not a student checkpoint: it has no config\.json"):
+        load_student(str(tmp_path / "nowhere"))
+    (tmp_path / "file.txt").write_text("hello")
+    with pytest.raises(UserError):
+        load_student(str(tmp_path / "file.txt"))
+    save_student(small_model, SMALL, str(tmp_path / "bad"))
+    (tmp_path / "bad" / "config.json").write_text('{"d_model": 256, "layers": 3}')
+    with pytest.raises(UserError, match="not a valid student config"):
+        load_student(str(tmp_path / "bad"))
+    (tmp_path / "bad" / "config.json").write_text('{"enc_layers": 2, "dec_layers": 1}')
+    with pytest.raises(UserError, match=r"does not match its config\.json: 12 weights missing"):
+        load_student(str(tmp_path / "bad"))
+    (tmp_path / "bad" / "config.json").write_text(
+        '{"enc_layers": 1, "dec_layers": 1, "dim_feedforward": 64}'
+    )
+    shape_error = r"decoder_layers\.0\.linear1\.bias has shape \[2048\], expected \[64\]"
+    with pytest.raises(UserError, match=shape_error):
+        load_student(str(tmp_path / "bad"))
