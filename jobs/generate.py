@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -24,6 +23,7 @@ from common.cli import parse_storage_options, positive_int, run_cli
 from common.errors import UserError
 from common.inputs import expand_images, options_for
 from common.planning import VAL_FRACTION, make_tiles, plan_grid, plan_recipe
+from common.ray_connect import connect_ray
 from common.run_info import write_run_info
 from common.storage import Storage
 from teacher_workers.generation import PoolConfig, generate
@@ -122,12 +122,6 @@ def plan(args: argparse.Namespace, options: dict) -> list:
         golden_contents=golden_c,
         golden_styles=golden_s,
     )
-
-
-def connect_ray() -> None:
-    """Join the cluster `ray job submit` or RAY_ADDRESS points at, else start a local one."""
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, logging_level=logging.WARNING)
 
 
 def placed_options(teacher: TeacherOptions, gpus: float) -> TeacherOptions:

@@ -1,0 +1,181 @@
+"""(content, style, target) triples from a run's manifests, prepared as the student trains on them.
+
+Content and style are read from their manifest URLs and centre-cropped + resized (LANCZOS) to
+the target's size, which is the teacher resolution: the student sees exactly what the teacher
+saw. A pair whose files are missing or unreadable yields `None`; `collate_triples` drops it and
+counts it, so one bad file costs one item, never the run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from common.errors import ImageError, UserError
+from common.images import center_crop_resize, decode_image, load_square, to_tensor
+from common.manifest import ManifestLine, read_manifest
+from common.storage import Storage, read_url
+
+logger = logging.getLogger(__name__)
+
+
+class Triple(NamedTuple):
+    """One training example, each tensor [3, H, W] in [0, 1]."""
+
+    content: torch.Tensor
+    style: torch.Tensor
+    target: torch.Tensor
+
+
+class Batch(NamedTuple):
+    """Stacked triples [B, 3, H, W] plus how many items of this batch were unreadable."""
+
+    content: torch.Tensor
+    style: torch.Tensor
+    target: torch.Tensor
+    skipped: int
+
+    @property
+    def size(self) -> int:
+        return self.content.shape[0]
+
+    def to(self, device: torch.device) -> Batch:
+        move = {"device": device, "non_blocking": True}
+        return Batch(
+            self.content.to(**move), self.style.to(**move), self.target.to(**move), self.skipped
+        )
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The manifest lines a training run uses; golden lines are never read here."""
+
+    train: list[ManifestLine]
+    val: list[ManifestLine]
+
+    def __repr__(self) -> str:  # Ray shows the loop config; thousands of lines would drown it
+        return f"Splits(train={len(self.train)} pairs, val={len(self.val)} pairs)"
+
+
+def read_splits(storage: Storage, teacher_hash: str | None = None) -> Splits:
+    """Train and val lines of one teacher; a missing root or an empty split is a `UserError`."""
+    if not storage.fs.exists(storage.root_path):
+        raise UserError(f"--data {storage.root}: no such directory or prefix")
+    lines = read_manifest(storage, teacher_hash, splits=("train", "val"))
+    splits = Splits(*([line for line in lines if line.split == name] for name in ("train", "val")))
+    for name, found in (("train", splits.train), ("val", splits.val)):
+        if not found:
+            raise UserError(f"{storage.url('manifests')}: no {name} pairs")
+    return splits
+
+
+def teacher_resolution(storage: Storage, line: ManifestLine) -> int | None:
+    """Side of one target image, or None when that target is unreadable (it will be skipped)."""
+    try:
+        return min(decode_image(storage.read_bytes(line.target), line.target).size)
+    except (ImageError, OSError):
+        return None
+
+
+def collate_triples(items: list[Triple | None]) -> Batch:
+    """Stack the readable triples of a batch and count the rest; all-bad gives an empty batch."""
+    good = [item for item in items if item is not None]
+    skipped = len(items) - len(good)
+    if not good:
+        empty = torch.empty(0, 3, 0, 0)
+        return Batch(empty, empty, empty, skipped)
+    return Batch(*(torch.stack(parts) for parts in zip(*good, strict=True)), skipped=skipped)
+
+
+class TripleDataset(Dataset):
+    """Triples of one split: random crops and flips for training, centre crops otherwise.
+
+    Augmentation is drawn from (seed, epoch, index) alone, so it does not depend on which
+    worker or DataLoader process loads an item, and a resumed epoch repeats it exactly.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        lines: list[ManifestLine],
+        crop_size: int,
+        train: bool,
+        seed: int = 0,
+    ) -> None:
+        self.storage = storage
+        self.lines = lines
+        self.crop_size = crop_size
+        self.train = train
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose augmentation the next pass draws."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def __getitem__(self, index: int) -> Triple | None:
+        line = self.lines[index]
+        try:
+            triple = self.load(line)
+        except (UserError, OSError) as exc:  # ImageError is a UserError
+            logger.warning("skipping %s: %s", self.storage.url(line.target), exc)
+            return None
+        return self.augment(triple, index) if self.train else self.centre(triple)
+
+    def load(self, line: ManifestLine) -> Triple:
+        """Whole images at the teacher resolution; unreadable files raise."""
+        target_image = decode_image(self.storage.read_bytes(line.target), line.target)
+        size = min(target_image.size)
+        if size < self.crop_size:
+            raise ImageError(f"{line.target}: {size}px is smaller than the crop {self.crop_size}")
+        options = self.storage.options
+        return Triple(
+            content=load_square(read_url(line.content, options), size, line.content),
+            style=load_square(read_url(line.style, options), size, line.style),
+            target=to_tensor(center_crop_resize(target_image, size)),
+        )
+
+    def centre(self, triple: Triple) -> Triple:
+        """The same central crop of all three images."""
+        return Triple(
+            *(
+                crop(image, *centre_offset(image, self.crop_size), self.crop_size)
+                for image in triple
+            )
+        )
+
+    def augment(self, triple: Triple, index: int) -> Triple:
+        """One random crop + flip shared by content and target; the style gets its own crop."""
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        top, left = random_offset(rng, triple.content, self.crop_size)
+        content = crop(triple.content, top, left, self.crop_size)
+        target = crop(triple.target, top, left, self.crop_size)
+        if rng.random() < 0.5:
+            content, target = content.flip(-1), target.flip(-1)
+        style = crop(
+            triple.style, *random_offset(rng, triple.style, self.crop_size), self.crop_size
+        )
+        return Triple(content, style, target)
+
+
+def crop(image: torch.Tensor, top: int, left: int, size: int) -> torch.Tensor:
+    return image[:, top : top + size, left : left + size]
+
+
+def centre_offset(image: torch.Tensor, size: int) -> tuple[int, int]:
+    return (image.shape[1] - size) // 2, (image.shape[2] - size) // 2
+
+
+def random_offset(rng: np.random.Generator, image: torch.Tensor, size: int) -> tuple[int, int]:
+    return (
+        int(rng.integers(0, image.shape[1] - size + 1)),
+        int(rng.integers(0, image.shape[2] - size + 1)),
+    )

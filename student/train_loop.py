@@ -1,0 +1,322 @@
+"""The loop Ray Train runs on every worker: DDP training, validation, checkpoints, early stop.
+
+A checkpoint is the student (`model.safetensors` + `config.json`, see `student.checkpoint`)
+plus `optimizer.pt` with the optimizer, scheduler, early-stop state, epoch and the metrics
+history. Everything that decides the next epoch is in it, so a worker group restarted after a
+failure, or a re-run of the same name, continues at the next epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+from torch.utils.data import DataLoader, DistributedSampler
+
+from student.checkpoint import load_student, save_student
+from student.dataset import Batch, Splits, TripleDataset, collate_triples
+from student.inference import imagenet_normalize
+from student.losses import build_loss
+from student.model import STTRConfig, build_sttr
+from student.train_config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "optimizer.pt"
+METRICS_FILE = "metrics.jsonl"
+
+
+def metrics_key(name: str) -> str:
+    """Key of a run's per-epoch metrics (JSON lines) under the data root."""
+    return f"train/{name}/{METRICS_FILE}"
+
+
+@dataclass
+class EarlyStop:
+    """The paper's stop rule: once the lr has been reduced, `patience` validation epochs
+    without a new best loss end training (reducing the lr no longer helps)."""
+
+    patience: int
+    waiting: bool = False  # the lr was reduced and no new best has been seen since
+    waited: int = 0
+
+    def step(self, scheduler: ReduceLROnPlateau, val_loss: float) -> None:
+        """Step the plateau scheduler and see whether the lr was reduced or the loss improved."""
+        lr, best = scheduler.get_last_lr()[0], scheduler.best
+        scheduler.step(val_loss)
+        if scheduler.best < best:
+            self.waiting, self.waited = False, 0
+        elif self.waiting:
+            self.waited += 1
+        elif scheduler.get_last_lr()[0] < lr:
+            self.waiting = True
+
+    @property
+    def should_stop(self) -> bool:
+        return self.waiting and self.waited >= self.patience
+
+
+@dataclass
+class Totals:
+    """Sums over one pass of one rank; `all_reduce` turns them into sums over all ranks."""
+
+    loss: float = 0.0
+    images: int = 0
+    skipped: int = 0
+
+    def add(self, batch: Batch, loss: torch.Tensor) -> None:
+        self.loss += loss.item() * batch.size
+        self.images += batch.size
+
+    def all_reduce(self, device: torch.device) -> Totals:
+        values = torch.tensor(
+            [self.loss, self.images, self.skipped], device=device, dtype=torch.float64
+        )
+        if dist.is_initialized():
+            dist.all_reduce(values)
+        loss, images, skipped = values.tolist()
+        return Totals(loss, int(images), int(skipped))
+
+    def mean_loss(self, what: str) -> float:
+        if not self.images:
+            raise RuntimeError(f"no readable {what} items this epoch (all were skipped)")
+        return self.loss / self.images
+
+
+def all_ranks_have_data(batch: Batch, device: torch.device) -> bool:
+    """Whether every rank got a usable batch: DDP needs all ranks to step together."""
+    size = torch.tensor([batch.size], device=device)
+    if dist.is_initialized():
+        dist.all_reduce(size, op=dist.ReduceOp.MIN)
+    return bool(size.item() > 0)
+
+
+def autocast_dtype(config: TrainConfig) -> torch.dtype | None:
+    """Mixed precision on GPUs only: bf16 where supported, else fp16 (with a grad scaler)."""
+    if not config.gpu or config.precision == "fp32":
+        return None
+    if config.precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[config.precision]
+
+
+def seed_for(*parts: int) -> int:
+    """A torch seed fixed by (seed, epoch, rank): dropout is reproducible across resumes."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The student inside a DDP wrapper (checkpoints and evaluation use it directly)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def load_checkpoint(folder: Path, device: torch.device) -> tuple[nn.Module, STTRConfig, dict]:
+    """Student, its config and the training state saved by `WorkerRun.report`."""
+    student, student_config = load_student(str(folder), device=str(device))
+    state = torch.load(folder / STATE_FILE, map_location=device, weights_only=True)
+    return student, student_config, state
+
+
+def fresh_student(config: TrainConfig) -> nn.Module:
+    """A new student, identical on every rank and every run with the same seed."""
+    torch.manual_seed(config.seed)
+    return build_sttr(config.model, init=config.init)
+
+
+class WorkerRun:
+    """One rank's model, optimizer, schedule and data; `fit` runs the remaining epochs."""
+
+    def __init__(self, config: TrainConfig, splits: Splits) -> None:
+        self.config = config
+        context = ray.train.get_context()
+        self.rank, self.world = context.get_world_rank(), context.get_world_size()
+        self.device = ray.train.torch.get_device()
+        self.storage = config.storage()
+        self.amp_dtype = autocast_dtype(config)
+        student, self.student_config, state = self.restore_or_build()
+        self.model = ray.train.torch.prepare_model(student)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.scheduler = ReduceLROnPlateau(
+            self.optimizer, factor=config.lr_factor, patience=config.lr_patience
+        )
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.amp_dtype == torch.float16
+        )
+        self.early = EarlyStop(config.patience)
+        self.epoch = self.resumed_from = 0
+        self.history: list[dict[str, Any]] = []
+        if state is not None:
+            self.load_state(state)
+        self.loss_fn = build_loss(config.loss).to(self.device)
+        self.train_loader = self.loader(splits.train, train=True)
+        self.val_loader = self.loader(splits.val, train=False)
+
+    def restore_or_build(self) -> tuple[nn.Module, STTRConfig, dict | None]:
+        """The last checkpoint of this run name if there is one, else a fresh student."""
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return fresh_student(self.config), self.config.model, None
+        with checkpoint.as_directory() as folder:
+            student, student_config, state = load_checkpoint(Path(folder), self.device)
+        if student_config != self.config.model:
+            logger.warning(
+                "resuming with the checkpoint's model %s, not %s", student_config, self.config.model
+            )
+        return student, student_config, state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.early.waiting, self.early.waited = state["early_stop"]
+        self.epoch = self.resumed_from = state["epoch"]
+        self.history = state["history"]
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "early_stop": [self.early.waiting, self.early.waited],
+            "epoch": self.epoch,
+            "history": self.history,
+        }
+
+    def loader(self, lines: list, train: bool) -> DataLoader:
+        """This rank's share of a split, in a seeded order that changes with the epoch."""
+        dataset = TripleDataset(self.storage, lines, self.config.crop_size, train, self.config.seed)
+        sampler = DistributedSampler(
+            dataset, num_replicas=self.world, rank=self.rank, shuffle=train, seed=self.config.seed
+        )
+        return DataLoader(
+            dataset,
+            batch_size=self.config.batch_size,
+            sampler=sampler,
+            num_workers=self.config.loader_workers,
+            collate_fn=collate_triples,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def fit(self) -> None:
+        """Run epochs until `--epochs` or the early stop; report each one to Ray Train."""
+        while self.epoch < self.config.epochs and not self.early.should_stop:
+            self.epoch += 1
+            self.maybe_crash()
+            torch.manual_seed(seed_for(self.config.seed, self.epoch, self.rank))
+            metrics = self.run_epoch()
+            self.history.append(metrics)
+            self.report(metrics)
+
+    def run_epoch(self) -> dict[str, Any]:
+        """One training pass, one validation pass and the schedule step; returns the metrics."""
+        lr = self.optimizer.param_groups[0]["lr"]
+        start = time.perf_counter()
+        train = self.train_pass().all_reduce(self.device)
+        seconds = time.perf_counter() - start
+        val = self.val_pass().all_reduce(self.device)
+        val_loss = val.mean_loss("validation")
+        self.early.step(self.scheduler, val_loss)
+        return {
+            "epoch": self.epoch,
+            "train_loss": train.mean_loss("training"),
+            "val_loss": val_loss,
+            "lr": lr,
+            "images_per_s": train.images / seconds,
+            "skipped": train.skipped + val.skipped,
+            "resumed_from": self.resumed_from,
+            "early_stop": self.early.should_stop,
+        }
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(
+            self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
+        )
+
+    def batch_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """The student's loss against the teacher, both in ImageNet-normalized space."""
+        batch = batch.to(self.device)
+        with self.autocast():
+            output = model(imagenet_normalize(batch.content), imagenet_normalize(batch.style))
+        return self.loss_fn(output.float(), imagenet_normalize(batch.target))
+
+    def train_pass(self) -> Totals:
+        self.model.train()
+        self.train_loader.dataset.set_epoch(self.epoch)
+        self.train_loader.sampler.set_epoch(self.epoch)
+        totals = Totals()
+        for batch in self.train_loader:
+            totals.skipped += batch.skipped
+            if not all_ranks_have_data(batch, self.device):
+                continue
+            loss = self.batch_loss(self.model, batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            totals.add(batch, loss)
+        return totals
+
+    @torch.no_grad()
+    def val_pass(self) -> Totals:
+        """Validation on the bare student: no DDP collectives, so ranks may differ in batches."""
+        model = unwrap(self.model).eval()
+        totals = Totals()
+        for batch in self.val_loader:
+            totals.skipped += batch.skipped
+            if batch.size:
+                totals.add(batch, self.batch_loss(model, batch))
+        return totals
+
+    def report(self, metrics: dict[str, Any]) -> None:
+        """Checkpoint (rank 0 writes it) and metrics to Ray Train, then the metrics file."""
+        with tempfile.TemporaryDirectory() as folder:
+            checkpoint = None
+            if self.rank == 0:
+                save_student(unwrap(self.model), self.student_config, folder)
+                torch.save(self.state(), Path(folder) / STATE_FILE)
+                checkpoint = ray.train.Checkpoint.from_directory(folder)
+            ray.train.report(
+                metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch-{self.epoch:04d}"
+            )
+        if self.rank == 0:
+            text = "".join(json.dumps(record) + "\n" for record in self.history)
+            self.storage.write_bytes(metrics_key(self.config.name), text.encode())
+            logger.info(format_metrics(metrics, self.config.epochs))
+
+    def maybe_crash(self) -> None:
+        """The `crash_once` testing hook (see `student.train_config.CrashOnce`)."""
+        crash = self.config.crash_once
+        if crash is None or crash.epoch != self.epoch or self.rank != self.world - 1:
+            return
+        marker = Path(crash.marker)
+        if not marker.exists():
+            marker.write_text(f"rank {self.rank} exited at epoch {self.epoch}\n")
+            os._exit(1)
+
+
+def format_metrics(metrics: dict[str, Any], epochs: int) -> str:
+    """One log line per epoch."""
+    line = (
+        f"epoch {metrics['epoch']}/{epochs}  train_loss {metrics['train_loss']:.5f}  "
+        f"val_loss {metrics['val_loss']:.5f}  lr {metrics['lr']:.2e}  "
+        f"{metrics['images_per_s']:.1f} img/s  skipped {metrics['skipped']}"
+    )
+    return line + ("  (early stop)" if metrics["early_stop"] else "")
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train entry point; `loop_config` holds the `TrainConfig` and the manifest `Splits`."""
+    WorkerRun(loop_config["config"], loop_config["splits"]).fit()

@@ -1,0 +1,242 @@
+"""`jobs.train` on a real local Ray cluster: it learns, checkpoints, survives a lost worker and
+resumes by name; bad input ends with one clear line before Ray starts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from ray.train import Result
+from synthetic_run import write_synthetic_run
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+from common.errors import UserError
+from common.storage import Storage
+from jobs.train import build_trainer, validate
+from student.checkpoint import load_student
+from student.dataset import TripleDataset, collate_triples, read_splits
+from student.inference import imagenet_normalize
+from student.losses import build_loss
+from student.model import STTRConfig
+from student.train_config import CrashOnce, TrainConfig, config_from_args
+from student.train_loop import STATE_FILE, EarlyStop, metrics_key
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = 64
+SMALL_MODEL = STTRConfig(enc_layers=1, dec_layers=1, dim_feedforward=256, dropout=0.0)
+
+
+def small_config(data: str, name: str, **changes: Any) -> TrainConfig:
+    """Two workers overfitting four pairs (crop = whole image) at a rate that learns fast."""
+    settings: dict[str, Any] = {
+        "workers": 2,
+        "epochs": 4,
+        "batch_size": 2,
+        "lr": 1e-4,
+        "crop_size": SIZE,
+        "init": "scratch",
+        "loader_workers": 0,
+        "lr_patience": 5,
+        "model": SMALL_MODEL,
+    }
+    return TrainConfig(data=data, name=name, **{**settings, **changes})
+
+
+def fit(config: TrainConfig) -> Result:
+    return build_trainer(config, validate(config)).fit()
+
+
+def history(config: TrainConfig) -> list[dict[str, Any]]:
+    storage = config.storage()
+    return [json.loads(line) for line in storage.read_bytes(metrics_key(config.name)).splitlines()]
+
+
+def validation_loss(model: torch.nn.Module, data: Path) -> float:
+    """The l1 loss over the val split, computed here the way the workers compute it."""
+    storage = Storage(str(data))
+    dataset = TripleDataset(storage, read_splits(storage).val, SIZE, train=False)
+    batch = collate_triples([dataset[index] for index in range(len(dataset))])
+    with torch.no_grad():
+        output = model(imagenet_normalize(batch.content), imagenet_normalize(batch.style))
+        return build_loss("l1")(output, imagenet_normalize(batch.target)).item()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("run")
+    write_synthetic_run(root, n_content=3, n_style=3, size=SIZE)  # 4 train, 2 val pairs
+    return root
+
+
+@pytest.fixture(scope="module")
+def first_run(ray_cluster: Any, data: Path) -> tuple[TrainConfig, Result]:
+    config = small_config(str(data), "fit")
+    return config, fit(config)
+
+
+def test_training_lowers_the_loss(first_run: tuple[TrainConfig, Result]) -> None:
+    records = history(first_run[0])
+    assert [record["epoch"] for record in records] == [1, 2, 3, 4]
+    assert records[-1]["train_loss"] < 0.8 * records[0]["train_loss"]
+    assert all(record["skipped"] == 0 and record["images_per_s"] > 0 for record in records)
+
+
+def test_the_checkpoint_reproduces_the_measured_validation_loss(
+    first_run: tuple[TrainConfig, Result], data: Path
+) -> None:
+    config, result = first_run
+    folder = Path(result.checkpoint.path)
+    assert folder == data / "train" / config.name / "epoch-0004"
+    assert {"model.safetensors", "config.json", STATE_FILE} <= {p.name for p in folder.iterdir()}
+    model, model_config = load_student(str(folder))
+    assert model_config == SMALL_MODEL
+    measured = history(config)[-1]["val_loss"]
+    assert validation_loss(model, data) == pytest.approx(measured, rel=1e-4)
+
+
+def test_the_same_name_resumes_from_its_last_checkpoint(
+    first_run: tuple[TrainConfig, Result],
+) -> None:
+    config = small_config(first_run[0].data, first_run[0].name, epochs=6)
+    result = fit(config)
+    records = history(config)
+    assert [record["epoch"] for record in records] == [1, 2, 3, 4, 5, 6]
+    assert [record["resumed_from"] for record in records[4:]] == [4, 4]
+    assert result.metrics["epoch"] == 6
+
+
+def test_a_lost_worker_resumes_from_the_last_checkpoint_on_s3(
+    ray_cluster: Any,
+    s3_bucket: tuple[str, dict[str, Any]],
+    tmp_path: Path,
+    first_run: tuple[TrainConfig, Result],
+) -> None:
+    bucket, options = s3_bucket
+    storage = Storage(f"{bucket}/run", options)
+    write_synthetic_run(tmp_path, n_content=3, n_style=3, size=SIZE, storage=storage)
+    marker = tmp_path / "crashed"
+    config = small_config(
+        storage.root,
+        "crash",
+        storage_options=options,
+        epochs=3,
+        max_failures=1,
+        crash_once=CrashOnce(epoch=3, marker=str(marker)),
+    )
+    result = fit(config)
+    assert marker.exists()  # rank 1 did exit at the start of epoch 3
+    records = history(config)
+    assert [record["epoch"] for record in records] == [1, 2, 3]
+    # Ray Train registers a checkpoint when its controller next polls the workers (every few
+    # seconds), so the restart resumes from epoch 2 or, if the crash beat that poll, epoch 1.
+    resumed = records[-1]["resumed_from"]
+    assert resumed in (1, 2)
+    expected = [0] * resumed + [resumed] * (3 - resumed)
+    assert [record["resumed_from"] for record in records] == expected
+    assert result.metrics["epoch"] == 3
+    # all seeds are fixed: the interrupted run repeats the uninterrupted one (same data, config)
+    uninterrupted = [record["train_loss"] for record in history(first_run[0])[:3]]
+    assert [record["train_loss"] for record in records] == pytest.approx(uninterrupted, rel=1e-3)
+    assert storage.exists(f"train/crash/epoch-0003/{STATE_FILE}")
+
+
+def run_train(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.train", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {
+        str(p): (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def test_help_lists_the_options() -> None:
+    result = run_train("--help")
+    assert result.returncode == 0
+    for flag in ("--data", "--name", "--loss", "--init", "--patience", "--storage-option"):
+        assert flag in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--loss", "l9", "--loss 'l9': expected one of l1, l2, l3"),
+        ("--init", "missing.pth", "missing.pth: no such checkpoint file"),
+        ("--data", "absent", "absent: no such directory"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_touches_no_checkpoint(
+    tmp_path: Path, flag: str, value: str, message: str
+) -> None:
+    data = tmp_path / "run"
+    write_synthetic_run(data, n_content=3, n_style=3, size=SIZE)
+    checkpoint = data / "train" / "old" / "epoch-0001"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "model.safetensors").write_bytes(b"weights")
+    before = snapshot(tmp_path)
+    args = {"--data": str(data), "--name": "old", "--init": "scratch"}
+    args[flag] = str(tmp_path / value) if flag in ("--init", "--data") else value
+    result = run_train(*(part for pair in args.items() for part in pair))
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("losses", "stop_after"),
+    [
+        # lr reduced after epoch 4 (two epochs without a gain); no gain in epochs 5 and 6: stop
+        ([1.0, 0.9, 0.95, 0.95, 0.96, 0.97, 0.5], 6),
+        # the reduced lr helps in epoch 5, so the wait starts again at the next reduction
+        ([1.0, 0.9, 0.95, 0.95, 0.8, 0.85, 0.85, 0.9, 0.9, 0.1], 9),
+        ([1.0, 0.9, 0.8, 0.7], None),  # always improving: never stops
+    ],
+)
+def test_early_stop_after_patience_epochs_in_which_a_reduced_lr_did_not_help(
+    losses: list[float], stop_after: int | None
+) -> None:
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    scheduler = ReduceLROnPlateau(optimizer, patience=1)
+    early = EarlyStop(patience=2)
+    stopped = None
+    for epoch, loss in enumerate(losses, 1):
+        early.step(scheduler, loss)
+        if early.should_stop:
+            stopped = epoch
+            break
+    assert stopped == stop_after
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--crop-size", "100"], "--crop-size 100: must be a multiple of 32"),
+        (["--precision", "bf16"], "--precision bf16 needs --gpu"),
+        (["--name", "a/b"], "--name 'a/b'"),
+        (["--lr", "0"], "--lr 0.0: must be positive"),
+        (["--storage-option", "novalue"], "key=value"),
+    ],
+)
+def test_bad_values_are_named(args: list[str], message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        config_from_args(["--data", "unused", "--name", "n", *args])
+
+
+def test_storage_credentials_stay_out_of_what_ray_shows() -> None:
+    config = config_from_args(
+        ["--data", "s3://b/run", "--name", "n", "--storage-option", "secret=hunter2"]
+    )
+    assert config.storage_options == {"secret": "hunter2"}
+    assert "hunter2" not in repr(config)
