@@ -1,7 +1,10 @@
 """Stylize one content image with one style image, with the StyleID teacher or a trained student.
 
-python -m jobs.stylize --content photo.jpg --style painting.jpg --out out.png [--model tiny]
-python -m jobs.stylize --student RUN/train/NAME/checkpoint --content ... --style ... --out ...
+    python -m jobs.stylize --content photo.jpg --style painting.jpg --out out.png [--model tiny]
+    python -m jobs.stylize --student RUN/train/NAME/CHECKPOINT --content ... --style ... --out ...
+
+The teacher works on centre-cropped squares of --resolution; the student keeps the content's
+aspect ratio, its longer side scaled to --max-side.
 """
 
 from __future__ import annotations
@@ -10,13 +13,19 @@ import argparse
 import posixpath
 import time
 from collections.abc import Sequence
+from typing import Any
 
+import torch
+from PIL import Image
 from tqdm import tqdm
 
 from common.cli import parse_storage_options, run_cli
-from common.images import load_square, png_bytes
+from common.images import decode_image, load_square, png_bytes, to_tensor
+from common.inputs import options_for
 from common.storage import open_fs, read_url
-from teacher_workers.options import add_teacher_arguments, teacher_options
+from student.checkpoint import load_student
+from student.inference import stylize
+from teacher_workers.options import TeacherOptions, add_teacher_arguments, teacher_options
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -33,24 +42,55 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="K=V",
-        help="fsspec storage option for the URLs (repeatable)",
+        help="fsspec storage option for non-local URLs (repeatable)",
+    )
+    student = parser.add_argument_group("student (instead of the teacher)")
+    student.add_argument("--student", default=None, help="student checkpoint directory")
+    student.add_argument(
+        "--max-side",
+        type=int,
+        default=512,
+        help="scale images so their longer side is at most this (0: keep)",
     )
     add_teacher_arguments(parser)
     return parser.parse_args(argv)
+
+
+def read_image(url: str, options: dict[str, Any], max_side: int) -> torch.Tensor:
+    """[3, H, W] in [0, 1], downscaled (LANCZOS) so the longer side is at most `max_side`."""
+    image = decode_image(read_url(url, options_for(url, options)), url)
+    if max_side and max(image.size) > max_side:
+        image.thumbnail((max_side, max_side), resample=Image.Resampling.LANCZOS)
+    return to_tensor(image)
+
+
+def with_teacher(
+    args: argparse.Namespace, teacher: TeacherOptions, options: dict[str, Any]
+) -> torch.Tensor:
+    size = teacher.styleid.resolution
+    content = load_square(
+        read_url(args.content, options_for(args.content, options)), size, args.content
+    )
+    style = load_square(read_url(args.style, options_for(args.style, options)), size, args.style)
+    engine = teacher.build()
+    with tqdm(total=engine.unet_passes(1, 1), desc="StyleID", unit="UNet pass") as bar:
+        return engine.stylize_tile(content[None], style[None], progress=bar.update)[0, 0]
+
+
+def with_student(args: argparse.Namespace, options: dict[str, Any]) -> torch.Tensor:
+    content = read_image(args.content, options, args.max_side)
+    style = read_image(args.style, options, args.max_side)
+    model, _ = load_student(args.student, options_for(args.student, options))
+    return stylize(model, content, style)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     options = parse_storage_options(args.storage_option)
     teacher = teacher_options(args)
-    size = teacher.styleid.resolution
-    content = load_square(read_url(args.content, options), size, args.content)
-    style = load_square(read_url(args.style, options), size, args.style)
-    out_fs, out_path = open_fs(args.out, options)
-    engine = teacher.build()
+    out_fs, out_path = open_fs(args.out, options_for(args.out, options))
     start = time.perf_counter()
-    with tqdm(total=engine.unet_passes(1, 1), desc="StyleID", unit="UNet pass") as bar:
-        result = engine.stylize_tile(content[None], style[None], progress=bar.update)[0, 0]
+    result = with_student(args, options) if args.student else with_teacher(args, teacher, options)
     parent = posixpath.dirname(out_path)
     if parent:
         out_fs.makedirs(parent, exist_ok=True)
