@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from common.errors import UserError
+from common.ids import sha256_hex
 from common.storage import open_fs
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -54,3 +55,27 @@ def _url(protocol: str, path: str, argument: str) -> str:
     if is_local(argument):
         return path
     return f"{protocol}://{path}"
+
+
+def check_golden_leak(
+    golden: Sequence[str], training: Sequence[str], options: Mapping[str, Any]
+) -> None:
+    """Refuse a golden image whose bytes are also among the training inputs (under any name).
+
+    Only training files of the same size as some golden file are read and hashed, so the check
+    costs a listing, not a download of the data set.
+    """
+    if not golden:
+        return
+    golden_by_size: dict[int, set[str]] = {}
+    for url in golden:
+        fs, path = open_fs(url, options_for(url, options))
+        golden_by_size.setdefault(fs.size(path), set()).add(sha256_hex(fs.cat_file(path)))
+    for url in training:
+        fs, path = open_fs(url, options_for(url, options))
+        digests = golden_by_size.get(fs.size(path))
+        if digests and sha256_hex(fs.cat_file(path)) in digests:
+            raise UserError(
+                f"training input {url} is a golden image (same bytes): a leak; "
+                "remove it from the training inputs"
+            )

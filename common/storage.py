@@ -7,6 +7,7 @@ killed process never leaves a half-written target that a later run would trust.
 
 from __future__ import annotations
 
+import os
 import posixpath
 import uuid
 from collections.abc import Mapping
@@ -31,6 +32,13 @@ def redact(options: Mapping[str, Any]) -> dict[str, Any]:
         else:
             safe[name] = value
     return safe
+
+
+def absolute_url(url: str) -> str:
+    """Local paths made absolute (Ray workers run in other working directories); URLs as given."""
+    if "://" in url and not url.startswith("file://"):
+        return url
+    return os.path.abspath(os.path.expanduser(url.removeprefix("file://")))
 
 
 def open_fs(
@@ -69,7 +77,7 @@ class Storage:
         self.options = dict(options or {})
         self.fs, path = open_fs(root, self.options)
         self.root_path = path.rstrip("/")
-        self.root = root.rstrip("/")
+        self.root = absolute_url(root).rstrip("/")
         self._local = isinstance(self.fs, LocalFileSystem)
 
     def path(self, key: str) -> str:

@@ -21,7 +21,7 @@ import torch
 
 from common.cli import parse_storage_options, positive_int, run_cli
 from common.errors import UserError
-from common.inputs import expand_images, options_for
+from common.inputs import check_golden_leak, expand_images, options_for
 from common.planning import VAL_FRACTION, make_tiles, plan_grid, plan_recipe
 from common.ray_connect import connect_ray
 from common.run_info import write_run_info
@@ -108,6 +108,7 @@ def plan(args: argparse.Namespace, options: dict) -> list:
     golden_s = (
         expand_images(args.golden_styles, options, "golden style") if args.golden_styles else []
     )
+    check_golden_leak([*golden_c, *golden_s], [*contents, *faces, *styles], options)
     if args.planner == "grid":
         return plan_grid(
             [*contents, *faces], styles, args.val_fraction, args.plan_seed, golden_c, golden_s

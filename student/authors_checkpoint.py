@@ -82,7 +82,9 @@ def load_authors_checkpoint(model: nn.Module, url: str) -> None:
     if unexpected:
         logger.warning(
             "%s: ignoring %d entries the student does not have (e.g. %s)",
-            url, len(unexpected), unexpected[0],
+            url,
+            len(unexpected),
+            unexpected[0],
         )
     model.load_state_dict(renamed)
 

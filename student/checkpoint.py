@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +25,7 @@ from student.model import STTR, STTRConfig, build_sttr
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+EPOCH_DIR = re.compile(r"^(epoch-\d+)/" + re.escape(CONFIG_FILE) + "$")
 
 
 def save_student(model: nn.Module, config: STTRConfig, storage_or_dir: Storage | str) -> None:
@@ -38,8 +41,9 @@ def load_student(
     url: str, storage_options: Mapping[str, Any] | None = None, device: str | torch.device = "cpu"
 ) -> tuple[STTR, STTRConfig]:
     """The student saved at `url` (in eval mode, on `device`) and its config; anything that is
-    not a readable checkpoint is a `UserError` naming `url`."""
-    storage = Storage(url, storage_options)
+    not a readable checkpoint is a `UserError` naming `url`. `url` may also be a training run
+    folder (`<root>/train/<name>`): its best kept checkpoint is loaded."""
+    storage = Storage(resolve_checkpoint(url, storage_options), storage_options)
     config = read_config(storage)
     try:
         state = safetensors.torch.load(read_file(storage, MODEL_FILE))
@@ -48,6 +52,25 @@ def load_student(
     model = build_sttr(config, init="scratch")
     load_weights(model, state, storage.url(MODEL_FILE))
     return model.to(device).eval(), config
+
+
+def resolve_checkpoint(url: str, storage_options: Mapping[str, Any] | None = None) -> str:
+    """`url` itself if it is a checkpoint; for a training run folder, its kept `epoch-NNNN`
+    checkpoint with the lowest validation loss in `metrics.jsonl` (the latest if none has one).
+    """
+    storage = Storage(url, storage_options)
+    if storage.exists(CONFIG_FILE):
+        return url
+    kept = sorted(m.group(1) for key in storage.list("") if (m := EPOCH_DIR.match(key)))
+    if not kept:
+        return url  # reading it reports "not a student checkpoint"
+    val_loss: dict[str, float] = {}
+    if storage.exists("metrics.jsonl"):
+        for line in storage.read_bytes("metrics.jsonl").decode().splitlines():
+            record = json.loads(line)
+            val_loss[f"epoch-{record['epoch']:04d}"] = record["val_loss"]
+    best = min(reversed(kept), key=lambda name: val_loss.get(name, math.inf))
+    return storage.url(best)
 
 
 def load_weights(model: STTR, state: Mapping[str, torch.Tensor], where: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from common.cli import parse_storage_options, positive_int
 from common.errors import UserError
-from common.storage import Storage, open_fs
+from common.storage import Storage, absolute_url, open_fs
 from student.losses import LOSS_WEIGHTS
 from student.model import SIZE_MULTIPLE, STTRConfig
 
@@ -63,6 +63,7 @@ class TrainConfig:
     crash_once: CrashOnce | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "data", absolute_url(self.data))
         if not NAME_PATTERN.fullmatch(self.name):
             raise UserError(f"--name {self.name!r}: use letters, digits, '.', '_' or '-'")
         if self.loss not in LOSS_WEIGHTS:

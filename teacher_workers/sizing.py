@@ -10,7 +10,7 @@ import json
 import logging
 
 import torch
-from diffusers import UNet2DConditionModel
+from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from common.planning import tile_shape_for_memory
 from teacher_workers.engine import CONTENT_KINDS, STYLE_KINDS, feature_bytes
@@ -23,22 +23,36 @@ FEATURE_SHARE = 0.5  # of the memory left after the weights; the rest is UNet/VA
 VAE_PARAMETERS = 84_000_000
 
 
-def unet_skeleton(model: str, revision: str | None) -> UNet2DConditionModel:
-    """The model's UNet on the meta device; SD 1.5's shapes when its config cannot be read."""
+def _config(model: str, revision: str | None, part: str, cls: type) -> dict:
+    """A component's config: shipped for presets, else read; SD 1.5's if it cannot be read."""
     if model in PRESETS:
-        config = json.loads((CONFIG_DIR / PRESETS[model] / "unet.json").read_text())
-    else:
-        try:
-            config = UNet2DConditionModel.load_config(model, subfolder="unet", revision=revision)
-        except Exception as exc:  # offline Hub id: SD-1.x shapes are all the same
-            log.warning(
-                "sizing tiles with SD 1.5 shapes (%s has no readable config: %s)",
-                model,
-                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-            )
-            config = json.loads((CONFIG_DIR / "sd15" / "unet.json").read_text())
+        return json.loads((CONFIG_DIR / PRESETS[model] / f"{part}.json").read_text())
+    try:
+        return dict(cls.load_config(model, subfolder=part, revision=revision))
+    except Exception as exc:  # offline Hub id: SD-1.x shapes are all the same
+        log.warning(
+            "using SD 1.5 shapes for %s of %s (no readable config: %s)",
+            part,
+            model,
+            str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+        )
+        return json.loads((CONFIG_DIR / "sd15" / f"{part}.json").read_text())
+
+
+def unet_skeleton(model: str, revision: str | None) -> UNet2DConditionModel:
+    """The model's UNet on the meta device: shapes only, no weights, no memory."""
     with torch.device("meta"):
-        return UNet2DConditionModel.from_config(config)
+        return UNet2DConditionModel.from_config(
+            _config(model, revision, "unet", UNet2DConditionModel)
+        )
+
+
+def teacher_parameters(model: str, revision: str | None = None) -> int:
+    """Parameters the teacher runs per image: UNet + VAE (the text encoder runs once, for "")."""
+    with torch.device("meta"):
+        vae = AutoencoderKL.from_config(_config(model, revision, "vae", AutoencoderKL))
+    modules = (unet_skeleton(model, revision), vae)
+    return sum(p.numel() for module in modules for p in module.parameters())
 
 
 def auto_tile(

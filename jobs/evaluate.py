@@ -1,0 +1,64 @@
+"""Compare teacher and student on the golden set: metrics.json, contact_sheet.png, curves.png.
+
+    python -m jobs.evaluate --data runs/demo --student runs/demo/train/demo/checkpoint_000004
+
+Writes <data>/eval/<name>/. Golden pairs are the manifest lines with split "golden", which no
+training or validation ever reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+
+from common.cli import parse_storage_options, run_cli
+from common.inputs import options_for
+from common.storage import Storage
+from student.reporting import write_evaluation
+from teacher_workers.sizing import teacher_parameters
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs.evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--data", required=True, help="run root with manifests/ and targets/")
+    parser.add_argument("--student", required=True, help="student checkpoint directory")
+    parser.add_argument("--name", default="golden", help="output folder <data>/eval/<name>/")
+    parser.add_argument("--teacher-hash", default=None, help="which teacher, if several")
+    parser.add_argument(
+        "--metrics",
+        default=None,
+        help="training metrics.jsonl for curves.png (default: beside the checkpoint)",
+    )
+    parser.add_argument("--vgg-weights", default=None, help="VGG19 weights file for the losses")
+    parser.add_argument("--storage-option", action="append", default=[], metavar="K=V")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    options = parse_storage_options(args.storage_option)
+    storage = Storage(args.data, options_for(args.data, options))
+    run = json.loads(storage.read_bytes("run.json"))["config"] if storage.exists("run.json") else {}
+    model = run.get("model", "tiny")
+    where = write_evaluation(
+        storage,
+        args.student,
+        args.name,
+        args.teacher_hash,
+        args.metrics,
+        args.vgg_weights,
+        options,
+        teacher_model=model,
+        teacher_parameters=teacher_parameters(model, run.get("revision")),
+    )
+    print(f"metrics, contact sheet and curves: {where}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

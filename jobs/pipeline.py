@@ -1,0 +1,137 @@
+"""The whole job on one machine: plan -> generate -> train -> evaluate, on the bundled samples.
+
+    python -m jobs.pipeline --out runs/demo                     # tiny teacher, CPU, minutes
+    python -m jobs.pipeline --out runs/sd --model stable-diffusion-v1-5/stable-diffusion-v1-5
+
+Each step is the same command a user runs on a cluster (`python -m jobs.generate`, `jobs.train`,
+`jobs.evaluate`), started here in turn with arguments derived from these few. Re-running the
+same command finishes what is missing: generation skips stored pairs, training resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from common.cli import positive_int, run_cli
+from common.errors import UserError
+from common.inputs import expand_images
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+PRESETS = ("tiny", "sd15-random")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs.pipeline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--out", default="runs/demo", help="run root (local dir or URL)")
+    parser.add_argument(
+        "--samples",
+        default=str(SAMPLES),
+        help="folder with content/, faces/, styles/, golden/{content,styles}/",
+    )
+    parser.add_argument("--model", default="tiny", help="teacher: tiny | sd15-random | HF id | dir")
+    parser.add_argument(
+        "--resolution",
+        type=positive_int,
+        default=None,
+        help="teacher resolution (default 128 for tiny, else 512)",
+    )
+    parser.add_argument("--steps", type=positive_int, default=50, help="DDIM steps")
+    parser.add_argument("--epochs", type=positive_int, default=4, help="student epochs")
+    parser.add_argument("--train-workers", type=positive_int, default=1)
+    parser.add_argument(
+        "--crop-size",
+        type=positive_int,
+        default=None,
+        help="training crop (default: the teacher resolution)",
+    )
+    parser.add_argument(
+        "--student-layers",
+        type=positive_int,
+        default=6,
+        help="encoder and decoder layers of the student (6 = STTR)",
+    )
+    parser.add_argument("--gpu", action="store_true", help="train on GPUs (one per worker)")
+    parser.add_argument("--name", default="demo", help="training run name")
+    return parser.parse_args(argv)
+
+
+def sample_sets(folder: Path) -> dict[str, Path]:
+    """The five sample folders; a missing or empty one is a `UserError` before any work."""
+    sets = {
+        "content": folder / "content",
+        "faces": folder / "faces",
+        "styles": folder / "styles",
+        "golden-content": folder / "golden" / "content",
+        "golden-styles": folder / "golden" / "styles",
+    }
+    for role, path in sets.items():
+        expand_images([str(path)], {}, role)
+    return sets
+
+
+def flags(**options: object) -> list[str]:
+    """`--key value` arguments from keywords (underscores become dashes)."""
+    return [
+        part
+        for key, value in options.items()
+        for part in (f"--{key.replace('_', '-')}", str(value))
+    ]
+
+
+def steps(args: argparse.Namespace, sets: dict[str, Path]) -> list[tuple[str, list[str]]]:
+    """(name, argv) of each step, in order."""
+    resolution = args.resolution or (128 if args.model == "tiny" else 512)
+    generate = flags(
+        content=sets["content"],
+        faces=sets["faces"],
+        styles=sets["styles"],
+        golden_content=sets["golden-content"],
+        golden_styles=sets["golden-styles"],
+        planner="recipe",
+        combinations=1,
+        out=args.out,
+        model=args.model,
+        resolution=resolution,
+        steps=args.steps,
+    )
+    train = flags(
+        data=args.out,
+        name=args.name,
+        epochs=args.epochs,
+        workers=args.train_workers,
+        crop_size=args.crop_size or resolution,
+        batch_size=4,
+        loss="l1",
+        init="imagenet",
+        enc_layers=args.student_layers,
+        dec_layers=args.student_layers,
+    ) + (["--gpu"] if args.gpu else [])
+    evaluate = flags(data=args.out, student=f"{args.out}/train/{args.name}", name="golden")
+    return [("generate", generate), ("train", train), ("evaluate", evaluate)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    sets = sample_sets(Path(args.samples))
+    for name, step_argv in steps(args, sets):
+        print(f"\n== {name}: python -m jobs.{name} {' '.join(step_argv)}", flush=True)
+        code = subprocess.call([sys.executable, "-m", f"jobs.{name}", *step_argv])
+        if code:
+            raise UserError(f"step {name} failed (exit code {code}); fix it and run this again")
+    print(
+        f"\ndone. pictures: {args.out}/eval/golden/contact_sheet.png and curves.png; "
+        f"metrics: {args.out}/eval/golden/metrics.json"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
