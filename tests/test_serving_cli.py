@@ -1,0 +1,122 @@
+"""Serving a trained student: `jobs.stylize --student` and `jobs.export` as a user runs them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from student.checkpoint import save_student
+from student.model import STTRConfig, build_sttr
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_job(module: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", f"jobs.{module}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("student")
+    torch.manual_seed(0)
+    config = STTRConfig(enc_layers=1, dec_layers=1, dim_feedforward=64, dropout=0.0)
+    save_student(build_sttr(config, init="scratch"), config, str(folder / "epoch-0001"))
+    return folder / "epoch-0001"
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("pictures")
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (70, 100, 3), dtype=np.uint8)).save(folder / "c.png")
+    Image.fromarray(rng.integers(0, 255, (50, 50, 3), dtype=np.uint8)).save(folder / "s.png")
+    return folder / "c.png", folder / "s.png"
+
+
+def test_student_stylizes_at_the_contents_aspect(checkpoint, pictures, tmp_path):
+    content, style = pictures
+    out = tmp_path / "out.png"
+    result = run_job(
+        "stylize",
+        "--student",
+        str(checkpoint),
+        "--content",
+        str(content),
+        "--style",
+        str(style),
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    with Image.open(out) as image:
+        assert image.size == (100, 70)
+
+
+def test_a_training_run_folder_resolves_to_its_checkpoint(checkpoint, pictures, tmp_path):
+    content, style = pictures
+    result = run_job(
+        "stylize",
+        "--student",
+        str(checkpoint.parent),
+        "--content",
+        str(content),
+        "--style",
+        str(style),
+        "--out",
+        str(tmp_path / "out.png"),
+        "--max-side",
+        "64",
+    )
+    assert result.returncode == 0, result.stderr
+    with Image.open(tmp_path / "out.png") as image:
+        assert image.size == (64, 45)
+
+
+def test_export_writes_an_onnx_graph_that_matches_pytorch(checkpoint, tmp_path):
+    out = tmp_path / "sttr.onnx"
+    result = run_job(
+        "export",
+        "--student",
+        str(checkpoint),
+        "--onnx",
+        str(out),
+        "--example-size",
+        "64",
+        "--check-sizes",
+        "64x64",
+        "96x128",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "max |diff|" in result.stdout and out.stat().st_size > 1_000_000
+
+
+@pytest.mark.parametrize("module", ["stylize", "export"])
+def test_a_wrong_checkpoint_path_is_one_clear_line(module, pictures, tmp_path):
+    content, style = pictures
+    args = {
+        "stylize": [
+            "--content",
+            str(content),
+            "--style",
+            str(style),
+            "--out",
+            str(tmp_path / "o.png"),
+        ],
+        "export": ["--onnx", str(tmp_path / "o.onnx")],
+    }[module]
+    result = run_job(module, "--student", str(tmp_path / "missing"), *args)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "Traceback" not in result.stderr
