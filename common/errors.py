@@ -7,3 +7,13 @@ class UserError(Exception):
 
 class ImageError(UserError):
     """An input image that cannot be used (corrupt, not an image, too many pixels)."""
+
+
+class MissingInput(UserError):
+    """An input URL that names nothing: skipped and recorded, like a corrupt image."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type if it has none), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -16,7 +16,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from common.errors import UserError
+from common.errors import MissingInput, UserError, first_line
 
 SECRET_WORDS = ("secret", "token", "password", "key", "credential", "session")
 
@@ -59,15 +59,9 @@ def read_url(url: str, options: Mapping[str, Any] | None = None) -> bytes:
     try:
         return fs.cat_file(path)
     except FileNotFoundError:
-        raise UserError(f"no such file: {url}") from None
+        raise MissingInput(f"no such file: {url}") from None
     except (OSError, PermissionError, ValueError) as exc:
-        raise UserError(f"cannot read {url}: {_short(exc)}") from None
-
-
-def _short(exc: BaseException) -> str:
-    """First line of an exception, for one-line messages."""
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+        raise UserError(f"cannot read {url}: {first_line(exc)}") from None
 
 
 class Storage:
@@ -95,14 +89,14 @@ class Storage:
             self._put(probe, b"ok")
             self.fs.rm_file(probe)
         except Exception as exc:  # any backend error here means the root is unusable
-            raise UserError(f"cannot write to {self.root}: {_short(exc)}") from None
+            raise UserError(f"cannot write to {self.root}: {first_line(exc)}") from None
 
     def write_bytes(self, key: str, data: bytes) -> None:
         """Store `data` under `key` in one piece (temp + rename on local disks)."""
         try:
             self._put(self.path(key), data)
         except (OSError, PermissionError, ValueError) as exc:
-            raise UserError(f"cannot write {self.url(key)}: {_short(exc)}") from None
+            raise UserError(f"cannot write {self.url(key)}: {first_line(exc)}") from None
 
     def _put(self, target: str, data: bytes) -> None:
         if self._local:
@@ -131,4 +125,5 @@ class Storage:
         except FileNotFoundError:
             return []
         start = len(self.root_path) + 1
-        return sorted(p[start:] for p in found if ".tmp-" not in p)
+        keys = (p[start:] for p in found)
+        return sorted(k for k in keys if ".tmp-" not in posixpath.basename(k))

@@ -17,7 +17,7 @@ import re
 import torch
 from torch import Tensor, nn
 
-from common.errors import UserError
+from common.errors import UserError, first_line
 from common.storage import read_url
 
 logger = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def read_authors_state(url: str) -> dict[str, Tensor]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise UserError(f"cannot read {url} as a PyTorch checkpoint: {reason}") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
         raise UserError(f"{url} has no 'model' state dict; expected the STTR authors' checkpoint")

@@ -11,6 +11,8 @@ from torch import Tensor, nn
 from torchvision.models import ResNet50_Weights
 from torchvision.ops import FrozenBatchNorm2d
 
+from common.errors import first_line
+
 logger = logging.getLogger(__name__)
 
 STEM = ("conv1", "bn1", "relu", "maxpool")
@@ -48,7 +50,7 @@ def imagenet_resnet50_state() -> dict[str, Tensor] | None:
         logger.warning(
             "ImageNet ResNet-50 weights are unavailable (%s); the student's encoders start "
             "from random init, which needs far more training to be useful",
-            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+            first_line(exc),
         )
         return None
     return resnet.state_dict()

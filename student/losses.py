@@ -21,7 +21,7 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models import VGG19_Weights
 
-from common.errors import UserError
+from common.errors import UserError, first_line
 from common.storage import read_url
 
 logger = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def read_vgg_state(url: str) -> dict[str, Tensor]:
     try:
         state = torch.load(io.BytesIO(read_url(url)), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        raise UserError(f"cannot read {url} as VGG19 weights: {_first_line(exc)}") from None
+        raise UserError(f"cannot read {url} as VGG19 weights: {first_line(exc)}") from None
     if not isinstance(state, dict):
         raise UserError(f"{url} is not a state dict of VGG19 weights")
     return {key.removeprefix("features."): value for key, value in state.items()}
@@ -142,13 +142,7 @@ def imagenet_vgg19_state() -> dict[str, Tensor] | None:
         logger.warning(
             "ImageNet VGG19 weights are unavailable (%s); the Gram loss uses a random VGG19, "
             "which measures style poorly: pass local VGG19 weights instead",
-            _first_line(exc),
+            first_line(exc),
         )
         return None
     return vgg.features.state_dict()
-
-
-def _first_line(exc: BaseException) -> str:
-    """First line of an exception, for one-line messages."""
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

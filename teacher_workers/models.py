@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
-from common.errors import UserError
+from common.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,20 @@ def check_model_name(model: str) -> None:
             f"unknown model {model!r}: use {' or '.join(PRESETS)}, a local diffusers directory, "
             "or a Hugging Face id such as stable-diffusion-v1-5/stable-diffusion-v1-5"
         )
+
+
+def check_model_available(model: str, revision: str | None = None) -> None:
+    """Fail before any work when a Hub id or directory cannot be read (reads one small config)."""
+    check_model_name(model)
+    if model in PRESETS:
+        return
+    try:
+        DDIMScheduler.load_config(model, subfolder="scheduler", revision=revision)
+    except Exception as exc:  # Hub, network and file errors all mean "cannot load this model"
+        raise UserError(
+            f"cannot load model {model!r} (a Hub id needs network access or a cached copy): "
+            f"{first_line(exc)}"
+        ) from None
 
 
 def load_teacher(
@@ -155,7 +169,7 @@ def _load_pretrained(model: str, revision: str | None, dtype: torch.dtype) -> Te
             model, subfolder="text_encoder", revision=revision
         )
     except Exception as exc:  # Hub, network and file errors all mean "cannot load this model"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise UserError(
             f"cannot load model {model!r} (a Hub id needs network access or a cached copy): {first}"
         ) from None

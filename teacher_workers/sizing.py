@@ -12,6 +12,7 @@ import logging
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
+from common.errors import first_line
 from common.planning import tile_shape_for_memory
 from teacher_workers.engine import CONTENT_KINDS, STYLE_KINDS, feature_bytes
 from teacher_workers.models import CONFIG_DIR, PRESETS, cast, parse_dtype
@@ -20,7 +21,6 @@ from teacher_workers.options import TeacherOptions
 log = logging.getLogger(__name__)
 
 FEATURE_SHARE = 0.5  # of the memory left after the weights; the rest is UNet/VAE activations
-VAE_PARAMETERS = 84_000_000
 
 
 def _config(model: str, revision: str | None, part: str, cls: type) -> dict:
@@ -34,7 +34,7 @@ def _config(model: str, revision: str | None, part: str, cls: type) -> dict:
             "using SD 1.5 shapes for %s of %s (no readable config: %s)",
             part,
             model,
-            str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+            first_line(exc),
         )
         return json.loads((CONFIG_DIR / "sd15" / f"{part}.json").read_text())
 
@@ -65,6 +65,6 @@ def auto_tile(
     q = feature_bytes(unet, options.styleid, CONTENT_KINDS, size, size)
     kv = feature_bytes(unet, options.styleid, STYLE_KINDS, size, size)
     element = torch.finfo(dtype).bits // 8
-    weights = (sum(p.numel() for p in unet.parameters()) + VAE_PARAMETERS) * element
+    weights = teacher_parameters(options.model, options.revision) * element
     budget = FEATURE_SHARE * max(gpu_memory_gb * 2**30 - weights, 0)
     return tile_shape_for_memory(int(budget), q, kv, max_contents, max_styles)
