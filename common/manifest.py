@@ -39,7 +39,7 @@ class ManifestLine:
     split: str
     teacher_hash: str
     sha256: str
-    seconds: float
+    seconds: float | None  # teacher time per pair; None when found from an earlier attempt
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:

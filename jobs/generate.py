@@ -27,6 +27,7 @@ from common.ray_connect import connect_ray
 from common.run_info import write_run_info
 from common.storage import Storage
 from teacher_workers.generation import PoolConfig, generate
+from teacher_workers.models import check_model_available
 from teacher_workers.options import TeacherOptions, add_teacher_arguments, teacher_options
 from teacher_workers.sizing import auto_tile
 
@@ -125,6 +126,28 @@ def plan(args: argparse.Namespace, options: dict) -> list:
     )
 
 
+def gpus_per_worker(args: argparse.Namespace, teacher: TeacherOptions) -> float:
+    """GPUs per actor: as asked; else 1 when the cluster has GPUs, or may get them.
+
+    An autoscaling cluster starts with no GPU nodes, so "none now" is no reason to run SD 1.5 on
+    CPUs; only the tiny test model, or --device cpu, runs on CPU by default.
+    """
+    if args.gpus_per_worker is not None:
+        return args.gpus_per_worker
+    if teacher.device == "cpu":
+        return 0.0
+    if ray.cluster_resources().get("GPU", 0) > 0:
+        return 1.0
+    if teacher.model == "tiny":
+        return 0.0
+    log.warning(
+        "no GPU in the cluster yet: actors wait for GPU nodes (pass "
+        "--gpus-per-worker 0 to run %s on CPUs)",
+        teacher.model,
+    )
+    return 1.0
+
+
 def placed_options(teacher: TeacherOptions, gpus: float) -> TeacherOptions:
     """Pin device and dtype so the driver's teacher hash is the one the actors produce."""
     device = "cuda" if gpus > 0 else "cpu"
@@ -137,13 +160,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     teacher = teacher_options(args)
     tile = None if args.tile == "auto" else parse_pair(args.tile, "x", "--tile")
     min_w, max_w = parse_pair(args.workers, ":", "--workers")
+    check_model_available(teacher.model, teacher.revision)
+    pairs = plan(args, storage_options)
     storage = Storage(args.out, options_for(args.out, storage_options))
     storage.check_writable()
-    pairs = plan(args, storage_options)
     connect_ray()
-    gpus = args.gpus_per_worker
-    if gpus is None:
-        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    gpus = gpus_per_worker(args, teacher)
     pool = PoolConfig(min_w, max_w, gpus, args.cpus_per_worker)
     teacher = placed_options(teacher, gpus)
     if tile is None:

@@ -36,7 +36,7 @@ class PairScores:
     teacher_style_loss: float
     student_style_loss: float
     student_seconds: float
-    teacher_seconds: float
+    teacher_seconds: float | None  # None: the target was found from an earlier attempt
 
 
 class PerceptualMeter(nn.Module):
@@ -107,10 +107,14 @@ def evaluate_golden(
     return scores, sheet
 
 
-def summarize(scores: list[PairScores]) -> dict[str, float]:
-    """Mean of every numeric field over the pairs."""
-    fields = [k for k, v in asdict(scores[0]).items() if isinstance(v, float)]
-    return {k: sum(getattr(s, k) for s in scores) / len(scores) for k in fields}
+def summarize(scores: list[PairScores]) -> dict[str, float | None]:
+    """Mean of every numeric field over the pairs that have it (None if none has)."""
+    fields = [k for k, v in asdict(scores[0]).items() if k not in ("content", "style")]
+    means: dict[str, float | None] = {}
+    for name in fields:
+        values = [getattr(s, name) for s in scores if getattr(s, name) is not None]
+        means[name] = sum(values) / len(values) if values else None
+    return means
 
 
 def _name(url: str) -> str:

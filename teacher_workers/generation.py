@@ -14,7 +14,7 @@ from typing import Any
 import ray
 from tqdm import tqdm
 
-from common.errors import UserError
+from common.errors import UserError, first_line
 from common.manifest import manifest_key
 from common.planning import Tile
 from common.storage import Storage
@@ -44,6 +44,8 @@ class PoolConfig:
 
 @dataclass
 class Summary:
+    """Pair counts and wall time of one generation run, for the closing line."""
+
     planned: int = 0
     written: int = 0
     skipped: int = 0
@@ -105,11 +107,16 @@ def generate(
             desc="generate",
             mininterval=1.0,
         ) as bar:
-            for row in results.iter_rows():
-                done = row["written"] + row["skipped"] + row["failed"]
-                summary.written += row["written"]
-                summary.skipped += row["skipped"]
-                summary.failed += row["failed"]
-                bar.update(done)
+            try:
+                for row in results.iter_rows():
+                    summary.written += row["written"]
+                    summary.skipped += row["skipped"]
+                    summary.failed += row["failed"]
+                    bar.update(row["written"] + row["skipped"] + row["failed"])
+            except ray.exceptions.RayError as exc:
+                raise UserError(
+                    f"a work unit failed ({first_line(exc)}); finished tiles are kept, "
+                    "run the same command again to retry the rest"
+                ) from None
     summary.seconds = time.perf_counter() - start
     return summary

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from common.errors import ImageError, UserError
+from common.errors import ImageError, MissingInput
 from common.ids import content_id, sha256_hex
 from common.images import load_square, png_bytes
 from common.inputs import options_for
@@ -54,6 +54,7 @@ class Image:
 
 
 def tile_to_json(tile: Tile) -> str:
+    """Tiles travel to actors as JSON strings: one Ray Data column, no pickled objects."""
     return json.dumps(asdict(tile))
 
 
@@ -91,9 +92,8 @@ class TileRunner:
             for i, c in enumerate(tile.contents)
             for j, s in enumerate(tile.styles)
         }
-        missing = [
-            (c, s) for s in styles for c in contents if not self.storage.exists(self._key(c, s))
-        ]
+        keys = {self._key(c, s): (c, s) for s in styles for c in contents}  # same bytes: once
+        missing = [pair for key, pair in keys.items() if not self.storage.exists(key)]
         written = self._generate(missing)
         elapsed = time.perf_counter() - start
         per_pair = elapsed / max(len(missing), 1)
@@ -110,13 +110,17 @@ class TileRunner:
         return TileResult(tile.tile_id, len(missing), skipped, failed, elapsed)
 
     def _load(self, urls: tuple[str, ...], role: str, failures: list[FailureLine]) -> list[Image]:
-        """Decode the tile's images; an unusable one is recorded and left out, never fatal."""
+        """Decode the tile's images; a corrupt or missing one is recorded and left out.
+
+        Any other error (throttling, a dropped connection) is not the input's fault: it fails
+        the work unit, which writes no manifest part, so a re-run retries every pair.
+        """
         images = []
         for url in urls:
             try:
                 data = read_url(url, options_for(url, self.input_options))
                 images.append(Image(url, content_id(data), load_square(data, self.resolution, url)))
-            except (ImageError, UserError) as exc:
+            except (ImageError, MissingInput) as exc:
                 log.warning("skipping %s %s: %s", role, url, exc)
                 failures.append(FailureLine(url, role, str(exc), self.teacher_hash))
         return images
@@ -155,5 +159,5 @@ class TileRunner:
             split=split,
             teacher_hash=self.teacher_hash,
             sha256=sha256_hex(data),
-            seconds=seconds if png is not None else 0.0,
+            seconds=seconds if png is not None else None,
         )
