@@ -68,9 +68,10 @@ class Tile:
         ]
 
 
-def tile_id(contents: Iterable[str], styles: Iterable[str]) -> str:
-    """Short hash of a tile's images, independent of their order: a re-run finds the same parts."""
-    return config_hash({"contents": sorted(contents), "styles": sorted(styles)})
+def tile_id(pairs: Iterable[Pair]) -> str:
+    """Short hash of a tile's pairs and their splits, independent of order: a re-run of the same
+    plan finds the same parts, and a plan with other splits gets new ones."""
+    return config_hash({"pairs": sorted([p.content, p.style, p.split] for p in pairs)})
 
 
 def assign_split(content: str, style: str, val_fraction: float, seed: int) -> str:
@@ -191,7 +192,7 @@ def make_tiles(pairs: Iterable[Pair], max_contents: int = 12, max_styles: int = 
         blocks.setdefault(tuple(sorted(by_content[content])), []).append(content)
     tiles = [
         Tile(
-            tile_id(content_chunk, style_chunk),
+            tile_id(Pair(c, s, by_content[c][s]) for c in content_chunk for s in style_chunk),
             content_chunk,
             style_chunk,
             tuple(tuple(by_content[c][s] for s in style_chunk) for c in content_chunk),

@@ -179,8 +179,9 @@ def test_tile_ids_are_deterministic_and_distinct() -> None:
     again = make_tiles(random.Random(3).sample(pairs, len(pairs)), 6, 6)
     assert tiles == again
     assert len({t.tile_id for t in tiles}) == len(tiles)
-    assert tiles[0].tile_id == tile_id(tiles[0].contents[::-1], tiles[0].styles)
-    assert tile_id(["a"], ["b"]) != tile_id(["b"], ["a"])
+    assert tiles[0].tile_id == tile_id(reversed(tiles[0].pairs()))
+    assert tile_id([Pair("a", "b", "train")]) != tile_id([Pair("b", "a", "train")])
+    assert tile_id([Pair("a", "b", "train")]) != tile_id([Pair("a", "b", "val")])
 
 
 def test_make_tiles_rejects_a_pair_in_two_splits() -> None:
