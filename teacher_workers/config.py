@@ -14,6 +14,8 @@ DEFAULT_LAYERS = tuple(
     for index in range(3)
 )
 ENCODINGS = ("mean", "sample")
+# Bumped whenever the engine's output changes for the same config, so old targets are not reused.
+ENGINE_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -59,5 +61,11 @@ class StyleIDConfig:
 def teacher_hash(config: StyleIDConfig, model: str, revision: str | None, dtype: str) -> str:
     """Hash of all that determines a target: model id/revision, dtype and the StyleID config."""
     return config_hash(
-        {"model": model, "revision": revision, "dtype": dtype, **config.output_fields()}
+        {
+            "engine": ENGINE_VERSION,
+            "model": model,
+            "revision": revision,
+            "dtype": dtype,
+            **config.output_fields(),
+        }
     )

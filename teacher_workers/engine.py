@@ -12,6 +12,7 @@ UNet and VAE run in the model dtype.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Iterator
 
@@ -72,6 +73,7 @@ def feature_bytes(
 
 
 def _chunks(n: int, size: int) -> Iterator[slice]:
+    """Slices of at most `size` covering range(n): the batches of one UNet call."""
     return (slice(start, min(start + size, n)) for start in range(0, n, size))
 
 
@@ -143,7 +145,7 @@ class StyleIDEngine:
 
     @torch.inference_mode()
     def invert(
-        self, latents: torch.Tensor, kinds: tuple[str, ...] = ()
+        self, latents: torch.Tensor, kinds: tuple[str, ...] = (), offload: bool | None = None
     ) -> tuple[torch.Tensor, Features]:
         """DDIM-invert clean latents [B, 4, h, w] to z_T, recording `kinds` ("q", "k", "v").
 
@@ -157,7 +159,9 @@ class StyleIDEngine:
             frozenset(self.sampling_steps),
             {},
         )
-        ctl.store_device = torch.device("cpu") if self._offloading(latents, kinds) else None
+        if offload is None:
+            offload = self._offloading(latents, kinds)
+        ctl.store_device = torch.device("cpu") if offload else None
         x = latents.to(self.work_dtype)
         last = len(self.teacher.alphas_cumprod) - 1
         try:
@@ -249,11 +253,10 @@ class StyleIDEngine:
             dist = vae.encode(x).latent_dist
             z = dist.mean
             if self.config.encode == "sample":
-                generator = torch.Generator(device=z.device).manual_seed(self.config.seed)
-                noise = torch.randn(
-                    z.shape[1:], generator=generator, device=z.device, dtype=z.dtype
-                )
-                z = z + dist.std * noise
+                noise = [
+                    _image_noise(image, z.shape[1:], self.config.seed) for image in images[part]
+                ]
+                z = z + dist.std * torch.stack(noise).to(z.device, z.dtype)
             latents.append(z.to(self.work_dtype) * vae.config.scaling_factor)
         return torch.cat(latents)
 
@@ -273,8 +276,9 @@ class StyleIDEngine:
         """Invert in batches of `batch_size`, joining the captured features."""
         if not self.config.inject:
             kinds = ()
+        offload = self._offloading(latents, kinds)  # once for all chunks: they are joined below
         parts = [
-            self.invert(latents[part], kinds)
+            self.invert(latents[part], kinds, offload)
             for part in _chunks(len(latents), self.config.batch_size)
         ]
         return torch.cat([z for z, _ in parts]), _concat([f for _, f in parts])
@@ -326,6 +330,14 @@ class StyleIDEngine:
             for s in range(len(styles))
         ]
         return torch.stack(rows)
+
+
+def _image_noise(image: torch.Tensor, shape: torch.Size, seed: int) -> torch.Tensor:
+    """Posterior-sample noise for one image, seeded by the seed and the image's own pixels:
+    independent between images, yet the same in any batch or tile."""
+    digest = hashlib.sha256(str(seed).encode() + image.float().cpu().numpy().tobytes()).digest()
+    generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
+    return torch.randn(shape, generator=generator)
 
 
 def _check_images(name: str, images: torch.Tensor) -> None:

@@ -256,3 +256,38 @@ def test_unknown_model_is_a_user_error():
     for name in ("no-such-model", "./missing/dir", "a/b/c"):
         with pytest.raises(UserError, match="unknown model"):
             load_teacher(name)
+
+
+def test_without_injection_the_engine_is_plain_ddim_inversion_then_sampling(teacher, images):
+    """An independent float64 loop: hand-written inversion (its last step to t=999), then
+    diffusers' DDIMScheduler.step from 751 down to t=1 (final alpha = alphas_cumprod[0])."""
+    from diffusers import DDIMScheduler
+
+    contents, _ = images
+    styleid = engine(teacher, inject=False)
+    z0 = styleid.encode(contents[:1])
+    z_t, features = styleid.invert(z0)
+    index = torch.zeros(1, dtype=torch.long)
+    got = styleid.sample(z_t, features, features, index, index)
+    scheduler = DDIMScheduler.from_config(teacher.scheduler_config)
+    scheduler.set_timesteps(STEPS)
+    alphas = scheduler.alphas_cumprod.double()
+    x = z0
+    up = sorted(int(t) for t in scheduler.timesteps)  # 1, 126, ..., 876
+    for t, t_next in zip(up, [*up[1:], 999], strict=True):
+        eps = stock_unet_output(teacher, x, t)
+        x0 = (x - (1 - alphas[t]).sqrt() * eps) / alphas[t].sqrt()
+        x = alphas[t_next].sqrt() * x0 + (1 - alphas[t_next]).sqrt() * eps
+    assert torch.allclose(z_t, x, atol=1e-10)
+    for t in up[-2::-1]:  # the reference skips the last inversion timestep
+        x = scheduler.step(stock_unet_output(teacher, x, t), t, x, eta=0.0).prev_sample
+    assert torch.allclose(got, x, atol=1e-10)
+
+
+def test_posterior_sample_noise_is_per_image_and_batch_invariant(teacher, images):
+    contents, _ = images
+    styleid = engine(teacher, encode="sample", seed=5)
+    together = styleid.encode(contents) - engine(teacher).encode(contents)
+    alone = styleid.encode(contents[1:2]) - engine(teacher).encode(contents[1:2])
+    assert torch.allclose(together[1], alone[0], atol=1e-12)
+    assert (together[0] - together[1]).abs().max() > 1e-3
