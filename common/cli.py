@@ -8,6 +8,9 @@ import sys
 from collections.abc import Callable, Sequence
 
 from common.errors import UserError
+from common.storage import SECRET_WORDS
+
+log = logging.getLogger(__name__)
 
 
 def run_cli(
@@ -42,6 +45,12 @@ def parse_storage_options(pairs: Sequence[str]) -> dict[str, object]:
                 raise UserError(f"--storage-option {key!r} conflicts with an earlier option")
             target = child
         target[leaf] = _parse_scalar(value)
+        if any(word in leaf.lower() for word in SECRET_WORDS):
+            log.warning(
+                "--storage-option %s: a secret on the command line shows in `ray job "
+                "list` and shell history; prefer the AWS/fsspec credential chain",
+                leaf,
+            )
     return options
 
 

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from common.errors import ImageError, UserError
 from common.images import center_crop_resize, decode_image, load_square, to_tensor
+from common.inputs import options_for
 from common.manifest import ManifestLine, read_manifest
 from common.storage import Storage, read_url
 
@@ -136,10 +137,17 @@ class TripleDataset(Dataset):
         size = min(target_image.size)
         if size < self.crop_size:
             raise ImageError(f"{line.target}: {size}px is smaller than the crop {self.crop_size}")
-        options = self.storage.options
         return Triple(
-            content=load_square(read_url(line.content, options), size, line.content),
-            style=load_square(read_url(line.style, options), size, line.style),
+            content=load_square(
+                read_url(line.content, options_for(line.content, self.storage.options)),
+                size,
+                line.content,
+            ),
+            style=load_square(
+                read_url(line.style, options_for(line.style, self.storage.options)),
+                size,
+                line.style,
+            ),
             target=to_tensor(center_crop_resize(target_image, size)),
         )
 

@@ -24,6 +24,7 @@ class TileActor:
         self.runner = TileRunner(options, root, storage_options, teacher_hash)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        """Run each tile of the batch; one small result row per tile."""
         results = [self.runner.run(tile_from_json(str(text))) for text in batch["tile"]]
         return {
             name: [getattr(r, name) for r in results]

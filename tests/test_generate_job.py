@@ -13,6 +13,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+import ray
+from ray._private import ray_constants
 
 from common.errors import UserError
 from common.manifest import read_manifest
@@ -78,6 +80,12 @@ def test_s3_output_works_the_same_and_keeps_credentials_out(
         assert secret not in stored and secret not in printed
 
 
+def raylet_pid() -> int:
+    """The raylet of the test cluster: its children are this cluster's workers and actors."""
+    node = ray._private.worker._global_node
+    return node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
+
+
 def test_a_killed_actor_is_replaced_and_every_pair_is_written_once(ray_cluster, tmp_path):
     contents, styles = write_inputs(tmp_path, 6, 2)
     out = tmp_path / "run"
@@ -89,12 +97,11 @@ def test_a_killed_actor_is_replaced_and_every_pair_is_written_once(ray_cluster, 
     deadline = time.monotonic() + 240
     while not storage.list("manifests") and time.monotonic() < deadline:
         time.sleep(0.2)
+    assert len(storage.list("manifests")) < 12, "the job finished before the kill"
     victims = [
-        p
-        for p in psutil.process_iter(["cmdline"])
-        if "TileActor" in " ".join(p.info["cmdline"] or [])
+        p for p in psutil.Process(raylet_pid()).children() if "TileActor" in " ".join(p.cmdline())
     ]
-    assert victims, "no generation actor process found"
+    assert victims, "no generation actor process found in this cluster"
     victims[0].kill()
     driver.join(timeout=300)
     assert result.get("code") == 0
@@ -126,23 +133,35 @@ def test_a_driver_stopped_halfway_finishes_on_restart(ray_cluster, tmp_path):
     check_exactly_once(storage, 12)
 
 
-def test_wrong_input_url_fails_fast_with_one_line(tmp_path):
-    _, styles = write_inputs(tmp_path, 1, 1)
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--content", "nope", "error: content input"),
+        (
+            "--model",
+            "no-such-org/no-such-model",
+            "error: cannot load model 'no-such-org/no-such-model'",
+        ),
+    ],
+)
+def test_wrong_input_url_or_model_fails_fast_with_one_line(tmp_path, flag, value, message):
+    contents, styles = write_inputs(tmp_path, 1, 1)
+    args = job_args(contents, styles, str(tmp_path / "o"))
+    if flag == "--content":
+        args[args.index(flag) + 1] = str(tmp_path / value)
+    else:
+        args += [flag, value]
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jobs.generate",
-            *job_args(tmp_path / "nope", styles, str(tmp_path / "o")),
-        ],
+        [sys.executable, "-m", "jobs.generate", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("error: content input")
+    assert result.stderr.strip().splitlines()[-1].startswith(message)
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_unreachable_bucket_fails_fast(tmp_path, s3_bucket):

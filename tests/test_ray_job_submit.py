@@ -83,18 +83,32 @@ def head_node(tmp_path) -> Iterator[tuple[str, dict[str, str]]]:
             os.killpg(head.pid, signal.SIGKILL)
 
 
+def submit(address: str, env: dict[str, str], entrypoint: list[str]) -> subprocess.CompletedProcess:
+    """`ray job submit`, retried while the head's job agent is still starting (it can lag the
+    job server that `ray job list` answers from)."""
+    deadline = time.monotonic() + 120
+    while True:
+        result = subprocess.run(
+            [str(BIN / "ray"), "job", "submit", "--address", address, "--", *entrypoint],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
+        if "No available agent" not in result.stderr or time.monotonic() > deadline:
+            return result
+        time.sleep(3)
+
+
 def test_ray_job_submit_runs_generation(head_node, tmp_path):
     address, env = head_node
     contents, styles = write_inputs(tmp_path, 2, 2)
     out = tmp_path / "run"
-    result = subprocess.run(
+    result = submit(
+        address,
+        env,
         [
-            str(BIN / "ray"),
-            "job",
-            "submit",
-            "--address",
-            address,
-            "--",
             "python",
             "-m",
             "jobs.generate",
@@ -108,11 +122,6 @@ def test_ray_job_submit_runs_generation(head_node, tmp_path):
             "--workers",
             "1:2",
         ],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=400,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "succeeded" in result.stdout
