@@ -1,7 +1,9 @@
 """Names the hardware a benchmark ran on, for the results JSON."""
 
+import json
 import os
 import platform
+from pathlib import Path
 
 import torch
 
@@ -19,6 +21,14 @@ def describe(device: torch.device) -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
+
+
+def report(result: dict, out: str | None) -> None:
+    """Print a benchmark's result as JSON and, with `out`, write it there."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n")
 
 
 def _cpu_model() -> str | None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.machine import describe
+from benchmarks.machine import describe, report
 from student.export import export_onnx
 from student.model import STTRConfig, build_sttr
 from tests.synthetic_run import write_synthetic_run
@@ -140,10 +140,7 @@ def main() -> None:
     }
     if not args.skip_training:
         result["training"] = training(args.train_workers, args.train_epochs, args.train_crop)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    report(result, args.out)
 
 
 if __name__ == "__main__":

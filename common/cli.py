@@ -29,6 +29,18 @@ def run_cli(
     sys.exit(code or 0)
 
 
+def add_storage_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The repeatable `--storage-option K=V` flag every command that touches storage takes."""
+    parser.add_argument(
+        "--storage-option",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="fsspec option for non-local URLs, repeatable "
+        "(e.g. client_kwargs.endpoint_url=http://host:9000)",
+    )
+
+
 def parse_storage_options(pairs: Sequence[str]) -> dict[str, object]:
     """Turn `k=v` strings into fsspec storage options; dotted keys nest
     (client_kwargs.endpoint_url=...)."""

@@ -12,7 +12,7 @@ import argparse
 import json
 from collections.abc import Sequence
 
-from common.cli import parse_storage_options, run_cli
+from common.cli import add_storage_option, parse_storage_options, run_cli
 from common.inputs import options_for
 from common.storage import Storage
 from student.reporting import write_evaluation
@@ -35,7 +35,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="training metrics.jsonl for curves.png (default: beside the checkpoint)",
     )
     parser.add_argument("--vgg-weights", default=None, help="VGG19 weights file for the losses")
-    parser.add_argument("--storage-option", action="append", default=[], metavar="K=V")
+    add_storage_option(parser)
     return parser.parse_args(argv)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from common.cli import parse_storage_options, run_cli
+from common.cli import add_storage_option, parse_storage_options, run_cli
 from common.errors import UserError
 from common.inputs import options_for
 from student.checkpoint import load_student
@@ -35,7 +35,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=["256x256", "192x320"],
         help="HxW sizes to compare ONNX Runtime with PyTorch at",
     )
-    parser.add_argument("--storage-option", action="append", default=[], metavar="K=V")
+    add_storage_option(parser)
     return parser.parse_args(argv)
 
 

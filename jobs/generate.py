@@ -19,7 +19,7 @@ from dataclasses import replace
 import ray
 import torch
 
-from common.cli import parse_storage_options, positive_int, run_cli
+from common.cli import add_storage_option, parse_storage_options, positive_int, run_cli
 from common.errors import UserError
 from common.inputs import check_golden_leak, expand_images, options_for
 from common.planning import VAL_FRACTION, make_tiles, plan_grid, plan_recipe
@@ -49,13 +49,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     io.add_argument("--golden-content", nargs="+", default=[], help="held-out golden contents")
     io.add_argument("--golden-styles", nargs="+", default=[], help="held-out golden styles")
     io.add_argument("--out", required=True, help="output root URL (local dir, s3://, ...)")
-    io.add_argument(
-        "--storage-option",
-        action="append",
-        default=[],
-        metavar="K=V",
-        help="fsspec option for non-local URLs, e.g. client_kwargs.endpoint_url=...",
-    )
+    add_storage_option(io)
     plan = parser.add_argument_group("planning")
     plan.add_argument("--planner", choices=("grid", "recipe"), default="grid")
     plan.add_argument("--combinations", type=positive_int, default=1, help="recipe combinations")

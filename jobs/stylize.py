@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from common.cli import parse_storage_options, run_cli
+from common.cli import add_storage_option, parse_storage_options, run_cli
 from common.images import decode_image, load_square, png_bytes, to_tensor
 from common.inputs import options_for
 from common.storage import open_fs, read_url
@@ -37,13 +37,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--content", required=True, help="content image path or URL")
     parser.add_argument("--style", required=True, help="style image path or URL")
     parser.add_argument("--out", required=True, help="output PNG path or URL")
-    parser.add_argument(
-        "--storage-option",
-        action="append",
-        default=[],
-        metavar="K=V",
-        help="fsspec storage option for non-local URLs (repeatable)",
-    )
+    add_storage_option(parser)
     student = parser.add_argument_group("student (instead of the teacher)")
     student.add_argument("--student", default=None, help="student checkpoint directory")
     student.add_argument(

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.cli import parse_storage_options, positive_int
+from common.cli import add_storage_option, parse_storage_options, positive_int
 from common.errors import UserError
 from common.storage import Storage, absolute_url, open_fs
 from student.losses import LOSS_WEIGHTS
@@ -129,13 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", required=True, help="run root URL with manifests/, targets/")
     parser.add_argument("--name", required=True, help="run name; output in <data>/train/<name>/")
     parser.add_argument("--teacher-hash", help="which teacher's targets (needed if several)")
-    parser.add_argument(
-        "--storage-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="fsspec storage option, repeatable (client_kwargs.endpoint_url=...)",
-    )
+    add_storage_option(parser)
     parser.add_argument("--workers", type=positive_int, default=1, help="Ray Train workers (DDP)")
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker, NCCL, autocast")
     parser.add_argument(
