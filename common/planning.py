@@ -37,14 +37,15 @@ class Pair:
 class Tile:
     """A work unit: every content with every style, each image inverted once per tile.
 
-    `splits[i][j]` is the split of (contents[i], styles[j]); `tile_id` names the tile's
+    `splits[i][j]` is the split of (contents[i], styles[j]), or None when that pair belongs to
+    another tile (a recipe pair drawn again by a later combination); `tile_id` names the tile's
     manifest and failure part files.
     """
 
     tile_id: str
     contents: tuple[str, ...]
     styles: tuple[str, ...]
-    splits: tuple[tuple[str, ...], ...]
+    splits: tuple[tuple[str | None, ...], ...]
 
     def __post_init__(self) -> None:
         if not self.contents or not self.styles:
@@ -53,11 +54,14 @@ class Tile:
             len(row) != len(self.styles) for row in self.splits
         ):
             raise ValueError(f"tile {self.tile_id}: splits must be a contents x styles table")
-        if bad := {s for row in self.splits for s in row} - set(SPLITS):
+        if bad := {s for row in self.splits for s in row} - {*SPLITS, None}:
             raise ValueError(f"tile {self.tile_id}: unknown splits {sorted(bad)}")
+        if not self.pairs():
+            raise ValueError(f"tile {self.tile_id} owns no pair")
 
     def __len__(self) -> int:
-        return len(self.contents) * len(self.styles)
+        """The pairs this tile owns."""
+        return len(self.pairs())
 
     def pairs(self) -> list[Pair]:
         """The tile's pairs, content-major (the order of `splits`)."""
@@ -65,6 +69,7 @@ class Tile:
             Pair(content, style, split)
             for content, row in zip(self.contents, self.splits, strict=True)
             for style, split in zip(self.styles, row, strict=True)
+            if split is not None
         ]
 
 
@@ -173,35 +178,68 @@ def plan_recipe(
     return [Pair(c, s, assign_split(c, s, val_fraction, seed)) for c, s in unique] + golden
 
 
-def make_tiles(pairs: Iterable[Pair], max_contents: int = 12, max_styles: int = 8) -> list[Tile]:
-    """Group pairs into full contents x styles blocks of at most the given size.
+def make_tiles(
+    pairs: Iterable[Pair],
+    max_contents: int = 12,
+    max_styles: int = 8,
+    blocks: Sequence[tuple[Sequence[str], Sequence[str]]] = (),
+) -> list[Tile]:
+    """Cover every pair exactly once with tiles of at most max_contents x max_styles.
 
-    Contents that pair with exactly the same styles form one block, cut into near-equal tiles;
-    so a grid or a recipe combination (12 x 8 at the defaults) becomes whole tiles, and any
-    other pair set is still covered exactly once. Tiles are sorted, their ids deterministic.
+    `blocks` (e.g. the recipe's combinations) come first: each is cut into tiles that own its
+    pairs not owned by an earlier block. The remaining pairs are grouped by style set: contents
+    that pair with exactly the same styles form one block, cut into near-equal full tiles, so
+    a grid becomes whole tiles. Tiles are sorted, their ids deterministic.
     """
     if max_contents < 1 or max_styles < 1:
         raise ValueError(f"tile limits must be >= 1, got {max_contents} x {max_styles}")
-    by_content: dict[str, dict[str, str]] = {}
+    split_of: dict[tuple[str, str], str] = {}
     for pair in pairs:
-        row = by_content.setdefault(pair.content, {})
-        if row.setdefault(pair.style, pair.split) != pair.split:
+        if split_of.setdefault((pair.content, pair.style), pair.split) != pair.split:
             raise ValueError(f"pair ({pair.content}, {pair.style}) is planned in two splits")
-    blocks: dict[tuple[str, ...], list[str]] = {}
-    for content in sorted(by_content):
-        blocks.setdefault(tuple(sorted(by_content[content])), []).append(content)
-    tiles = [
-        Tile(
-            tile_id(Pair(c, s, by_content[c][s]) for c in content_chunk for s in style_chunk),
-            content_chunk,
-            style_chunk,
-            tuple(tuple(by_content[c][s] for s in style_chunk) for c in content_chunk),
-        )
-        for styles, contents in blocks.items()
-        for content_chunk in _chunks(contents, max_contents)
-        for style_chunk in _chunks(styles, max_styles)
-    ]
+    tiles: list[Tile] = []
+    owned: set[tuple[str, str]] = set()
+    for contents, styles in [*blocks, *_style_set_blocks(split_of)]:
+        for content_chunk in _chunks(sorted(set(contents)), max_contents):
+            for style_chunk in _chunks(sorted(set(styles)), max_styles):
+                mine = {
+                    (c, s)
+                    for c in content_chunk
+                    for s in style_chunk
+                    if (c, s) in split_of and (c, s) not in owned
+                }
+                if mine:
+                    owned |= mine
+                    tiles.append(_tile(content_chunk, style_chunk, mine, split_of))
     return sorted(tiles, key=lambda tile: (tile.contents, tile.styles))
+
+
+def _style_set_blocks(split_of: dict[tuple[str, str], str]) -> list[tuple[list[str], list[str]]]:
+    """Contents grouped by the exact set of styles they pair with."""
+    styles_of: dict[str, set[str]] = {}
+    for content, style in split_of:
+        styles_of.setdefault(content, set()).add(style)
+    blocks: dict[tuple[str, ...], list[str]] = {}
+    for content in sorted(styles_of):
+        blocks.setdefault(tuple(sorted(styles_of[content])), []).append(content)
+    return [(contents, list(styles)) for styles, contents in blocks.items()]
+
+
+def _tile(
+    contents: tuple[str, ...],
+    styles: tuple[str, ...],
+    mine: set[tuple[str, str]],
+    split_of: dict[tuple[str, str], str],
+) -> Tile:
+    """A tile of the images that take part in its own pairs."""
+    contents = tuple(c for c in contents if any((c, s) in mine for s in styles))
+    styles = tuple(s for s in styles if any((c, s) in mine for c in contents))
+    splits = tuple(
+        tuple(split_of[c, s] if (c, s) in mine else None for s in styles) for c in contents
+    )
+    return Tile(
+        tile_id(Pair(c, s, split_of[c, s]) for c, s in sorted(mine)), contents, styles, splits
+    )
 
 
 def tile_shape_for_memory(

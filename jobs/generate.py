@@ -22,7 +22,14 @@ import torch
 from common.cli import add_storage_option, parse_storage_options, positive_int, run_cli
 from common.errors import UserError
 from common.inputs import check_golden_leak, expand_images, options_for
-from common.planning import VAL_FRACTION, make_tiles, plan_grid, plan_recipe
+from common.planning import (
+    VAL_FRACTION,
+    Pair,
+    make_tiles,
+    plan_grid,
+    plan_recipe,
+    sample_combinations,
+)
 from common.ray_connect import connect_ray
 from common.run_info import write_run_info
 from common.storage import Storage
@@ -92,23 +99,25 @@ def parse_pair(text: str, sep: str, what: str) -> tuple[int, int]:
     return first, second
 
 
-def plan(args: argparse.Namespace, options: dict) -> list:
-    """Expand inputs and plan the pairs (all failures here are one-line `UserError`s)."""
+def expand_optional(arguments: list[str], options: dict, role: str) -> list[str]:
+    return expand_images(arguments, options, role) if arguments else []
+
+
+def plan(args: argparse.Namespace, options: dict) -> tuple[list[Pair], list]:
+    """Expand inputs and plan the pairs, with the recipe's combinations as tile blocks (all
+    failures here are one-line `UserError`s)."""
     contents = expand_images(args.content, options, "content")
     styles = expand_images(args.styles, options, "style")
-    faces = expand_images(args.faces, options, "face") if args.faces else []
-    golden_c = (
-        expand_images(args.golden_content, options, "golden content") if args.golden_content else []
-    )
-    golden_s = (
-        expand_images(args.golden_styles, options, "golden style") if args.golden_styles else []
-    )
+    faces = expand_optional(args.faces, options, "face")
+    golden_c = expand_optional(args.golden_content, options, "golden content")
+    golden_s = expand_optional(args.golden_styles, options, "golden style")
     check_golden_leak([*golden_c, *golden_s], [*contents, *faces, *styles], options)
     if args.planner == "grid":
-        return plan_grid(
+        pairs = plan_grid(
             [*contents, *faces], styles, args.val_fraction, args.plan_seed, golden_c, golden_s
         )
-    return plan_recipe(
+        return pairs, []
+    pairs = plan_recipe(
         contents,
         faces,
         styles,
@@ -118,6 +127,7 @@ def plan(args: argparse.Namespace, options: dict) -> list:
         golden_contents=golden_c,
         golden_styles=golden_s,
     )
+    return pairs, sample_combinations(contents, faces, styles, args.combinations, args.plan_seed)
 
 
 def gpus_per_worker(args: argparse.Namespace, teacher: TeacherOptions) -> float:
@@ -155,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tile = None if args.tile == "auto" else parse_pair(args.tile, "x", "--tile")
     min_w, max_w = parse_pair(args.workers, ":", "--workers")
     check_model_available(teacher.model, teacher.revision)
-    pairs = plan(args, storage_options)
+    pairs, blocks = plan(args, storage_options)
     storage = Storage(args.out, options_for(args.out, storage_options))
     storage.check_writable()
     connect_ray()
@@ -164,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     teacher = placed_options(teacher, gpus)
     if tile is None:
         tile = auto_tile(teacher, args.gpu_memory_gb) if gpus > 0 else (12, 8)
-    tiles = make_tiles(pairs, *tile)
+    tiles = make_tiles(pairs, *tile, blocks=blocks)
     teacher_hash = teacher.hash(torch.device(teacher.device))
     config = {k: v for k, v in vars(args).items() if k != "storage_option"}
     write_run_info(

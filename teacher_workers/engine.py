@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from diffusers import DDIMScheduler
@@ -283,19 +283,25 @@ class StyleIDEngine:
         ]
         return torch.cat([z for z, _ in parts]), _concat([f for _, f in parts])
 
-    def unet_passes(self, n_contents: int, n_styles: int) -> int:
-        """UNet passes `stylize_tile` makes for a tile, for progress totals."""
+    def unet_passes(self, n_contents: int, n_styles: int, n_pairs: int | None = None) -> int:
+        """UNet passes for a tile (all pairs, or `n_pairs` of them), for progress totals."""
         batches = lambda n: math.ceil(n / self.config.batch_size)  # noqa: E731
         inversion = (batches(n_contents) + batches(n_styles)) * len(self.inversion_steps)
-        return inversion + batches(n_contents * n_styles) * len(self.sampling_steps)
+        pairs = n_contents * n_styles if n_pairs is None else n_pairs
+        return inversion + batches(pairs) * len(self.sampling_steps)
 
-    def stylize_tile(
-        self, contents: torch.Tensor, styles: torch.Tensor, progress: Progress | None = None
+    def stylize_pairs(
+        self,
+        contents: torch.Tensor,
+        styles: torch.Tensor,
+        pairs: Sequence[tuple[int, int]],
+        progress: Progress | None = None,
     ) -> torch.Tensor:
-        """Every content [Nc, 3, H, W] with every style [Ns, 3, H', W'] (values in [0, 1]).
+        """Chosen (content index, style index) pairs of contents [Nc, 3, H, W] and styles
+        [Ns, 3, H', W'] (values in [0, 1]) -> [P, 3, H, W] in [0, 1], in the order given.
 
-        Returns [Ns, Nc, 3, H, W] in [0, 1]: result[s, c] is content c in style s. Each image is
-        inverted once; pairs are sampled `batch_size` at a time.
+        Each image is inverted once, however many pairs use it; pairs are sampled
+        `batch_size` at a time.
         """
         _check_images("contents", contents)
         _check_images("styles", styles)
@@ -303,17 +309,25 @@ class StyleIDEngine:
         try:
             z_c, content_features = self._invert_all(self.encode(contents), CONTENT_KINDS)
             z_s, style_features = self._invert_all(self.encode(styles), STYLE_KINDS)
-            n_c, n_s = len(contents), len(styles)
-            content_index = torch.arange(n_c).repeat(n_s)  # pair p = s * Nc + c
-            style_index = torch.arange(n_s).repeat_interleave(n_c)
+            content_index = torch.tensor([c for c, _ in pairs], dtype=torch.long)
+            style_index = torch.tensor([s for _, s in pairs], dtype=torch.long)
             latents = []
-            for part in _chunks(n_c * n_s, self.config.batch_size):
+            for part in _chunks(len(pairs), self.config.batch_size):
                 ci, si = content_index[part], style_index[part]
                 z = adain(z_c[ci], z_s[si]) if self.config.adain else z_c[ci]
                 latents.append(self.sample(z, content_features, style_features, ci, si))
-            images = self.decode(torch.cat(latents))
+            return self.decode(torch.cat(latents))
         finally:
             self._progress = None
+
+    def stylize_tile(
+        self, contents: torch.Tensor, styles: torch.Tensor, progress: Progress | None = None
+    ) -> torch.Tensor:
+        """Every content [Nc, 3, H, W] with every style [Ns, 3, H', W'] -> [Ns, Nc, 3, H, W]:
+        result[s, c] is content c in style s."""
+        n_c, n_s = len(contents), len(styles)
+        pairs = [(c, s) for s in range(n_s) for c in range(n_c)]
+        images = self.stylize_pairs(contents, styles, pairs, progress)
         return images.reshape(n_s, n_c, *images.shape[1:])
 
     def stylize_naive(

@@ -87,20 +87,16 @@ class TileRunner:
         failures: list[FailureLine] = []
         contents = self._load(tile.contents, "content", failures)
         styles = self._load(tile.styles, "style", failures)
-        split = {
-            (c, s): tile.splits[i][j]
-            for i, c in enumerate(tile.contents)
-            for j, s in enumerate(tile.styles)
-        }
-        keys = {self._key(c, s): (c, s) for s in styles for c in contents}  # same bytes: once
+        split = {(p.content, p.style): p.split for p in tile.pairs()}  # the pairs it owns
+        pairs = [(c, s) for s in styles for c in contents if (c.url, s.url) in split]
+        keys = {self._key(c, s): (c, s) for c, s in pairs}  # identical bytes: generated once
         missing = [pair for key, pair in keys.items() if not self.storage.exists(key)]
         written = self._generate(missing)
         elapsed = time.perf_counter() - start
         per_pair = elapsed / max(len(missing), 1)
         lines = [
             self._line(c, s, split[c.url, s.url], written.get((c.url, s.url)), per_pair)
-            for s in styles
-            for c in contents
+            for c, s in pairs
         ]
         if failures:
             write_lines(self.storage, failure_key(self.teacher_hash, tile.tile_id), failures)
@@ -129,17 +125,20 @@ class TileRunner:
         return target_key(self.teacher_hash, style.image_id, content.image_id)
 
     def _generate(self, missing: list[tuple[Image, Image]]) -> dict[tuple[str, str], bytes]:
-        """Stylize the block of contents x styles that covers the missing pairs; store those."""
+        """Stylize exactly the missing pairs (each image inverted once) and store them."""
         if not missing:
             return {}
         contents = list({c.url: c for c, _ in missing}.values())
         styles = list({s.url: s for _, s in missing}.values())
-        result = self.engine.stylize_tile(
-            torch.stack([c.pixels for c in contents]), torch.stack([s.pixels for s in styles])
+        index = [(contents.index(c), styles.index(s)) for c, s in missing]
+        images = self.engine.stylize_pairs(
+            torch.stack([c.pixels for c in contents]),
+            torch.stack([s.pixels for s in styles]),
+            index,
         )
         written = {}
-        for content, style in missing:
-            png = png_bytes(result[styles.index(style), contents.index(content)])
+        for (content, style), image in zip(missing, images, strict=True):
+            png = png_bytes(image)
             self.storage.write_bytes(self._key(content, style), png)
             written[content.url, style.url] = png
         return written

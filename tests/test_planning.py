@@ -222,3 +222,23 @@ def test_tile_shape_for_memory_at_paper_scale() -> None:
     # 5 x 4 has the fewest inversions per pair (1/5 + 1/4).
     assert tile_shape_for_memory(8 * gb, q, kv) == (5, 4)
     assert tile_shape_for_memory(8 * gb, q, kv, max_contents=4, max_styles=2) == (4, 2)
+
+
+def test_recipe_combinations_stay_whole_tiles_when_images_repeat() -> None:
+    """Small pools repeat images across combinations; tiling by combination keeps ~one tile per
+    combination (few inversions per pair) and still covers every pair exactly once."""
+    contents, faces, styles = urls("content", 300), urls("face", 50), urls("style", 300)
+    drawn = sample_combinations(contents, faces, styles, combinations=90, seed=1)
+    pairs = plan_recipe(contents, faces, styles, combinations=90, seed=1)
+    tiles = make_tiles(pairs, 12, 8, blocks=drawn)
+    covered = [(p.content, p.style, p.split) for t in tiles for p in t.pairs()]
+    assert sorted(covered) == sorted((p.content, p.style, p.split) for p in pairs)
+    assert len(tiles) <= 90
+    inversions = sum(len(t.contents) + len(t.styles) for t in tiles) / len(pairs)
+    by_style_set = make_tiles(pairs, 12, 8)
+    assert inversions < 0.6 * sum(len(t.contents) + len(t.styles) for t in by_style_set) / len(
+        pairs
+    )
+    partial = [t for t in tiles if len(t) < len(t.contents) * len(t.styles)]
+    assert partial, "repeated pairs are owned by their first combination only"
+    assert all(len(t.pairs()) == len(t) for t in partial)
