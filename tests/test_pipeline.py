@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,28 +12,15 @@ from PIL import Image
 
 from common.manifest import read_manifest
 from common.storage import Storage
+from tests.cli import ROOT, run_job
 
-ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
-
-
-def run_job(module: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", f"jobs.{module}", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 @pytest.mark.ray
 def test_main_job_writes_targets_checkpoint_metrics_and_pictures(tmp_path):
     out = tmp_path / "run"
-    result = run_job(
-        "pipeline",
-        "--out",
-        str(out),
+    flags = [
         "--resolution",
         "64",
         "--steps",
@@ -46,7 +31,8 @@ def test_main_job_writes_targets_checkpoint_metrics_and_pictures(tmp_path):
         "1",
         "--crop-size",
         "64",
-    )
+    ]
+    result = run_job("pipeline", "--out", str(out), *flags, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "contact_sheet.png" in result.stdout
     storage = Storage(str(out))

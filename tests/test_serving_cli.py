@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,18 +11,7 @@ from PIL import Image
 
 from student.checkpoint import save_student
 from student.model import STTRConfig, build_sttr
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_job(module: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", f"jobs.{module}", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+from tests.cli import run_job
 
 
 @pytest.fixture(scope="module")

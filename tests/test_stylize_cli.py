@@ -1,24 +1,12 @@
 """`python -m jobs.stylize` with the teacher: one PNG out, and one clear line for bad input."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_stylize(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "jobs.stylize", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+from tests.cli import run_job
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +25,8 @@ def pictures(tmp_path_factory) -> dict[str, Path]:
 
 def test_teacher_writes_a_png_of_the_teacher_resolution(pictures, tmp_path):
     out = tmp_path / "deep" / "out.png"
-    result = run_stylize(
+    result = run_job(
+        "stylize",
         "--content",
         str(pictures["content"]),
         "--style",
@@ -77,7 +66,7 @@ def test_bad_input_is_one_clear_line(pictures, tmp_path, flag, value, message):
         if value in pictures
         else (str(tmp_path / "missing.png") if value == "missing" else value)
     )
-    result = run_stylize(*[part for pair in args.items() for part in pair])
+    result = run_job("stylize", *[part for pair in args.items() for part in pair])
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("error: ") and message in lines[-1]
@@ -86,7 +75,7 @@ def test_bad_input_is_one_clear_line(pictures, tmp_path, flag, value, message):
 
 
 def test_help_lists_the_teacher_flags():
-    result = run_stylize("--help")
+    result = run_job("stylize", "--help")
     assert result.returncode == 0
     for flag in ("--gamma", "--T", "--steps", "--model", "--no-adain", "--no-injection"):
         assert flag in result.stdout

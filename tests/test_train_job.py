@@ -4,15 +4,12 @@ resumes by name; bad input ends with one clear line before Ray starts."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from ray.train import Result
-from synthetic_run import write_synthetic_run
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from common.errors import UserError
@@ -25,6 +22,8 @@ from student.losses import build_loss
 from student.model import STTRConfig
 from student.train_config import CrashOnce, TrainConfig, config_from_args
 from student.train_loop import STATE_FILE, EarlyStop, metrics_key
+from tests.cli import run_job
+from tests.synthetic_run import write_synthetic_run
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 64
@@ -145,16 +144,6 @@ def test_a_lost_worker_resumes_from_the_last_checkpoint_on_s3(
     assert storage.exists(f"train/crash/epoch-0003/{STATE_FILE}")
 
 
-def run_train(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "jobs.train", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
     return {
         str(p): (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
@@ -162,7 +151,7 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
 
 
 def test_help_lists_the_options() -> None:
-    result = run_train("--help")
+    result = run_job("train", "--help")
     assert result.returncode == 0
     for flag in ("--data", "--name", "--loss", "--init", "--patience", "--storage-option"):
         assert flag in result.stdout
@@ -187,7 +176,7 @@ def test_bad_input_is_one_clear_line_and_touches_no_checkpoint(
     before = snapshot(tmp_path)
     args = {"--data": str(data), "--name": "old", "--init": "scratch"}
     args[flag] = str(tmp_path / value) if flag in ("--init", "--data") else value
-    result = run_train(*(part for pair in args.items() for part in pair))
+    result = run_job("train", *(part for pair in args.items() for part in pair))
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
