@@ -51,6 +51,12 @@ def head_node(tmp_path) -> Iterator[tuple[str, dict[str, str]]]:
             "--include-dashboard=true",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}",
+            # its own agent ports: another Ray on this machine (the session's test cluster)
+            # already holds the defaults, and a head whose agent cannot bind takes no jobs
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
             "--num-cpus=2",
             "--num-gpus=0",
         ],
@@ -86,7 +92,7 @@ def head_node(tmp_path) -> Iterator[tuple[str, dict[str, str]]]:
 def submit(address: str, env: dict[str, str], entrypoint: list[str]) -> subprocess.CompletedProcess:
     """`ray job submit`, retried while the head's job agent is still starting (it can lag the
     job server that `ray job list` answers from)."""
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 60
     while True:
         result = subprocess.run(
             [str(BIN / "ray"), "job", "submit", "--address", address, "--", *entrypoint],
