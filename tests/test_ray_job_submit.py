@@ -28,6 +28,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def forget_head(port: int) -> None:
+    """Remove Ray's "current cluster" file if it names this head: a killed head leaves it, and
+    later local Ray processes on the machine would wait for that dead address."""
+    current = Path("/tmp/ray/ray_current_cluster")
+    if current.exists() and current.read_text().strip().endswith(f":{port}"):
+        current.unlink()
+
+
 @pytest.fixture
 def head_node(tmp_path) -> Iterator[tuple[str, dict[str, str]]]:
     """`ray start --head --block` in its own process group; yields the dashboard address."""
@@ -87,6 +95,7 @@ def head_node(tmp_path) -> Iterator[tuple[str, dict[str, str]]]:
             head.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
+        forget_head(port)
 
 
 def submit(address: str, env: dict[str, str], entrypoint: list[str]) -> subprocess.CompletedProcess:
