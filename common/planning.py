@@ -169,11 +169,26 @@ def plan_recipe(
     golden_styles: Sequence[str] = (),
 ) -> list[Pair]:
     """Pairs of `sample_combinations` (a pair drawn twice is kept once), plus the golden set."""
-    _check_fraction(val_fraction)
-    golden = _golden_pairs(golden_contents, golden_styles, [*contents, *faces, *styles])
     drawn = sample_combinations(
         contents, faces, styles, combinations, seed, n_contents, n_faces, n_styles
     )
+    return recipe_pairs(
+        drawn, [*contents, *faces, *styles], val_fraction, seed, golden_contents, golden_styles
+    )
+
+
+def recipe_pairs(
+    drawn: Sequence[tuple[Sequence[str], Sequence[str]]],
+    training: Sequence[str],
+    val_fraction: float = VAL_FRACTION,
+    seed: int = 0,
+    golden_contents: Sequence[str] = (),
+    golden_styles: Sequence[str] = (),
+) -> list[Pair]:
+    """The pairs of drawn combinations (a pair drawn twice is kept once) plus the golden set;
+    `training` is every training input, which no golden image may be."""
+    _check_fraction(val_fraction)
+    golden = _golden_pairs(golden_contents, golden_styles, training)
     unique = dict.fromkeys((c, s) for block, chosen in drawn for c in block for s in chosen)
     return [Pair(c, s, assign_split(c, s, val_fraction, seed)) for c, s in unique] + golden
 

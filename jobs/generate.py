@@ -27,7 +27,7 @@ from common.planning import (
     Pair,
     make_tiles,
     plan_grid,
-    plan_recipe,
+    recipe_pairs,
     sample_combinations,
 )
 from common.ray_connect import connect_ray
@@ -117,17 +117,11 @@ def plan(args: argparse.Namespace, options: dict) -> tuple[list[Pair], list]:
             [*contents, *faces], styles, args.val_fraction, args.plan_seed, golden_c, golden_s
         )
         return pairs, []
-    pairs = plan_recipe(
-        contents,
-        faces,
-        styles,
-        args.combinations,
-        args.plan_seed,
-        val_fraction=args.val_fraction,
-        golden_contents=golden_c,
-        golden_styles=golden_s,
+    drawn = sample_combinations(contents, faces, styles, args.combinations, args.plan_seed)
+    pairs = recipe_pairs(
+        drawn, [*contents, *faces, *styles], args.val_fraction, args.plan_seed, golden_c, golden_s
     )
-    return pairs, sample_combinations(contents, faces, styles, args.combinations, args.plan_seed)
+    return pairs, drawn
 
 
 def gpus_per_worker(args: argparse.Namespace, teacher: TeacherOptions) -> float:
