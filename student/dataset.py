@@ -132,24 +132,12 @@ class TripleDataset(Dataset):
         return self.augment(triple, index) if self.train else self.centre(triple)
 
     def load(self, line: ManifestLine) -> Triple:
-        """Whole images at the teacher resolution; unreadable files raise."""
-        target_image = decode_image(self.storage.read_bytes(line.target), line.target)
-        size = min(target_image.size)
+        """Whole images at the teacher resolution; unreadable or too small files raise."""
+        triple = load_triple(self.storage, line)
+        size = triple.target.shape[-1]
         if size < self.crop_size:
             raise ImageError(f"{line.target}: {size}px is smaller than the crop {self.crop_size}")
-        return Triple(
-            content=load_square(
-                read_url(line.content, options_for(line.content, self.storage.options)),
-                size,
-                line.content,
-            ),
-            style=load_square(
-                read_url(line.style, options_for(line.style, self.storage.options)),
-                size,
-                line.style,
-            ),
-            target=to_tensor(center_crop_resize(target_image, size)),
-        )
+        return triple
 
     def centre(self, triple: Triple) -> Triple:
         """The same central crop of all three images."""
@@ -172,6 +160,22 @@ class TripleDataset(Dataset):
             triple.style, *random_offset(rng, triple.style, self.crop_size), self.crop_size
         )
         return Triple(content, style, target)
+
+
+def load_triple(storage: Storage, line: ManifestLine) -> Triple:
+    """Content and style as the teacher saw them (centre square at the target's size) and the
+    target, each [3, S, S] in [0, 1]; unreadable files raise."""
+    target_image = decode_image(storage.read_bytes(line.target), line.target)
+    size = min(target_image.size)
+
+    def square(url: str) -> torch.Tensor:
+        return load_square(read_url(url, options_for(url, storage.options)), size, url)
+
+    return Triple(
+        content=square(line.content),
+        style=square(line.style),
+        target=to_tensor(center_crop_resize(target_image, size)),
+    )
 
 
 def crop(image: torch.Tensor, top: int, left: int, size: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ from common.images import to_pil
 from common.manifest import ManifestLine
 from common.pictures import contact_sheet
 from common.storage import Storage
-from student.dataset import Triple, TripleDataset
+from student.dataset import Triple, load_triple
 from student.inference import imagenet_normalize, stylize
 from student.losses import GramLoss, load_vgg19_features
 
@@ -87,8 +87,7 @@ def evaluate_golden(
     storage: Storage, lines: list[ManifestLine], model: nn.Module, meter: PerceptualMeter
 ) -> tuple[list[PairScores], Image.Image]:
     """Score every golden pair; returns the scores and the contact sheet."""
-    dataset = TripleDataset(storage, lines, crop_size=1, train=False)
-    triples = [dataset.load(line) for line in lines]
+    triples = [load_triple(storage, line) for line in lines]
     stylize(model, triples[0].content, triples[0].style)  # warm-up, so timings are steady
     contents = sorted({line.content for line in lines})
     styles = sorted({line.style for line in lines})
