@@ -77,8 +77,13 @@ def to_pil(tensor: torch.Tensor) -> Image.Image:
     return Image.fromarray(array, "RGB")
 
 
+def encode_png(image: Image.Image) -> bytes:
+    """PNG file bytes of an image."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def png_bytes(tensor: torch.Tensor) -> bytes:
     """[3, H, W] tensor in [0, 1] -> PNG file bytes."""
-    buffer = io.BytesIO()
-    to_pil(tensor).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return encode_png(to_pil(tensor))

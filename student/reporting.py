@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import posixpath
 from dataclasses import asdict
@@ -11,6 +10,7 @@ from typing import Any
 from PIL import Image
 
 from common.errors import UserError
+from common.images import encode_png
 from common.inputs import options_for
 from common.manifest import read_manifest
 from common.pictures import line_chart, stack_vertically
@@ -41,12 +41,6 @@ def curves(records: list[dict[str, Any]]) -> Image.Image:
             line_chart(lr, "learning rate", "epoch", log_y=True),
         ]
     )
-
-
-def png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def write_evaluation(
@@ -88,8 +82,8 @@ def write_evaluation(
     }
     folder = f"eval/{name}"
     storage.write_bytes(f"{folder}/metrics.json", json.dumps(report, indent=2).encode())
-    storage.write_bytes(f"{folder}/contact_sheet.png", png(sheet))
+    storage.write_bytes(f"{folder}/contact_sheet.png", encode_png(sheet))
     storage.write_bytes(
-        f"{folder}/curves.png", png(curves(read_training_metrics(metrics_url, options)))
+        f"{folder}/curves.png", encode_png(curves(read_training_metrics(metrics_url, options)))
     )
     return storage.url(folder)
