@@ -7,14 +7,9 @@ from typing import Any
 
 from common.errors import UserError
 from common.ids import sha256_hex
-from common.storage import open_fs
+from common.storage import is_local, open_fs
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-
-
-def is_local(url: str) -> bool:
-    """Local paths take no storage options (those are for the object store)."""
-    return "://" not in url or url.startswith("file://")
 
 
 def options_for(url: str, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -62,8 +57,9 @@ def check_golden_leak(
 ) -> None:
     """Refuse a golden image whose bytes are also among the training inputs (under any name).
 
-    Only training files of the same size as some golden file are read and hashed, so the check
-    costs a listing, not a download of the data set.
+    Only training files of the same size as some golden file are read and hashed: the check
+    costs one size lookup per file (often answered from fsspec's listing cache), not a
+    download of the data set.
     """
     if not golden:
         return

@@ -34,9 +34,14 @@ def redact(options: Mapping[str, Any]) -> dict[str, Any]:
     return safe
 
 
+def is_local(url: str) -> bool:
+    """Local paths take no storage options (those are for the object store)."""
+    return "://" not in url or url.startswith("file://")
+
+
 def absolute_url(url: str) -> str:
     """Local paths made absolute (Ray workers run in other working directories); URLs as given."""
-    if "://" in url and not url.startswith("file://"):
+    if not is_local(url):
         return url
     return os.path.abspath(os.path.expanduser(url.removeprefix("file://")))
 
