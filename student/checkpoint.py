@@ -61,7 +61,10 @@ def resolve_checkpoint(url: str, storage_options: Mapping[str, Any] | None = Non
     storage = Storage(url, storage_options)
     if storage.exists(CONFIG_FILE):
         return url
-    kept = sorted(m.group(1) for key in storage.list("") if (m := EPOCH_DIR.match(key)))
+    keys = storage.list("")
+    if not keys:
+        raise UserError(f"{storage.root}: no such checkpoint (nothing is stored there)")
+    kept = sorted(m.group(1) for key in keys if (m := EPOCH_DIR.match(key)))
     if not kept:
         return url  # reading it reports "not a student checkpoint"
     val_loss: dict[str, float] = {}

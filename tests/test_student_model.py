@@ -315,8 +315,12 @@ def test_checkpoint_round_trip(small_model: STTR, tmp_path: Path, where: str) ->
 
 
 def test_not_a_checkpoint_is_a_user_error(small_model: STTR, tmp_path: Path) -> None:
-    with pytest.raises(UserError, match=r"not a student checkpoint: it has no config\.json"):
+    with pytest.raises(UserError, match=r"nowhere: no such checkpoint \(nothing is stored"):
         load_student(str(tmp_path / "nowhere"))
+    (tmp_path / "empty-run" / "epoch-0001").mkdir(parents=True)
+    (tmp_path / "empty-run" / "metrics.jsonl").write_text("")
+    with pytest.raises(UserError, match=r"not a student checkpoint: it has no config\.json"):
+        load_student(str(tmp_path / "empty-run"))
     (tmp_path / "file.txt").write_text("hello")
     with pytest.raises(UserError):
         load_student(str(tmp_path / "file.txt"))
