@@ -12,6 +12,8 @@ from common.storage import SECRET_WORDS
 
 log = logging.getLogger(__name__)
 
+USER_ERROR = 2  # the exit code of a command that ended with one `error:` line
+
 
 def run_cli(
     main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None
@@ -22,7 +24,7 @@ def run_cli(
         code = main(argv)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(USER_ERROR)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)

@@ -16,9 +16,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from common.cli import positive_int, run_cli
+from common.cli import USER_ERROR, positive_int, run_cli
 from common.errors import UserError
 from common.inputs import expand_images
+from jobs import generate as generate_job
+from student.train_config import config_from_args
+from teacher_workers.options import teacher_options
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 PRESETS = ("tiny", "sd15-random")
@@ -118,12 +121,30 @@ def steps(args: argparse.Namespace, sets: dict[str, Path]) -> list[tuple[str, li
     return [("generate", generate), ("train", train), ("evaluate", evaluate)]
 
 
+def check_steps(plan: list[tuple[str, list[str]]]) -> None:
+    """Validate every step's options as the step itself will, before the first step runs: a
+    bad value ends the pipeline before generation, not after it."""
+    argv = dict(plan)
+    generate = generate_job.parse_args(argv["generate"])
+    teacher_options(generate)
+    train = config_from_args(argv["train"])
+    if train.crop_size > generate.resolution:
+        raise UserError(
+            f"--crop-size {train.crop_size}: larger than the teacher resolution "
+            f"{generate.resolution}"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     sets = sample_sets(Path(args.samples))
-    for name, step_argv in steps(args, sets):
+    plan = steps(args, sets)
+    check_steps(plan)
+    for name, step_argv in plan:
         print(f"\n== {name}: python -m jobs.{name} {' '.join(step_argv)}", flush=True)
         code = subprocess.call([sys.executable, "-m", f"jobs.{name}", *step_argv])
+        if code == USER_ERROR:
+            return code  # the step has printed its one `error:` line
         if code:
             raise UserError(f"step {name} failed (exit code {code}); fix it and run this again")
     print(

@@ -14,6 +14,7 @@ DEFAULT_LAYERS = tuple(
     for index in range(3)
 )
 ENCODINGS = ("mean", "sample")
+MAX_STEPS = 999
 # Bumped whenever the engine's output changes for the same config, so old targets are not reused.
 ENGINE_VERSION = 1
 
@@ -34,8 +35,9 @@ class StyleIDConfig:
     batch_size: int = 8
 
     def __post_init__(self) -> None:
-        if not isinstance(self.steps, int) or self.steps < 2:
-            raise UserError(f"steps must be an integer >= 2, got {self.steps!r}")
+        # SD's 1000 training timesteps, offset by 1: 999 steps reach t = 999, the last one
+        if not isinstance(self.steps, int) or not 2 <= self.steps <= MAX_STEPS:
+            raise UserError(f"steps must be an integer in [2, {MAX_STEPS}], got {self.steps!r}")
         if not 0.0 <= self.gamma <= 1.0:
             raise UserError(f"gamma must be in [0, 1], got {self.gamma!r}")
         if not self.temperature > 0:

@@ -13,6 +13,8 @@ from PIL import Image
 from common.manifest import read_manifest
 from common.storage import Storage
 from tests.cli import ROOT, run_job
+from tests.generation_helpers import check_unchanged, target_times
+from tests.synthetic_run import write_synthetic_run
 
 SAMPLES = ROOT / "samples"
 
@@ -25,9 +27,9 @@ def test_main_job_writes_targets_checkpoint_metrics_and_pictures(tmp_path):
         "64",
         "--steps",
         "3",
-        "--epochs",
-        "1",
         "--student-layers",
+        "1",
+        "--epochs",
         "1",
         "--crop-size",
         "64",
@@ -50,6 +52,26 @@ def test_main_job_writes_targets_checkpoint_metrics_and_pictures(tmp_path):
         assert sheet.size == (8 + 128 + 8 + 2 * (2 * 128 + 8 + 8), 8 + 3 * (128 + 18 + 8))
     with Image.open(out / "eval/golden/curves.png") as curves:
         assert curves.size == (520, 600)
+
+    # Lose what a run killed mid-way would not have: two tiles' targets, a manifest part, the
+    # evaluation. The same command (one more epoch) finishes exactly what is missing.
+    part = sorted(storage.list("manifests"))[0]
+    part_targets = [json.loads(text)["target"] for text in (out / part).read_text().splitlines()]
+    (out / part).unlink()
+    for key in part_targets[:2]:
+        (out / key).unlink()
+    shutil.rmtree(out / "eval")
+    kept = target_times(out)
+    result = run_job("pipeline", "--out", str(out), *flags[:-4], "--epochs", "2", *flags[-2:])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"written 2, already done {len(lines) - 2}" in result.stdout
+    check_unchanged(out, kept)
+    assert sorted(line.target for line in read_manifest(storage)) == sorted(
+        line.target for line in lines
+    )
+    records = [json.loads(line) for line in (out / "train/demo/metrics.jsonl").open()]
+    assert [(r["epoch"], r["resumed_from"]) for r in records] == [(1, 0), (2, 1)]
+    assert (out / "eval/golden/metrics.json").exists()
 
 
 def copy_samples(tmp_path: Path) -> Path:
@@ -93,6 +115,39 @@ def test_a_golden_image_among_the_training_inputs_is_refused(tmp_path):
 
 
 def test_a_missing_checkpoint_is_one_clear_line(tmp_path):
-    result = run_job("evaluate", "--data", str(tmp_path), "--student", str(tmp_path / "nope"))
+    """A generated run whose --student names nothing: the error is about the checkpoint."""
+    data = tmp_path / "run"
+    write_synthetic_run(data, n_content=3, n_style=2, size=64)
+    missing = data / "train" / "nope"
+    result = run_job("evaluate", "--data", str(data), "--student", str(missing))
     assert result.returncode == 2
-    assert "error: " in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: {missing}: no such checkpoint (nothing is stored there)"
+    ]
+    assert not (data / "eval").exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--crop-size", "100", "error: --crop-size 100: must be a multiple of 32"),
+        ("--crop-size", "256", "error: --crop-size 256: larger than the teacher resolution 128"),
+        ("--steps", "5000", "error: steps must be an integer in [2, 999], got 5000"),
+    ],
+)
+def test_a_bad_option_is_one_line_before_any_step_runs(tmp_path, flag, value, message):
+    result = run_job("pipeline", "--out", str(tmp_path / "run"), flag, value)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [message]
+    assert "== generate" not in result.stdout
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_failing_step_adds_no_second_error_line(tmp_path):
+    """The step's own `error:` line is the whole story; the pipeline stops after it."""
+    out = tmp_path / "run"
+    result = run_job("pipeline", "--out", str(out), "--model", "no-such/model")
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: cannot load model 'no-such/model'")
+    assert "== train" not in result.stdout
