@@ -30,8 +30,19 @@ FAKE_AWS_ENV = {
 UNSET_AWS_ENV = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark tests by the servers they start, so they can be selected or skipped with -m."""
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--reverse",
+        action="store_true",
+        help="run the tests in reverse order (every test must pass alone and in any order)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests by the servers they start, so they can be selected or skipped with -m;
+    reverse the order with --reverse."""
+    if config.getoption("--reverse"):
+        items.reverse()
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         if fixtures & {"s3_server", "s3_bucket"}:
