@@ -4,6 +4,7 @@ resumes by name; bad input ends with one clear line before Ray starts."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -98,15 +99,48 @@ def test_the_checkpoint_reproduces_the_measured_validation_loss(
     assert validation_loss(model, data) == pytest.approx(measured, rel=1e-4)
 
 
-def test_the_same_name_resumes_from_its_last_checkpoint(
-    first_run: tuple[TrainConfig, Result],
-) -> None:
-    config = small_config(first_run[0].data, first_run[0].name, epochs=6)
+def expected_schedule(val_losses: list[float], config: TrainConfig) -> list[tuple[float, bool]]:
+    """(lr at the start of each epoch, early stop after it), by the paper's rule written out:
+    the lr drops by `lr_factor` once the validation loss has not improved (relative 1e-4, as
+    ReduceLROnPlateau) for more than `lr_patience` epochs; after a drop, `patience` epochs
+    without a new best end training."""
+    best, bad, lr, waiting, waited = math.inf, 0, config.lr, False, 0
+    schedule = []
+    for loss in val_losses:
+        start_lr = lr
+        improved = loss < best * (1 - 1e-4)
+        best, bad = (loss, 0) if improved else (best, bad + 1)
+        reduced = bad > config.lr_patience
+        if reduced:
+            lr, bad = lr * config.lr_factor, 0
+        if improved:
+            waiting, waited = False, 0
+        elif waiting:
+            waited += 1
+        elif reduced:
+            waiting = True
+        schedule.append((start_lr, waiting and waited >= config.patience))
+    return schedule
+
+
+def test_a_resumed_run_keeps_its_lr_schedule_and_early_stop(ray_cluster: Any, data: Path) -> None:
+    """A lr high enough to overshoot: in the real loop the validation loss stalls after epoch 3,
+    the lr drops, and training stops early; a re-run of the same name that resumes right after
+    the drop must remember it (a fresh early-stop state would train on past epoch 4)."""
+    plateau = {"lr": 2e-3, "lr_patience": 0, "patience": 1}
+    first = fit(small_config(str(data), "plateau", epochs=3, **plateau))
+    assert first.metrics["epoch"] == 3
+    config = small_config(str(data), "plateau", epochs=8, **plateau)
     result = fit(config)
     records = history(config)
-    assert [record["epoch"] for record in records] == [1, 2, 3, 4, 5, 6]
-    assert [record["resumed_from"] for record in records[4:]] == [4, 4]
-    assert result.metrics["epoch"] == 6
+    assert [record["epoch"] for record in records] == list(range(1, len(records) + 1))
+    assert [record["resumed_from"] for record in records] == [0] * 3 + [3] * (len(records) - 3)
+    schedule = expected_schedule([record["val_loss"] for record in records], config)
+    assert [(record["lr"], record["early_stop"]) for record in records] == schedule
+    assert schedule[-1][1] and len(records) < config.epochs  # stopped early, at the rule's epoch
+    # these seeds put the first drop at the end of epoch 3: the resume starts mid-plateau
+    assert [record["lr"] for record in records[2:4]] == [config.lr, config.lr * config.lr_factor]
+    assert result.metrics["epoch"] == len(records)
 
 
 def test_a_lost_worker_resumes_from_the_last_checkpoint_on_s3(
