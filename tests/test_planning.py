@@ -242,3 +242,26 @@ def test_recipe_combinations_stay_whole_tiles_when_images_repeat() -> None:
     partial = [t for t in tiles if len(t) < len(t.contents) * len(t.styles)]
     assert partial, "repeated pairs are owned by their first combination only"
     assert all(len(t.pairs()) == len(t) for t in partial)
+
+
+def test_split_is_per_pair_not_per_content_or_style() -> None:
+    """The split hashes the (content, style) pair: over a 30 x 30 grid at the default fraction
+    (~10% val), some content has pairs in both splits across styles and some style has pairs
+    in both splits across contents. A split hashed on the content alone (or the style alone)
+    would give every image one split. A pair keeps its split when inputs are added or reordered.
+    """
+    contents, styles = urls("c", 30), urls("s", 30)
+    pairs = plan_grid(contents, styles, seed=2)
+    splits_of_content: dict[str, set[str]] = {c: set() for c in contents}
+    splits_of_style: dict[str, set[str]] = {s: set() for s in styles}
+    for p in pairs:
+        splits_of_content[p.content].add(p.split)
+        splits_of_style[p.style].add(p.split)
+    assert any(s == {"train", "val"} for s in splits_of_content.values())
+    assert any(s == {"train", "val"} for s in splits_of_style.values())
+    before = {(p.content, p.style): p.split for p in pairs}
+    grown = plan_grid(
+        [*urls("new-c", 5), *contents[::-1]], [*styles[::-1], *urls("new-s", 5)], seed=2
+    )
+    after = {(p.content, p.style): p.split for p in grown}
+    assert all(after[pair] == split for pair, split in before.items())

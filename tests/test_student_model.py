@@ -236,32 +236,59 @@ def test_imagenet_init_offline_warns_once(
     assert isinstance(model, STTR)
 
 
+# Their key -> our key, written out by hand from the authors' module names (DETR/STTR) and ours.
+AUTHORS_TO_OURS = {
+    "backbone_content.body.conv1.weight": "content_encoder.conv1.weight",
+    "backbone_content.body.bn1.running_mean": "content_encoder.bn1.running_mean",
+    "backbone_content.body.layer1.0.downsample.1.weight":
+        "content_encoder.layer1.0.downsample.1.weight",
+    "backbone_content.body.layer2.3.bn3.running_var": "content_encoder.layer2.3.bn3.running_var",
+    "backbone_style.body.layer3.5.bn2.bias": "style_encoder.layer3.5.bn2.bias",
+    "backbone_style.body.layer4.2.conv3.weight": "style_encoder.layer4.2.conv3.weight",
+    "input_proj_c.weight": "content_proj.weight",
+    "input_proj_c.bias": "content_proj.bias",
+    "input_proj_s.weight": "style_proj.weight",
+    "input_proj_s.bias": "style_proj.bias",
+    "transformer.encoder.layers.0.self_attn.in_proj_weight":
+        "transformer.encoder_layers.0.self_attn.in_proj_weight",
+    "transformer.encoder.layers.5.self_attn.in_proj_weight":
+        "transformer.encoder_layers.5.self_attn.in_proj_weight",
+    "transformer.encoder.layers.5.self_attn.out_proj.bias":
+        "transformer.encoder_layers.5.self_attn.out_proj.bias",
+    "transformer.encoder.layers.3.linear1.weight": "transformer.encoder_layers.3.linear1.weight",
+    "transformer.encoder.layers.0.norm1.bias": "transformer.encoder_layers.0.norm1.bias",
+    "transformer.encoder.layers.0.norm2.bias": "transformer.encoder_layers.0.norm2.bias",
+    "transformer.encoder.layers.5.norm2.weight": "transformer.encoder_layers.5.norm2.weight",
+    "transformer.decoder.layers.2.self_attn.in_proj_bias":
+        "transformer.decoder_layers.2.self_attn.in_proj_bias",
+    "transformer.decoder.layers.5.multihead_attn.in_proj_weight":
+        "transformer.decoder_layers.5.cross_attn.in_proj_weight",
+    "transformer.decoder.layers.5.multihead_attn.out_proj.weight":
+        "transformer.decoder_layers.5.cross_attn.out_proj.weight",
+    "transformer.decoder.layers.4.linear2.bias": "transformer.decoder_layers.4.linear2.bias",
+    "transformer.decoder.layers.1.norm2.weight": "transformer.decoder_layers.1.norm2.weight",
+    "transformer.decoder.layers.0.norm3.weight": "transformer.decoder_layers.0.norm3.weight",
+    "transformer.decoder.layers.5.norm3.bias": "transformer.decoder_layers.5.norm3.bias",
+    "transformer.decoder.norm.weight": "transformer.decoder_norm.weight",
+    "transformer.decoder.norm.bias": "transformer.decoder_norm.bias",
+    "output_proj.weight": "output_proj.weight",
+    "output_proj.bias": "output_proj.bias",
+    "tail.0.net.0.running_mean": "tail.0.res.net.0.running_mean",
+    "tail.0.net.0.num_batches_tracked": "tail.0.res.net.0.num_batches_tracked",
+    "tail.0.net.2.weight": "tail.0.res.net.2.weight",
+    "tail.3.weight": "tail.0.conv.weight",
+    "tail.3.bias": "tail.0.conv.bias",
+    "tail.4.net.5.weight": "tail.1.res.net.5.weight",
+    "tail.7.weight": "tail.1.conv.weight",
+    "tail.8.net.8.bias": "tail.2.res.net.8.bias",
+    "tail.11.weight": "tail.2.conv.weight",
+}  # fmt: skip
+
+
 def test_authors_key_map_uses_their_names(full_model: STTR) -> None:
     key_map = authors_key_map(full_model)
     assert len(key_map) == len(full_model.state_dict())  # one-to-one
-    theirs = {
-        "backbone_content.body.conv1.weight": "content_encoder.conv1.weight",
-        "backbone_content.body.layer2.3.bn3.running_var":
-            "content_encoder.layer2.3.bn3.running_var",
-        "backbone_style.body.layer4.2.conv3.weight": "style_encoder.layer4.2.conv3.weight",
-        "input_proj_c.weight": "content_proj.weight",
-        "input_proj_s.bias": "style_proj.bias",
-        "transformer.encoder.layers.5.self_attn.in_proj_weight":
-            "transformer.encoder_layers.5.self_attn.in_proj_weight",
-        "transformer.encoder.layers.0.norm2.bias": "transformer.encoder_layers.0.norm2.bias",
-        "transformer.decoder.layers.5.multihead_attn.out_proj.weight":
-            "transformer.decoder_layers.5.cross_attn.out_proj.weight",
-        "transformer.decoder.layers.2.self_attn.in_proj_bias":
-            "transformer.decoder_layers.2.self_attn.in_proj_bias",
-        "transformer.decoder.layers.0.norm3.weight": "transformer.decoder_layers.0.norm3.weight",
-        "transformer.decoder.norm.weight": "transformer.decoder_norm.weight",
-        "output_proj.weight": "output_proj.weight",
-        "tail.0.net.0.running_mean": "tail.0.res.net.0.running_mean",
-        "tail.3.weight": "tail.0.conv.weight",
-        "tail.8.net.8.bias": "tail.2.res.net.8.bias",
-        "tail.11.weight": "tail.2.conv.weight",
-    }  # fmt: skip
-    for their_key, our_key in theirs.items():
+    for their_key, our_key in AUTHORS_TO_OURS.items():
         assert key_map[their_key] == our_key
     assert not any(key.startswith("backbone_content.body.layer3") for key in key_map)
     # Their tail is Sequential([ResBlock, Upsample, ReflectionPad2d, Conv2d] * 3).
@@ -269,31 +296,143 @@ def test_authors_key_map_uses_their_names(full_model: STTR) -> None:
     assert tail_modules == {"0", "3", "4", "7", "8", "11"}
 
 
-def save_as_authors(model: nn.Module, path: str, drop: str | None = None) -> None:
-    """Our weights in the authors' checkpoint layout, optionally without one of their keys."""
-    to_theirs = {ours: theirs for theirs, ours in authors_key_map(model).items()}
-    state = {to_theirs[key]: value for key, value in model.state_dict().items()}
-    state.pop(drop, None)
-    torch.save({"model": state, "epoch": 5, "args": argparse.Namespace(lr=1e-4)}, path)
+# ---- the authors' released model, rebuilt from their structure (not from our key map) ----
 
 
-def test_authors_checkpoint_loads_exactly(small_model: STTR, tmp_path: Path) -> None:
-    path = str(tmp_path / "checkpoint0005.pth")
-    save_as_authors(small_model, path)
-    loaded = build_sttr(SMALL, init=path)
-    want = small_model.state_dict()
-    assert loaded.state_dict().keys() == want.keys()
-    for key, value in loaded.state_dict().items():
-        assert torch.equal(value, want[key]), key
+class AuthorsFrozenBatchNorm2d(nn.Module):
+    """DETR's FrozenBatchNorm2d: four buffers (no num_batches_tracked)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.ones(n))
+        self.register_buffer("bias", torch.zeros(n))
+        self.register_buffer("running_mean", torch.zeros(n))
+        self.register_buffer("running_var", torch.ones(n))
 
 
-def test_authors_checkpoint_problems_are_user_errors(small_model: STTR, tmp_path: Path) -> None:
+def children(**modules: nn.Module) -> nn.Module:
+    """A bare module holding the given named children (their container classes)."""
+    parent = nn.Module()
+    for name, module in modules.items():
+        parent.add_module(name, module)
+    return parent
+
+
+def authors_backbone(last_layer: int) -> nn.Module:
+    """DETR's Backbone: `body` keeps torchvision ResNet-50's children conv1 ... layer{last}."""
+    resnet = torchvision.models.resnet50(weights=None, norm_layer=AuthorsFrozenBatchNorm2d)
+    names = ["conv1", "bn1", "relu", "maxpool", *(f"layer{i}" for i in range(1, last_layer + 1))]
+    return children(body=nn.ModuleDict({name: getattr(resnet, name) for name in names}))
+
+
+class AuthorsResBlock(nn.Module):
+    """STTR's tail block: full pre-activation bottleneck, inner width half the outer."""
+
+    def __init__(self, outer: int, inner: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.BatchNorm2d(outer),
+            nn.LeakyReLU(),
+            nn.Conv2d(outer, inner, 1),
+            nn.BatchNorm2d(inner),
+            nn.LeakyReLU(),
+            nn.Conv2d(inner, inner, 3, 1, 1),
+            nn.BatchNorm2d(inner),
+            nn.LeakyReLU(),
+            nn.Conv2d(inner, outer, 1),
+        )
+
+
+def authors_model(config: STTRConfig) -> nn.Module:
+    """STTR's ISTT_NOFOLD module tree: DETR layer names (those of torch's
+    nn.TransformerEncoderLayer / nn.TransformerDecoderLayer) and a flat tail Sequential of
+    [ResBlock, Upsample, ReflectionPad2d, Conv2d] x 3 from 512 channels down to 3."""
+    d, ffn = config.d_model, config.dim_feedforward
+
+    def layers(cls: type[nn.Module], n: int) -> nn.ModuleList:
+        return nn.ModuleList(cls(d, config.nheads, ffn, batch_first=True) for _ in range(n))
+
+    tail: list[nn.Module] = []
+    for channels, out in ((512, 256), (256, 128), (128, 3)):
+        tail += [
+            AuthorsResBlock(channels, channels // 2),
+            nn.Upsample(scale_factor=2, mode="bilinear"),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, out, 3),
+        ]
+    return children(
+        backbone_content=authors_backbone(2),
+        backbone_style=authors_backbone(4),
+        input_proj_c=nn.Conv2d(512, d, 1),
+        input_proj_s=nn.Conv2d(2048, d, 1),
+        transformer=children(
+            encoder=children(layers=layers(nn.TransformerEncoderLayer, config.enc_layers)),
+            decoder=children(
+                layers=layers(nn.TransformerDecoderLayer, config.dec_layers),
+                norm=nn.LayerNorm(d),
+            ),
+        ),
+        output_proj=nn.Conv2d(d, 512, 1),
+        tail=nn.Sequential(*tail),
+    )
+
+
+def distinct_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The module's state dict with tensor number i filled with values in [i, i + 0.5): every
+    value is random, and its integer part says which tensor it came from."""
+    generator = torch.Generator().manual_seed(0)
+    state = {}
+    for i, (key, value) in enumerate(module.state_dict().items()):
+        if value.is_floating_point():
+            state[key] = i + torch.rand(value.shape, generator=generator) / 2
+        else:  # BatchNorm's num_batches_tracked
+            state[key] = torch.full_like(value, i)
+    return state
+
+
+@pytest.fixture(scope="module")
+def authors_state() -> dict[str, torch.Tensor]:
+    """The authors' full model (6 + 6 layers), every tensor with its own values."""
+    return distinct_state(authors_model(STTRConfig()))
+
+
+def save_authors_checkpoint(state: dict[str, torch.Tensor], path: Path) -> str:
+    """Write `state` as the authors' `checkpoint0005.pth` layout; returns the path."""
+    args = argparse.Namespace(lr=1e-4, backbone="resnet50", enc_layers=6, dec_layers=6)
+    torch.save({"model": state, "epoch": 5, "args": args}, path)
+    return str(path)
+
+
+def test_authors_checkpoint_loads_every_tensor_exactly_once(
+    authors_state: dict[str, torch.Tensor], tmp_path: Path
+) -> None:
+    """Loading a checkpoint laid out like the authors' released file puts each of their
+    tensors into exactly one of our weights (a value bijection), and the hand-written pairs
+    land where they should. Protects the key map against both sides sharing one mistake."""
+    backbone_keys = [key for key in authors_state if key.startswith("backbone_")]
+    assert not any(key.endswith("num_batches_tracked") for key in backbone_keys)
+    path = save_authors_checkpoint(authors_state, tmp_path / "checkpoint0005.pth")
+    ours = build_sttr(STTRConfig(), init=path).state_dict()
+    their_keys = list(authors_state)
+    source = {}  # our key -> the authors' key whose values it holds
+    for key, value in ours.items():
+        their_key = their_keys[int(value.flatten()[0])]  # the integer part names the tensor
+        assert torch.equal(value, authors_state[their_key]), (key, their_key)
+        source[key] = their_key
+    assert sorted(source.values()) == sorted(their_keys)  # each of theirs landed exactly once
+    for their_key, our_key in AUTHORS_TO_OURS.items():
+        assert source[our_key] == their_key
+
+
+def test_authors_checkpoint_problems_are_user_errors(
+    authors_state: dict[str, torch.Tensor], tmp_path: Path
+) -> None:
     with pytest.raises(UserError, match="no such file"):
         build_sttr(SMALL, init=str(tmp_path / "missing.pth"))
-    partial = str(tmp_path / "partial.pth")
-    save_as_authors(small_model, partial, drop="transformer.decoder.norm.weight")
+    partial = {k: v for k, v in authors_state.items() if k != "transformer.decoder.norm.weight"}
+    path = save_authors_checkpoint(partial, tmp_path / "partial.pth")
     with pytest.raises(UserError, match=r"lacks 1 .*transformer\.decoder\.norm\.weight"):
-        build_sttr(SMALL, init=partial)
+        build_sttr(STTRConfig(), init=path)
     torch.save({"state_dict": {}}, tmp_path / "other.pth")
     with pytest.raises(UserError, match="no 'model'"):
         build_sttr(SMALL, init=str(tmp_path / "other.pth"))

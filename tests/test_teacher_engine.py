@@ -291,3 +291,94 @@ def test_posterior_sample_noise_is_per_image_and_batch_invariant(teacher, images
     alone = styleid.encode(contents[1:2]) - engine(teacher).encode(contents[1:2])
     assert torch.allclose(together[1], alone[0], atol=1e-12)
     assert (together[0] - together[1]).abs().max() > 1e-3
+
+
+def styleid_attention_by_hand(
+    attn: Attention,
+    hidden: torch.Tensor,
+    q_c: torch.Tensor,
+    k_s: torch.Tensor,
+    v_s: torch.Tensor,
+    gamma: float,
+    temperature: float,
+) -> torch.Tensor:
+    """softmax(T * Q~ K_s^T / sqrt(d)) V_s per head, Q~ = gamma Q_c + (1 - gamma) Q_cs, then
+    the layer's output projection (SPEC section 3)."""
+    q = gamma * q_c + (1 - gamma) * attn.to_q(hidden)  # [B, N, C]
+    batch, tokens, channels = q.shape
+    d = channels // attn.heads
+
+    def split(x: torch.Tensor) -> torch.Tensor:  # [B, N, C] -> [B, heads, N, d]
+        return x.reshape(x.shape[0], x.shape[1], attn.heads, d).transpose(1, 2)
+
+    weights = torch.softmax(temperature * split(q) @ split(k_s).transpose(-1, -2) / d**0.5, -1)
+    out = (weights @ split(v_s)).transpose(1, 2).reshape(batch, tokens, channels)
+    return attn.to_out[0](out)
+
+
+def test_sampling_step_t_injects_the_features_recorded_at_t(teacher, images):
+    """In the sampling UNet call at timestep t, each injected layer's output equals StyleID
+    attention written out by hand from the Q (content) and K, V (style) that the same layer
+    computed in the inversion UNet call at the same t. Hooks record the timestep each UNet call
+    runs at and the projections each layer computes, independently of the engine's feature
+    store. Protects against an off-by-one between capture and sampling (features of t +- 20
+    injected at t), which the whole-image tests catch only by luck."""
+    styleid = engine(teacher)
+    contents, styles = images
+    modules = dict(teacher.unet.named_modules())
+    phase = ["content"]  # which pass the UNet calls belong to
+    now: list[int] = []  # the timestep of each UNet call, in order
+    projected: dict[tuple[str, int, str, str], torch.Tensor] = {}  # (phase, t, layer, kind)
+    sampled: list[tuple[int, str, torch.Tensor, torch.Tensor]] = []  # (t, layer, input, output)
+
+    def on_unet(_module, args, kwargs):
+        now.append(int(kwargs["timestep"] if "timestep" in kwargs else args[1]))
+
+    def on_projection(layer: str, kind: str):
+        def hook(_module, _args, out):
+            if phase[0] != "sample":
+                projected[(phase[0], now[-1], layer, kind)] = out.clone()
+
+        return hook
+
+    def on_attention(layer: str):
+        def hook(_module, args, kwargs, out):
+            if phase[0] == "sample":
+                hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+                sampled.append((now[-1], layer, hidden.clone(), out.clone()))
+
+        return hook
+
+    hooks = [teacher.unet.register_forward_pre_hook(on_unet, with_kwargs=True)]
+    for layer in DEFAULT_LAYERS:
+        attn = modules[layer]
+        hooks.append(attn.register_forward_hook(on_attention(layer), with_kwargs=True))
+        for kind in ("q", "k", "v"):
+            projection = getattr(attn, f"to_{kind}")
+            hooks.append(projection.register_forward_hook(on_projection(layer, kind)))
+    try:
+        z_c, content_features = styleid.invert(styleid.encode(contents[:1]), ("q",))
+        phase[0] = "style"
+        z_s, style_features = styleid.invert(styleid.encode(styles[:1]), ("k", "v"))
+        phase[0] = "sample"
+        index = torch.zeros(1, dtype=torch.long)
+        styleid.sample(adain(z_c, z_s), content_features, style_features, index, index)
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+    gamma, temperature = styleid.config.gamma, styleid.config.temperature
+    assert sorted({t for t, *_ in sampled}) == sorted(styleid.sampling_steps)
+    assert len(sampled) == len(styleid.sampling_steps) * len(DEFAULT_LAYERS)
+    for t, layer, hidden, out in sampled:
+        with torch.no_grad():
+            expected = styleid_attention_by_hand(
+                modules[layer],
+                hidden,
+                projected[("content", t, layer, "q")],
+                projected[("style", t, layer, "k")],
+                projected[("style", t, layer, "v")],
+                gamma,
+                temperature,
+            )
+        assert torch.allclose(out, expected, atol=1e-10), (t, layer)

@@ -1,0 +1,86 @@
+"""The teacher hash names the folder targets are stored under, so two settings that make
+different targets must never share it, and settings that do not change a target must keep it
+(or a re-run would redo finished work).
+
+Changes a target: model and revision, dtype, steps, gamma, T, injected layers, resolution,
+AdaIN and injection switches, VAE encoding (posterior mean or seeded sample) and the seed
+(which seeds the sample noise and the preset models' random weights).
+Does not: batch size (pairs per UNet call; the posterior-sample noise is per image, so
+batch-invariant), feature offload (where features wait between inversion and sampling) and
+device placement (which GPU, or `--device` at all once the dtype is explicit).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import pytest
+import torch
+
+from teacher_workers.config import DEFAULT_LAYERS, StyleIDConfig
+from teacher_workers.options import TeacherOptions
+
+CPU, GPU = torch.device("cpu"), torch.device("cuda")
+BASE = TeacherOptions(model="sd15-random", dtype="float16")
+
+
+def with_styleid(**changes: object) -> TeacherOptions:
+    """BASE with some StyleID settings changed."""
+    return dataclasses.replace(BASE, styleid=StyleIDConfig(**changes))
+
+
+# One setting changed at a time, each to a value that makes different targets.
+TARGET_CHANGES: dict[str, TeacherOptions] = {
+    "model": dataclasses.replace(BASE, model="tiny"),
+    "revision": dataclasses.replace(BASE, revision="0123abc"),
+    "dtype": dataclasses.replace(BASE, dtype="bfloat16"),
+    "steps": with_styleid(steps=25),
+    "gamma": with_styleid(gamma=0.5),
+    "temperature": with_styleid(temperature=1.0),
+    "layers": with_styleid(layers=DEFAULT_LAYERS[:3]),
+    "resolution": with_styleid(resolution=256),
+    "adain": with_styleid(adain=False),
+    "inject": with_styleid(inject=False),
+    "encode": with_styleid(encode="sample"),
+    "seed": with_styleid(seed=1),
+}
+
+
+@pytest.mark.parametrize("setting", sorted(TARGET_CHANGES))
+def test_each_setting_that_changes_a_target_changes_the_hash(setting: str) -> None:
+    """Protects against a setting left out of the hash: its targets would overwrite, or be
+    skipped as already done by, another setting's targets."""
+    assert TARGET_CHANGES[setting].hash(GPU) != BASE.hash(GPU)
+
+
+def test_no_two_settings_share_a_hash() -> None:
+    """All single-setting variants and the base are pairwise distinct."""
+    hashes = {"base": BASE.hash(GPU)} | {k: v.hash(GPU) for k, v in TARGET_CHANGES.items()}
+    for (a, hash_a), (b, hash_b) in itertools.combinations(hashes.items(), 2):
+        assert hash_a != hash_b, (a, b)
+
+
+@pytest.mark.parametrize(
+    "same",
+    [
+        with_styleid(batch_size=1),
+        dataclasses.replace(BASE, offload=True),
+        dataclasses.replace(BASE, offload=False),
+        dataclasses.replace(BASE, device="cuda:1"),
+        dataclasses.replace(BASE, device="cpu"),
+    ],
+    ids=["batch_size", "offload", "no-offload", "other-gpu", "cpu-device"],
+)
+def test_settings_that_do_not_change_a_target_keep_the_hash(same: TeacherOptions) -> None:
+    """Protects re-runs: changing how work is batched or placed must find the finished pairs."""
+    assert same.hash(GPU) == BASE.hash(GPU)
+    assert same.hash(CPU) == BASE.hash(CPU)  # explicit dtype: the hardware does not matter
+
+
+def test_auto_dtype_hashes_as_the_dtype_it_resolves_to() -> None:
+    """`auto` is float16 on a GPU and float32 on the CPU: the hash follows what actually runs."""
+    auto = dataclasses.replace(BASE, dtype="auto")
+    assert auto.hash(GPU) == BASE.hash(GPU)
+    assert auto.hash(CPU) == dataclasses.replace(BASE, dtype="float32").hash(CPU)
+    assert auto.hash(CPU) != auto.hash(GPU)
