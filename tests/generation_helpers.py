@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from common.manifest import ManifestLine, read_manifest
+from common.manifest import ManifestLine
 from common.storage import Storage
 
 FAST_TEACHER = ["--resolution", "64", "--steps", "3", "--batch-size", "4"]
@@ -35,15 +35,41 @@ def write_inputs(
     return contents, styles
 
 
+def raw_manifest_lines(storage: Storage) -> list[ManifestLine]:
+    """Every line of every manifest part, as stored: nothing merged or de-duplicated."""
+    return [
+        ManifestLine.from_json(text)
+        for key in storage.list("manifests")
+        for text in storage.read_bytes(key).decode().splitlines()
+        if text.strip()
+    ]
+
+
 def check_exactly_once(storage: Storage, n_pairs: int) -> list[ManifestLine]:
-    """Every planned pair has one manifest line, and the lines list exactly the stored targets."""
-    lines = read_manifest(storage)
+    """Every planned pair has exactly one manifest line, and the lines list exactly the stored
+    targets (the inputs are distinct images, so each pair has a target of its own)."""
+    lines = raw_manifest_lines(storage)
     targets = [k for k in storage.list("targets") if k.endswith(".png")]
     assert len(lines) == n_pairs
-    assert sorted(line.target for line in lines) == sorted(targets)
     assert len({(line.content, line.style) for line in lines}) == n_pairs
+    assert sorted(line.target for line in lines) == sorted(targets)
     assert not [k for k in storage.list("") if ".tmp-" in k]
     return lines
+
+
+def target_times(root: Path) -> dict[str, int]:
+    """Modification time of every stored target under a local root: a target written again
+    (even with the same bytes) gets a new one."""
+    return {
+        str(path.relative_to(root)): path.stat().st_mtime_ns
+        for path in root.glob("targets/**/*.png")
+    }
+
+
+def check_unchanged(root: Path, before: dict[str, int]) -> None:
+    """Targets stored earlier are still there and were not written again."""
+    after = target_times(root)
+    assert {key: after.get(key) for key in before} == before
 
 
 def run_json(storage: Storage) -> dict:

@@ -20,7 +20,14 @@ from common.errors import UserError
 from common.manifest import read_manifest
 from common.storage import Storage
 from jobs import generate
-from tests.generation_helpers import FAST_TEACHER, check_exactly_once, run_json, write_inputs
+from tests.generation_helpers import (
+    FAST_TEACHER,
+    check_exactly_once,
+    check_unchanged,
+    run_json,
+    target_times,
+    write_inputs,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.ray
@@ -53,9 +60,10 @@ def test_two_actors_write_every_pair_once_and_record_the_corrupt_input(ray_clust
     assert "broken.png" in text and "not a readable image" in text
     assert run_json(storage)["teacher_hash"] == lines[0].teacher_hash
     # the same job again finds everything done and writes nothing
-    before = {k: storage.read_bytes(k) for k in storage.list("targets")}
+    before = target_times(out)
     assert generate.main(job_args(contents, styles, str(out), "--tile", "2x1")) == 0
-    assert {k: storage.read_bytes(k) for k in storage.list("targets")} == before
+    check_unchanged(out, before)
+    check_exactly_once(storage, 3 * 2)
 
 
 def test_s3_output_works_the_same_and_keeps_credentials_out(
@@ -86,10 +94,20 @@ def raylet_pid() -> int:
     return node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
 
 
+def busy(process: psutil.Process, seconds: float = 1.0) -> bool:
+    """Whether a process computes (an actor inside a tile) rather than waits for work: an idle
+    actor uses next to no CPU time, one in a tile a good share of a core."""
+    before = sum(process.cpu_times()[:2])
+    time.sleep(seconds)
+    return sum(process.cpu_times()[:2]) - before > 0.1 * seconds
+
+
 def test_a_killed_actor_is_replaced_and_every_pair_is_written_once(ray_cluster, tmp_path):
+    """An actor killed inside a tile: the tile is redone elsewhere, the targets stored before
+    the kill are reused (not written again), and every pair is listed once."""
     contents, styles = write_inputs(tmp_path, 6, 2)
     out = tmp_path / "run"
-    args = job_args(contents, styles, str(out), "--tile", "1x1", "--steps", "6")
+    args = job_args(contents, styles, str(out), "--tile", "1x1", "--steps", "12")
     result: dict[str, object] = {}
     driver = threading.Thread(target=lambda: result.setdefault("code", generate.main(args)))
     driver.start()
@@ -97,15 +115,18 @@ def test_a_killed_actor_is_replaced_and_every_pair_is_written_once(ray_cluster, 
     deadline = time.monotonic() + 240
     while not storage.list("manifests") and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert len(storage.list("manifests")) < 12, "the job finished before the kill"
-    victims = [
+    actors = [
         p for p in psutil.Process(raylet_pid()).children() if "TileActor" in " ".join(p.cmdline())
     ]
-    assert victims, "no generation actor process found in this cluster"
-    victims[0].kill()
+    victim = next((p for p in actors if busy(p)), None)
+    stored = target_times(out)
+    assert victim is not None, "no generation actor was inside a tile"
+    assert len(storage.list("manifests")) < 12, "the job finished before the kill"
+    victim.kill()
     driver.join(timeout=300)
     assert result.get("code") == 0
     check_exactly_once(storage, 12)
+    check_unchanged(out, stored)
 
 
 def test_a_driver_stopped_halfway_finishes_on_restart(ray_cluster, tmp_path):
@@ -129,8 +150,10 @@ def test_a_driver_stopped_halfway_finishes_on_restart(ray_cluster, tmp_path):
     driver.wait()
     done_before = len(read_manifest(storage))
     assert 0 < done_before < 12, "the driver should have been stopped halfway"
+    stored = target_times(out)
     assert generate.main(args) == 0
     check_exactly_once(storage, 12)
+    check_unchanged(out, stored)
 
 
 @pytest.mark.parametrize(

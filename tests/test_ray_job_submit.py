@@ -1,7 +1,9 @@
-"""A real `ray job submit` of `jobs.generate` to a `ray start --head` cluster on 127.0.0.1."""
+"""A real `ray job submit` of each cluster job (`jobs.generate`, `jobs.train`, `jobs.evaluate`)
+to one `ray start --head` cluster on 127.0.0.1."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -16,6 +18,7 @@ import pytest
 
 from common.storage import Storage
 from tests.generation_helpers import FAST_TEACHER, check_exactly_once, write_inputs
+from tests.synthetic_run import write_synthetic_run
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -36,8 +39,8 @@ def forget_head(port: int) -> None:
         current.unlink()
 
 
-@pytest.fixture
-def head_node(tmp_path) -> Iterator[tuple[str, dict[str, str]]]:
+@pytest.fixture(scope="module")
+def head_node() -> Iterator[tuple[str, dict[str, str]]]:
     """`ray start --head --block` in its own process group; yields the dashboard address."""
     port, dashboard = free_port(), free_port()
     # Ray 2.60's head requires token authentication; head and client share a fresh token.
@@ -142,3 +145,24 @@ def test_ray_job_submit_runs_generation(head_node, tmp_path):
     assert "succeeded" in result.stdout
     assert "pairs planned 4, written 4" in result.stdout
     check_exactly_once(Storage(str(out)), 4)
+
+
+def test_ray_job_submit_trains_and_evaluates_the_student(head_node, tmp_path):
+    address, env = head_node
+    data = tmp_path / "run"
+    write_synthetic_run(data, n_content=3, n_style=2, size=64)
+    train = [
+        *("python", "-m", "jobs.train", "--data", str(data), "--name", "sub"),
+        *("--epochs", "1", "--workers", "1", "--batch-size", "2", "--crop-size", "64"),
+        *("--init", "scratch", "--enc-layers", "1", "--dec-layers", "1", "--loader-workers", "0"),
+    ]
+    result = submit(address, env, train)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "succeeded" in result.stdout
+    assert (data / "train" / "sub" / "epoch-0001" / "model.safetensors").exists()
+    evaluate = ["python", "-m", "jobs.evaluate", "--data", str(data)]
+    result = submit(address, env, [*evaluate, "--student", str(data / "train" / "sub")])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "succeeded" in result.stdout
+    metrics = json.loads((data / "eval" / "golden" / "metrics.json").read_text())
+    assert len(metrics["pairs"]) == 2  # the last content with both styles is golden
