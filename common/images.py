@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.transforms.functional import center_crop
 
 from common.errors import ImageError
 
@@ -46,11 +47,13 @@ def decode_image(
 
 
 def center_crop_resize(image: Image.Image, size: int) -> Image.Image:
-    """Largest centred square, resized to size x size with LANCZOS (the paper's preprocessing)."""
-    width, height = image.size
-    side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
-    square = image.crop((left, top, left + side, top + side))
+    """Largest centred square, resized to size x size with LANCZOS (the paper's preprocessing).
+
+    The crop is torchvision's own `center_crop`, as the reference's `CenterCrop`: it rounds the
+    offset (half to even), so an odd margin lands where the reference puts it, not one pixel off.
+    """
+    side = min(image.size)
+    square = center_crop(image, [side, side])
     return square if side == size else square.resize((size, size), Image.Resampling.LANCZOS)
 
 

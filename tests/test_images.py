@@ -9,6 +9,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
+import torchvision
 from PIL import Image
 
 from common.errors import ImageError
@@ -101,3 +102,12 @@ def test_png_bytes_clamps_out_of_range_values() -> None:
     tensor = torch.tensor([-0.5, 0.5, 1.5]).view(3, 1, 1).expand(3, 2, 2)
     decoded = to_tensor(decode_image(png_bytes(tensor)))
     assert (decoded[:, 0, 0] * 255).round().long().tolist() == [0, 128, 255]
+
+
+@pytest.mark.parametrize("size", [(103, 100), (100, 107), (64, 61), (100, 101), (40, 40)])
+def test_center_crop_matches_torchvision_center_crop(size: tuple[int, int]) -> None:
+    """Margins of 4k+3 pixels: a floored offset is one pixel off the reference's rounded one."""
+    image = random_image(*size, seed=3)
+    side = min(size)
+    expected = torchvision.transforms.CenterCrop(side)(image)
+    assert np.array_equal(np.asarray(center_crop_resize(image, side)), np.asarray(expected))
