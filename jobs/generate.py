@@ -19,7 +19,13 @@ from dataclasses import replace
 import ray
 import torch
 
-from common.cli import add_storage_option, parse_storage_options, positive_int, run_cli
+from common.cli import (
+    add_storage_option,
+    check_number,
+    parse_storage_options,
+    positive_int,
+    run_cli,
+)
 from common.errors import UserError
 from common.inputs import check_golden_leak, expand_images, options_for
 from common.planning import (
@@ -85,6 +91,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="default: 1 if the cluster has GPUs now, else 0",
     )
     pool.add_argument("--cpus-per-worker", type=float, default=1.0)
+    pool.add_argument(
+        "--startup-timeout",
+        type=float,
+        default=900.0,
+        metavar="SECONDS",
+        help="on an autoscaling cluster, how long to wait for a node that fits one worker",
+    )
     add_teacher_arguments(parser)
     return parser.parse_args(argv)
 
@@ -124,14 +137,22 @@ def plan(args: argparse.Namespace, options: dict) -> tuple[list[Pair], list]:
     return pairs, drawn
 
 
-def gpus_per_worker(args: argparse.Namespace, teacher: TeacherOptions) -> float:
+def pool_config(args: argparse.Namespace) -> PoolConfig:
+    """The actor pool flags, checked before Ray starts or the output is touched."""
+    min_w, max_w = parse_pair(args.workers, ":", "--workers")
+    return PoolConfig(
+        min_w, max_w, args.gpus_per_worker, args.cpus_per_worker, args.startup_timeout
+    )
+
+
+def gpus_per_worker(pool: PoolConfig, teacher: TeacherOptions) -> float:
     """GPUs per actor: as asked; else 1 when the cluster has GPUs, or may get them.
 
     An autoscaling cluster starts with no GPU nodes, so "none now" is no reason to run SD 1.5 on
     CPUs; only the tiny test model, or --device cpu, runs on CPU by default.
     """
-    if args.gpus_per_worker is not None:
-        return args.gpus_per_worker
+    if pool.gpus_per_worker is not None:
+        return pool.gpus_per_worker
     if teacher.device == "cpu":
         return 0.0
     if ray.cluster_resources().get("GPU", 0) > 0:
@@ -157,14 +178,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     storage_options = parse_storage_options(args.storage_option)
     teacher = teacher_options(args)
     tile = None if args.tile == "auto" else parse_pair(args.tile, "x", "--tile")
-    min_w, max_w = parse_pair(args.workers, ":", "--workers")
+    pool = pool_config(args)
+    check_number("--gpu-memory-gb", args.gpu_memory_gb)
     check_model_available(teacher.model, teacher.revision)
     pairs, blocks = plan(args, storage_options)
     storage = Storage(args.out, options_for(args.out, storage_options))
     storage.check_writable()
     connect_ray()
-    gpus = gpus_per_worker(args, teacher)
-    pool = PoolConfig(min_w, max_w, gpus, args.cpus_per_worker)
+    gpus = gpus_per_worker(pool, teacher)
+    pool = replace(pool, gpus_per_worker=gpus)
     teacher = placed_options(teacher, gpus)
     if tile is None:
         tile = auto_tile(teacher, args.gpu_memory_gb) if gpus > 0 else (12, 8)

@@ -14,6 +14,7 @@ from typing import Any
 import ray
 from tqdm import tqdm
 
+from common.cli import check_number
 from common.errors import UserError, first_line
 from common.manifest import manifest_key
 from common.planning import Tile
@@ -25,21 +26,27 @@ from teacher_workers.tile_runner import tile_to_json
 
 @dataclass(frozen=True)
 class PoolConfig:
-    """How many actors (min..max, so an autoscaler can grow the pool) and what each holds."""
+    """How many actors (min..max, so an autoscaler can grow the pool), what each holds, and how
+    long to wait for a node that fits one. Checked when made, so the generate job refuses a bad
+    flag before it starts Ray or touches the output; `gpus_per_worker` None is "decide once the
+    cluster is known"."""
 
     min_workers: int = 1
     max_workers: int = 1
-    gpus_per_worker: float = 0.0
+    gpus_per_worker: float | None = 0.0
     cpus_per_worker: float = 1.0
+    startup_timeout_s: float = 900.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_workers <= self.max_workers:
             raise UserError(
-                f"workers must be MIN:MAX with 1 <= MIN <= MAX, got "
+                f"--workers must be MIN:MAX with 1 <= MIN <= MAX, got "
                 f"{self.min_workers}:{self.max_workers}"
             )
-        if self.gpus_per_worker < 0 or self.cpus_per_worker <= 0:
-            raise UserError("gpus per worker must be >= 0 and cpus per worker > 0")
+        if self.gpus_per_worker is not None:
+            check_number("--gpus-per-worker", self.gpus_per_worker, inclusive=True)
+        check_number("--cpus-per-worker", self.cpus_per_worker)
+        check_number("--startup-timeout", self.startup_timeout_s)
 
 
 @dataclass

@@ -142,6 +142,7 @@ def test_a_driver_stopped_halfway_finishes_on_restart(ray_cluster, tmp_path):
             "no-such-org/no-such-model",
             "error: cannot load model 'no-such-org/no-such-model'",
         ),
+        ("--workers", "3:1", "error: --workers must be MIN:MAX with 1 <= MIN <= MAX, got 3:1"),
     ],
 )
 def test_wrong_input_url_or_model_fails_fast_with_one_line(tmp_path, flag, value, message):
@@ -161,6 +162,29 @@ def test_wrong_input_url_or_model_fails_fast_with_one_line(tmp_path, flag, value
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(message)
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--workers", "3:1", "--workers must be MIN:MAX with 1 <= MIN <= MAX, got 3:1"),
+        ("--workers", "0:2", "--workers values must be >= 1, got '0:2'"),
+        ("--cpus-per-worker", "0", "--cpus-per-worker must be a number > 0, got 0"),
+        ("--cpus-per-worker", "nan", "--cpus-per-worker must be a number > 0, got nan"),
+        ("--gpus-per-worker", "-1", "--gpus-per-worker must be a number >= 0, got -1"),
+        ("--gpu-memory-gb", "-1", "--gpu-memory-gb must be a number > 0, got -1"),
+        ("--startup-timeout", "0", "--startup-timeout must be a number > 0, got 0"),
+    ],
+)
+def test_bad_pool_options_are_refused_before_ray_or_the_output(
+    tmp_path, monkeypatch, flag, value, message
+):
+    monkeypatch.setattr(generate, "connect_ray", lambda: pytest.fail("Ray was started"))
+    contents, styles = write_inputs(tmp_path, 1, 1)
+    with pytest.raises(UserError) as error:
+        generate.main(job_args(contents, styles, str(tmp_path / "o"), flag, value))
+    assert str(error.value) == message
     assert not (tmp_path / "o").exists()
 
 
