@@ -41,6 +41,7 @@ from common.run_info import write_run_info
 from common.storage import Storage
 from teacher_workers.generation import PoolConfig, generate
 from teacher_workers.models import check_model_available
+from teacher_workers.node_fit import wait_for_fit
 from teacher_workers.options import TeacherOptions, add_teacher_arguments, teacher_options
 from teacher_workers.sizing import auto_tile
 
@@ -187,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     connect_ray()
     gpus = gpus_per_worker(pool, teacher)
     pool = replace(pool, gpus_per_worker=gpus)
+    wait_for_fit(pool.cpus_per_worker, gpus, pool.startup_timeout_s)
     teacher = placed_options(teacher, gpus)
     if tile is None:
         tile = auto_tile(teacher, args.gpu_memory_gb) if gpus > 0 else (12, 8)
