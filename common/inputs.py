@@ -9,9 +9,9 @@ from typing import Any
 
 from PIL import Image, ImageFile
 
-from common.errors import UserError
+from common.errors import UnreadableInput, UserError
 from common.ids import sha256_hex
-from common.storage import is_local, open_fs
+from common.storage import is_local, open_fs, read_url
 
 log = logging.getLogger(__name__)
 
@@ -114,15 +114,32 @@ def check_golden_leak(
     """
     if not golden:
         return
-    golden_by_size: dict[int, set[str]] = {}
+    golden_by_size: dict[int | None, set[str]] = {}
     for url in golden:
-        fs, path = open_fs(url, options_for(url, options))
-        golden_by_size.setdefault(fs.size(path), set()).add(sha256_hex(fs.cat_file(path)))
+        if (digest := _digest(url, options)) is not None:
+            golden_by_size.setdefault(_size(url, options), set()).add(digest)
     for url in training:
-        fs, path = open_fs(url, options_for(url, options))
-        digests = golden_by_size.get(fs.size(path))
-        if digests and sha256_hex(fs.cat_file(path)) in digests:
+        digests = golden_by_size.get(_size(url, options))
+        if digests and _digest(url, options) in digests:
             raise UserError(
                 f"training input {url} is a golden image (same bytes): a leak; "
                 "remove it from the training inputs"
             )
+
+
+def _size(url: str, options: Mapping[str, Any]) -> int | None:
+    """Size of an input; None when it cannot be read (a symlink loop, a dangling link)."""
+    fs, path = open_fs(url, options_for(url, options))
+    try:
+        return fs.size(path)
+    except OSError:
+        return None
+
+
+def _digest(url: str, options: Mapping[str, Any]) -> str | None:
+    """Hash of an input's bytes; None when it cannot be read: an unreadable input leaks
+    nothing, and generation records it as unusable."""
+    try:
+        return sha256_hex(read_url(url, options_for(url, options)))
+    except UnreadableInput:
+        return None

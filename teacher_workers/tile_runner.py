@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from common.errors import ImageError, MissingInput
+from common.errors import ImageError, UnreadableInput
 from common.ids import content_id, sha256_hex
 from common.images import load_square, png_bytes
 from common.inputs import options_for
@@ -106,7 +106,7 @@ class TileRunner:
         return TileResult(tile.tile_id, len(missing), skipped, failed, elapsed)
 
     def _load(self, urls: tuple[str, ...], role: str, failures: list[FailureLine]) -> list[Image]:
-        """Decode the tile's images; a corrupt or missing one is recorded and left out.
+        """Decode the tile's images; a corrupt, missing or unreadable one is recorded and left out.
 
         Any other error (throttling, a dropped connection) is not the input's fault: it fails
         the work unit, which writes no manifest part, so a re-run retries every pair.
@@ -116,7 +116,7 @@ class TileRunner:
             try:
                 data = read_url(url, options_for(url, self.input_options))
                 images.append(Image(url, content_id(data), load_square(data, self.resolution, url)))
-            except (ImageError, MissingInput) as exc:
+            except (ImageError, UnreadableInput) as exc:
                 log.warning("skipping %s %s: %s", role, url, exc)
                 failures.append(FailureLine(url, role, str(exc), self.teacher_hash))
         return images

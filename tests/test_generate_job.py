@@ -3,8 +3,10 @@ through a killed actor and a restarted driver, with bad inputs reported and noth
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -56,6 +58,35 @@ def test_two_actors_write_every_pair_once_and_record_the_corrupt_input(ray_clust
     before = {k: storage.read_bytes(k) for k in storage.list("targets")}
     assert generate.main(job_args(contents, styles, str(out), "--tile", "2x1")) == 0
     assert {k: storage.read_bytes(k) for k in storage.list("targets")} == before
+
+
+def test_unreadable_inputs_are_recorded_with_their_reason_and_the_job_finishes(
+    ray_cluster, tmp_path
+):
+    contents, styles = write_inputs(tmp_path, 2, 2)
+    (contents / "loop.png").symlink_to("loop.png")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(contents / "socket.png"))
+    reasons = {
+        "loop.png": "Too many levels of symbolic links (ELOOP)",
+        "socket.png": "No such device or address (ENXIO)",
+    }
+    if os.geteuid() != 0:  # root reads a file whatever its mode
+        (contents / "locked.png").write_bytes(b"x")
+        (contents / "locked.png").chmod(0)
+        reasons["locked.png"] = "Permission denied (EACCES)"
+    out = tmp_path / "run"
+    assert generate.main(job_args(contents, styles, str(out), "--tile", "2x1")) == 0
+    storage = Storage(str(out))
+    check_exactly_once(storage, 2 * 2)
+    recorded = [
+        json.loads(line)
+        for key in storage.list("failures")
+        for line in storage.read_bytes(key).decode().splitlines()
+    ]
+    assert {Path(f["url"]).name: f["reason"] for f in recorded} == {
+        name: f"cannot read {contents / name}: {reason}" for name, reason in reasons.items()
+    }
 
 
 def test_s3_output_works_the_same_and_keeps_credentials_out(

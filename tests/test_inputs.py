@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from common.errors import UserError
-from common.inputs import expand_images
+from common.inputs import check_golden_leak, expand_images
 
 
 def test_a_folder_gives_every_pillow_format_and_says_what_it_skipped(tmp_path, caplog):
@@ -37,3 +37,14 @@ def test_a_folder_without_images_says_what_it_holds(tmp_path):
 def test_a_glob_takes_what_it_matches(tmp_path):
     Image.new("RGB", (4, 4)).save(tmp_path / "a.gif")
     assert expand_images([str(tmp_path / "*.gif")], {}, "style") == [str(tmp_path / "a.gif")]
+
+
+def test_the_golden_leak_check_passes_over_unreadable_inputs(tmp_path):
+    Image.new("RGB", (4, 4)).save(tmp_path / "golden.png")
+    (tmp_path / "loop.png").symlink_to("loop.png")
+    (tmp_path / "gone.png").symlink_to("nowhere.png")
+    training = [str(tmp_path / name) for name in ("loop.png", "gone.png")]
+    check_golden_leak([str(tmp_path / "golden.png")], training, {})  # recorded later, not here
+    (tmp_path / "copy.png").write_bytes((tmp_path / "golden.png").read_bytes())
+    with pytest.raises(UserError, match=r"copy\.png is a golden image"):
+        check_golden_leak([str(tmp_path / "golden.png")], [str(tmp_path / "copy.png")], {})
