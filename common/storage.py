@@ -7,6 +7,7 @@ killed process never leaves a half-written target that a later run would trust.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import posixpath
@@ -140,6 +141,11 @@ class Storage:
             self.fs.mv(temp, target)
         else:
             self.fs.pipe_file(target, data)
+
+    def delete(self, key: str) -> None:
+        """Remove one object; one that is already gone is no error."""
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self.path(key))
 
     def read_bytes(self, key: str) -> bytes:
         """Bytes of a key; a missing key raises `FileNotFoundError` so callers can tell."""

@@ -6,7 +6,7 @@
         --planner recipe --combinations 90 --out s3://b/run1 --workers 1:16 --gpus-per-worker 1
 
 Validates everything (inputs exist, output writable, options sane) before any GPU work; a
-re-run with the same arguments finishes what is missing and redoes nothing.
+re-run finishes what no manifest lists yet (unusable inputs are tried again) and redoes nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from common.cli import (
 )
 from common.errors import UserError
 from common.inputs import check_golden_leak, expand_images, options_for
+from common.manifest import forget_failures, listed_pairs
 from common.planning import (
     VAL_FRACTION,
     Pair,
@@ -192,8 +193,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     teacher = placed_options(teacher, gpus)
     if tile is None:
         tile = auto_tile(teacher, args.gpu_memory_gb) if gpus > 0 else (12, 8)
-    tiles = make_tiles(pairs, *tile, blocks=blocks)
     teacher_hash = teacher.hash(torch.device(teacher.device))
+    # Only pairs no manifest lists are tiled: a failed pair is tried again, and a pair listed
+    # by an earlier run (of other inputs or tiles) is never made or listed twice.
+    done = listed_pairs(storage, teacher_hash)
+    todo = [p for p in pairs if (p.content, p.style) not in done]
+    tiles = make_tiles(todo, *tile, blocks=blocks)
     config = {k: v for k, v in vars(args).items() if k != "storage_option"}
     write_run_info(
         storage,
@@ -205,14 +210,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         pairs=len(pairs),
         tiles=len(tiles),
     )
+    listed = len(pairs) - len(todo)
     print(
-        f"{len(pairs)} pairs in {len(tiles)} tiles of up to {tile[0]}x{tile[1]} -> "
-        f"{storage.url('targets/' + teacher_hash)}"
+        f"{len(pairs)} pairs, {listed} listed already; {len(todo)} in {len(tiles)} tiles of up "
+        f"to {tile[0]}x{tile[1]} -> {storage.url('targets/' + teacher_hash)}"
     )
-    summary = generate(tiles, teacher, storage, storage_options, teacher_hash, pool)
+    forget_failures(storage, teacher_hash, {u for p in pairs for u in (p.content, p.style)})
+    summary = generate(tiles, teacher, storage, storage_options, teacher_hash, pool, listed)
     print(summary.line())
     print(f"manifests: {storage.url('manifests/' + teacher_hash)}")
-    if summary.failed:
+    if summary.failed_now:
         print(f"unusable inputs are listed in {storage.url('failures/' + teacher_hash)}")
     return 0
 

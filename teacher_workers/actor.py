@@ -28,5 +28,5 @@ class TileActor:
         results = [self.runner.run(tile_from_json(str(text))) for text in batch["tile"]]
         return {
             name: [getattr(r, name) for r in results]
-            for name in ("tile_id", "written", "skipped", "failed", "seconds")
+            for name in ("tile_id", "written", "found", "failed", "seconds")
         }

@@ -16,7 +16,6 @@ from tqdm import tqdm
 
 from common.cli import check_number
 from common.errors import UserError, first_line
-from common.manifest import manifest_key
 from common.planning import Tile
 from common.storage import Storage
 from teacher_workers.actor import TileActor
@@ -51,27 +50,23 @@ class PoolConfig:
 
 @dataclass
 class Summary:
-    """Pair counts and wall time of one generation run, for the closing line."""
+    """Pair counts and wall time of one generation run, for the closing line: every planned pair
+    was written now, already done (listed, or stored by an interrupted attempt) or failed now
+    (an unusable input; the next run tries it again)."""
 
     planned: int = 0
     written: int = 0
-    skipped: int = 0
-    failed: int = 0
+    already_done: int = 0
+    failed_now: int = 0
     seconds: float = 0.0
 
     def line(self) -> str:
         rate = self.written / self.seconds if self.seconds else 0.0
         return (
-            f"pairs planned {self.planned}, written {self.written}, skipped (already done) "
-            f"{self.skipped}, failed {self.failed}; {self.seconds:.1f} s wall, "
+            f"pairs planned {self.planned}, written {self.written}, already done "
+            f"{self.already_done}, failed now {self.failed_now}; {self.seconds:.1f} s wall, "
             f"{rate:.2f} new pairs/s"
         )
-
-
-def unfinished(tiles: Sequence[Tile], storage: Storage, teacher_hash: str) -> list[Tile]:
-    """Tiles without a manifest part (one listing, not one request per tile)."""
-    done = set(storage.list(f"manifests/{teacher_hash}"))
-    return [t for t in tiles if manifest_key(teacher_hash, t.tile_id) not in done]
 
 
 def generate(
@@ -81,16 +76,16 @@ def generate(
     storage_options: dict[str, Any],
     teacher_hash: str,
     pool: PoolConfig,
+    listed: int = 0,
 ) -> Summary:
-    """Run every unfinished tile on the actor pool; returns what happened."""
+    """Run the tiles of a run's unlisted pairs on the actor pool (`listed` planned pairs were
+    listed already); returns what happened."""
     start = time.perf_counter()
-    summary = Summary(planned=sum(len(t) for t in tiles))
-    todo = unfinished(tiles, storage, teacher_hash)
-    summary.skipped = summary.planned - sum(len(t) for t in todo)
-    if todo:
+    summary = Summary(planned=listed + sum(len(t) for t in tiles), already_done=listed)
+    if tiles:
         ray.data.DataContext.get_current().enable_progress_bars = False
         rows = ray.data.from_items(
-            [{"tile": tile_to_json(t)} for t in todo], override_num_blocks=len(todo)
+            [{"tile": tile_to_json(t)} for t in tiles], override_num_blocks=len(tiles)
         )
         results = rows.map_batches(
             TileActor,
@@ -109,7 +104,7 @@ def generate(
         )
         with tqdm(
             total=summary.planned,
-            initial=summary.skipped,
+            initial=summary.already_done,
             unit="pair",
             desc="generate",
             mininterval=1.0,
@@ -117,9 +112,9 @@ def generate(
             try:
                 for row in results.iter_rows():
                     summary.written += row["written"]
-                    summary.skipped += row["skipped"]
-                    summary.failed += row["failed"]
-                    bar.update(row["written"] + row["skipped"] + row["failed"])
+                    summary.already_done += row["found"]
+                    summary.failed_now += row["failed"]
+                    bar.update(row["written"] + row["found"] + row["failed"])
             except ray.exceptions.RayError as exc:
                 raise UserError(
                     f"a work unit failed ({first_line(exc)}); finished tiles are kept, "

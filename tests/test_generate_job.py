@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 import ray
+from PIL import Image
 from ray._private import ray_constants
 
 from common.errors import UserError
@@ -43,7 +44,14 @@ def job_args(contents: Path, styles: Path, out: str, *extra: str) -> list[str]:
     ]
 
 
-def test_two_actors_write_every_pair_once_and_record_the_corrupt_input(ray_cluster, tmp_path):
+def summary_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """The closing count line the job printed since the last call."""
+    return next(x for x in capsys.readouterr().out.splitlines() if x.startswith("pairs planned"))
+
+
+def test_two_actors_write_every_pair_once_and_record_the_corrupt_input(
+    ray_cluster, tmp_path, capsys
+):
     contents, styles = write_inputs(tmp_path, 3, 2, corrupt=True)
     out = tmp_path / "run"
     assert generate.main(job_args(contents, styles, str(out), "--tile", "2x1")) == 0
@@ -54,10 +62,46 @@ def test_two_actors_write_every_pair_once_and_record_the_corrupt_input(ray_clust
     text = "".join(storage.read_bytes(k).decode() for k in failures)
     assert "broken.png" in text and "not a readable image" in text
     assert run_json(storage)["teacher_hash"] == lines[0].teacher_hash
-    # the same job again finds everything done and writes nothing
+    assert summary_line(capsys).startswith(
+        "pairs planned 8, written 6, already done 0, failed now 2;"
+    )
+    # the same job again writes nothing and tries the corrupt input again
     before = {k: storage.read_bytes(k) for k in storage.list("targets")}
     assert generate.main(job_args(contents, styles, str(out), "--tile", "2x1")) == 0
     assert {k: storage.read_bytes(k) for k in storage.list("targets")} == before
+    assert summary_line(capsys).startswith(
+        "pairs planned 8, written 0, already done 6, failed now 2;"
+    )
+    assert "broken.png" in "".join(storage.read_bytes(k).decode() for k in storage.list("failures"))
+
+
+def test_a_restored_input_is_generated_and_new_inputs_add_no_duplicate_lines(
+    ray_cluster, tmp_path, capsys
+):
+    contents, styles = write_inputs(tmp_path, 2, 2)
+    (contents / "gone.png").symlink_to(tmp_path / "restored.png")  # dangling: a missing input
+    out = tmp_path / "run"
+    args = job_args(contents, styles, str(out), "--tile", "2x2")
+    assert generate.main(args) == 0
+    assert summary_line(capsys).startswith(
+        "pairs planned 6, written 4, already done 0, failed now 2;"
+    )
+    storage = Storage(str(out))
+    assert "no such file" in storage.read_bytes(storage.list("failures")[0]).decode()
+    # the input comes back, and one more content and one more style join the folders
+    Image.open(contents / "c0.png").rotate(90).save(tmp_path / "restored.png")
+    Image.open(contents / "c1.png").rotate(90).save(contents / "c9.png")
+    Image.open(styles / "s0.jpg").rotate(90).save(styles / "s9.jpg")
+    assert generate.main(args) == 0
+    assert summary_line(capsys).startswith(
+        "pairs planned 12, written 8, already done 4, failed now 0;"
+    )
+    check_exactly_once(storage, 12)
+    raw = [
+        t for k in storage.list("manifests") for t in storage.read_bytes(k).decode().splitlines()
+    ]
+    assert len(raw) == 12  # every pair listed once, though the new inputs re-cut the tiles
+    assert storage.list("failures") == []  # the restored input's record is gone
 
 
 def test_unreadable_inputs_are_recorded_with_their_reason_and_the_job_finishes(
