@@ -6,6 +6,7 @@ result rows come back through Ray.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,10 +16,10 @@ import ray
 from tqdm import tqdm
 
 from common.cli import check_number
-from common.errors import UserError, first_line
+from common.errors import UserError
 from common.planning import Tile
 from common.storage import Storage
-from teacher_workers.actor import TileActor
+from teacher_workers.actor import TileActor, WorkUnitError
 from teacher_workers.options import TeacherOptions
 from teacher_workers.tile_runner import tile_to_json
 
@@ -69,6 +70,31 @@ class Summary:
         )
 
 
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def failure_cause(exc: BaseException) -> str:
+    """The type and first line of what failed in a work unit, for the job's one error line.
+
+    Ray's errors wrap the cause in text that names the actor (with its id and ANSI colours);
+    the innermost exception is what the user can act on (a refused endpoint, a full disk).
+    """
+    seen: set[int] = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        inner = getattr(exc, "cause", None) or exc.__cause__
+        if not isinstance(inner, BaseException):
+            break
+        exc = inner
+    lines = ANSI_ESCAPE.sub("", str(exc)).strip().splitlines() or [""]
+    if isinstance(exc, WorkUnitError):
+        return lines[0]
+    if lines[0].startswith("ray::"):
+        # A cause Ray could not hand over: its traceback text ends with the cause's own line.
+        return lines[-1].strip()
+    return f"{type(exc).__name__}: {lines[0]}" if lines[0] else type(exc).__name__
+
+
 def generate(
     tiles: Sequence[Tile],
     options: TeacherOptions,
@@ -83,7 +109,9 @@ def generate(
     start = time.perf_counter()
     summary = Summary(planned=listed + sum(len(t) for t in tiles), already_done=listed)
     if tiles:
-        ray.data.DataContext.get_current().enable_progress_bars = False
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        context.raise_original_map_exception = True  # not Ray Data's cause-less wrapper
         rows = ray.data.from_items(
             [{"tile": tile_to_json(t)} for t in tiles], override_num_blocks=len(tiles)
         )
@@ -117,7 +145,7 @@ def generate(
                     bar.update(row["written"] + row["found"] + row["failed"])
             except ray.exceptions.RayError as exc:
                 raise UserError(
-                    f"a work unit failed ({first_line(exc)}); finished tiles are kept, "
+                    f"a work unit failed: {failure_cause(exc)}; finished tiles are kept, "
                     "run the same command again to retry the rest"
                 ) from None
     summary.seconds = time.perf_counter() - start

@@ -133,6 +133,23 @@ def test_unreadable_inputs_are_recorded_with_their_reason_and_the_job_finishes(
     }
 
 
+def test_a_failed_work_unit_names_its_cause_without_ray_noise(ray_cluster, tmp_path):
+    contents, styles = write_inputs(tmp_path, 1, 1)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "targets").write_text("a file where the targets folder goes: every write fails")
+    with pytest.raises(UserError) as error:
+        generate.main(job_args(contents, styles, str(out)))
+    message = str(error.value)
+    assert message.startswith(f"a work unit failed: UserError: cannot write {out}/targets/")
+    assert "Not a directory" in message
+    assert message.endswith(
+        "; finished tiles are kept, run the same command again to retry the rest"
+    )
+    for noise in ("\x1b", "ray::", "actor_id", "\n"):
+        assert noise not in message
+
+
 def test_s3_output_works_the_same_and_keeps_credentials_out(
     ray_cluster, tmp_path, s3_bucket, capfd
 ):
