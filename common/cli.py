@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 
@@ -86,4 +87,14 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def check_number(flag: str, value: float, minimum: float = 0.0, inclusive: bool = False) -> float:
+    """A finite number above `minimum` (or equal, with `inclusive`), else a `UserError` naming the
+    flag: argparse's `float` takes -1, nan and inf."""
+    above = value >= minimum if inclusive else value > minimum
+    if not (math.isfinite(value) and above):
+        rule = ">=" if inclusive else ">"
+        raise UserError(f"{flag} must be a number {rule} {minimum:g}, got {value:g}")
     return value

@@ -9,7 +9,12 @@ class ImageError(UserError):
     """An input image that cannot be used (corrupt, not an image, too many pixels)."""
 
 
-class MissingInput(UserError):
+class UnreadableInput(UserError):
+    """An input the filesystem refuses to read (no permission, a symlink loop, a directory):
+    skipped and recorded, like a corrupt image."""
+
+
+class MissingInput(UnreadableInput):
     """An input URL that names nothing: skipped and recorded, like a corrupt image."""
 
 

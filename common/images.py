@@ -8,10 +8,13 @@ import warnings
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.transforms.functional import center_crop
 
 from common.errors import ImageError
 
 DEFAULT_MAX_PIXELS = 40_000_000
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
 
 
 def decode_image(
@@ -42,15 +45,50 @@ def decode_image(
         raise ImageError(f"{name}: corrupt image ({exc})") from None
     if width < 1 or height < 1:
         raise ImageError(f"{name}: empty image")
-    return image.convert("RGB")
+    return _to_rgb(image, name)
+
+
+def _to_rgb(image: Image.Image, name: str = "image") -> Image.Image:
+    """8-bit RGB pixels as a viewer shows the picture, whatever the file's pixel mode.
+
+    Pillow's `convert("RGB")` clips wide pixels to 0..255 (a 16-bit grey becomes white, floats
+    in [0, 1] black), so those are scaled here: 16-bit integers (modes I;16*, and I, which
+    Pillow uses for 16-bit PNG, PPM and TIFF) by 255/65535, floats (mode F) from [0, 1]. Values
+    outside those ranges have no agreed meaning and are refused. Transparent pixels are
+    composited on white: their colour channels are undefined (often black), and white is how
+    a viewer shows them; opaque pixels are unchanged. Other modes (1, L, P, CMYK, YCbCr, LAB,
+    HSV) are Pillow's own conversions; a mode Pillow cannot convert is refused.
+    """
+    if image.mode in SIXTEEN_BIT_MODES:
+        out_of_range = f"{name}: mode {image.mode} pixels outside 0..65535"
+        image = _grey8(np.asarray(image) / 65535, out_of_range)
+    elif image.mode == "F":
+        image = _grey8(np.asarray(image, np.float64), f"{name}: float pixels outside [0, 1]")
+    try:
+        if image.mode in ALPHA_MODES or "transparency" in image.info:
+            rgba = image.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(white, rgba).convert("RGB")
+        return image.convert("RGB")
+    except ValueError:
+        raise ImageError(f"{name}: pixel mode {image.mode} is not supported") from None
+
+
+def _grey8(unit: np.ndarray, out_of_range: str) -> Image.Image:
+    """Grey levels in [0, 1] as an 8-bit L image; anything else raises `ImageError`."""
+    if not np.isfinite(unit).all() or unit.min() < 0 or unit.max() > 1:
+        raise ImageError(out_of_range)
+    return Image.fromarray(np.rint(unit * 255).astype(np.uint8), "L")
 
 
 def center_crop_resize(image: Image.Image, size: int) -> Image.Image:
-    """Largest centred square, resized to size x size with LANCZOS (the paper's preprocessing)."""
-    width, height = image.size
-    side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
-    square = image.crop((left, top, left + side, top + side))
+    """Largest centred square, resized to size x size with LANCZOS (the paper's preprocessing).
+
+    The crop is torchvision's own `center_crop`, as the reference's `CenterCrop`: it rounds the
+    offset (half to even), so an odd margin lands where the reference puts it, not one pixel off.
+    """
+    side = min(image.size)
+    square = center_crop(image, [side, side])
     return square if side == size else square.resize((size, size), Image.Resampling.LANCZOS)
 
 

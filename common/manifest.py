@@ -81,13 +81,33 @@ def teacher_hashes(storage: Storage) -> list[str]:
     return sorted({key.split("/")[1] for key in storage.list("manifests") if key.count("/") >= 2})
 
 
+def manifest_parts(storage: Storage, teacher_hash: str) -> dict[str, list[ManifestLine]]:
+    """Every manifest part of one teacher and its lines as stored (no de-duplication).
+
+    A line that does not parse is a `UserError` naming its part file: a damaged manifest must
+    not pass silently.
+    """
+    parts: dict[str, list[ManifestLine]] = {}
+    for key in storage.list(f"manifests/{teacher_hash}"):
+        lines = parts[key] = []
+        for number, text in enumerate(storage.read_bytes(key).decode().splitlines(), 1):
+            if not text.strip():
+                continue
+            try:
+                lines.append(ManifestLine.from_json(text))
+            except (ValueError, TypeError) as exc:
+                raise UserError(
+                    f"{storage.url(key)} line {number}: bad manifest line ({exc})"
+                ) from None
+    return parts
+
+
 def read_manifest(
     storage: Storage, teacher_hash: str | None = None, splits: tuple[str, ...] = SPLITS
 ) -> list[ManifestLine]:
     """All manifest lines of one teacher under the root, filtered to `splits`, sorted by target.
 
-    Without `teacher_hash` the root must hold exactly one teacher's manifests. A line that does
-    not parse is a `UserError` naming its part file: a damaged manifest must not pass silently.
+    Without `teacher_hash` the root must hold exactly one teacher's manifests.
     """
     if teacher_hash is None:
         found = teacher_hashes(storage)
@@ -95,17 +115,35 @@ def read_manifest(
             what = "no manifests" if not found else f"manifests of several teachers {found}"
             raise UserError(f"{storage.url('manifests')}: {what}; pass the teacher hash")
         teacher_hash = found[0]
-    lines: dict[str, ManifestLine] = {}
-    for key in storage.list(f"manifests/{teacher_hash}"):
-        for number, text in enumerate(storage.read_bytes(key).decode().splitlines(), 1):
-            if not text.strip():
-                continue
-            try:
-                line = ManifestLine.from_json(text)
-            except (ValueError, TypeError) as exc:
-                raise UserError(
-                    f"{storage.url(key)} line {number}: bad manifest line ({exc})"
-                ) from None
-            if line.split in splits:
-                lines[line.target] = line
+    lines = {
+        line.target: line
+        for part in manifest_parts(storage, teacher_hash).values()
+        for line in part
+        if line.split in splits
+    }
     return [lines[target] for target in sorted(lines)]
+
+
+def listed_pairs(storage: Storage, teacher_hash: str) -> set[tuple[str, str]]:
+    """(content URL, style URL) of every pair one teacher's manifests list: the pairs a run
+    must not make again, whichever tile (of whatever earlier plan) listed them."""
+    parts = manifest_parts(storage, teacher_hash).values()
+    return {(line.content, line.style) for part in parts for line in part}
+
+
+def forget_failures(storage: Storage, teacher_hash: str, inputs: set[str]) -> None:
+    """Drop the failure records of `inputs` before a run that tries them again.
+
+    A run retries every pair of its inputs that no manifest lists, so a record of one of its
+    inputs is either about to be written anew (it still fails) or wrong (it was restored);
+    records of other runs' inputs are kept.
+    """
+    for key in storage.list(f"failures/{teacher_hash}"):
+        lines = storage.read_bytes(key).decode().splitlines()
+        kept = [text for text in lines if text.strip() and json.loads(text)["url"] not in inputs]
+        if len(kept) == len(lines):
+            continue
+        if kept:
+            storage.write_bytes(key, "".join(text + "\n" for text in kept).encode())
+        else:
+            storage.delete(key)

@@ -7,6 +7,8 @@ killed process never leaves a half-written target that a later run would trust.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import posixpath
 import uuid
@@ -16,9 +18,26 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from common.errors import MissingInput, UserError, first_line
+from common.errors import MissingInput, UnreadableInput, UserError, first_line
 
 SECRET_WORDS = ("secret", "token", "password", "key", "credential", "session")
+# Local read errors that say the machine or a network filesystem is failing, not the file:
+# a retry may succeed, so they fail the work unit instead of marking the input unusable.
+TRANSIENT_ERRNOS = {
+    errno.EINTR,
+    errno.EAGAIN,
+    errno.EIO,
+    errno.ENOMEM,
+    errno.EMFILE,
+    errno.ENFILE,
+    errno.ESTALE,
+    errno.ENOTCONN,
+    errno.ETIMEDOUT,
+    errno.ECONNRESET,
+    errno.EHOSTDOWN,
+    errno.EHOSTUNREACH,
+    errno.ENETDOWN,
+}
 
 
 def redact(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -59,13 +78,24 @@ def open_fs(
 
 
 def read_url(url: str, options: Mapping[str, Any] | None = None) -> bytes:
-    """Whole object at a URL; a missing object or an unreachable store is a `UserError`."""
+    """Whole object at a URL; every failure is a `UserError`.
+
+    A missing object is a `MissingInput`; a local file the system refuses to read (permission,
+    symlink loop, a directory, a socket) an `UnreadableInput` naming the errno. Anything else
+    (an unreachable store, throttling, expired credentials) is about the storage, not the
+    input, and stays a plain `UserError`.
+    """
     fs, path = open_fs(url, options)
     try:
         return fs.cat_file(path)
     except FileNotFoundError:
         raise MissingInput(f"no such file: {url}") from None
-    except (OSError, PermissionError, ValueError) as exc:
+    except OSError as exc:
+        if is_local(url) and exc.errno is not None and exc.errno not in TRANSIENT_ERRNOS:
+            reason = f"{exc.strerror} ({errno.errorcode.get(exc.errno, exc.errno)})"
+            raise UnreadableInput(f"cannot read {url}: {reason}") from None
+        raise UserError(f"cannot read {url}: {first_line(exc)}") from None
+    except ValueError as exc:
         raise UserError(f"cannot read {url}: {first_line(exc)}") from None
 
 
@@ -111,6 +141,11 @@ class Storage:
             self.fs.mv(temp, target)
         else:
             self.fs.pipe_file(target, data)
+
+    def delete(self, key: str) -> None:
+        """Remove one object; one that is already gone is no error."""
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self.path(key))
 
     def read_bytes(self, key: str) -> bytes:
         """Bytes of a key; a missing key raises `FileNotFoundError` so callers can tell."""

@@ -6,7 +6,7 @@
         --planner recipe --combinations 90 --out s3://b/run1 --workers 1:16 --gpus-per-worker 1
 
 Validates everything (inputs exist, output writable, options sane) before any GPU work; a
-re-run with the same arguments finishes what is missing and redoes nothing.
+re-run finishes what no manifest lists yet (unusable inputs are tried again) and redoes nothing.
 """
 
 from __future__ import annotations
@@ -19,9 +19,16 @@ from dataclasses import replace
 import ray
 import torch
 
-from common.cli import add_storage_option, parse_storage_options, positive_int, run_cli
+from common.cli import (
+    add_storage_option,
+    check_number,
+    parse_storage_options,
+    positive_int,
+    run_cli,
+)
 from common.errors import UserError
 from common.inputs import check_golden_leak, expand_images, options_for
+from common.manifest import forget_failures, listed_pairs
 from common.planning import (
     VAL_FRACTION,
     Pair,
@@ -35,6 +42,7 @@ from common.run_info import write_run_info
 from common.storage import Storage
 from teacher_workers.generation import PoolConfig, generate
 from teacher_workers.models import check_model_available
+from teacher_workers.node_fit import wait_for_fit
 from teacher_workers.options import TeacherOptions, add_teacher_arguments, teacher_options
 from teacher_workers.sizing import auto_tile
 
@@ -85,6 +93,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="default: 1 if the cluster has GPUs now, else 0",
     )
     pool.add_argument("--cpus-per-worker", type=float, default=1.0)
+    pool.add_argument(
+        "--startup-timeout",
+        type=float,
+        default=900.0,
+        metavar="SECONDS",
+        help="on an autoscaling cluster, how long to wait for a node that fits one worker",
+    )
     add_teacher_arguments(parser)
     return parser.parse_args(argv)
 
@@ -124,14 +139,22 @@ def plan(args: argparse.Namespace, options: dict) -> tuple[list[Pair], list]:
     return pairs, drawn
 
 
-def gpus_per_worker(args: argparse.Namespace, teacher: TeacherOptions) -> float:
+def pool_config(args: argparse.Namespace) -> PoolConfig:
+    """The actor pool flags, checked before Ray starts or the output is touched."""
+    min_w, max_w = parse_pair(args.workers, ":", "--workers")
+    return PoolConfig(
+        min_w, max_w, args.gpus_per_worker, args.cpus_per_worker, args.startup_timeout
+    )
+
+
+def gpus_per_worker(pool: PoolConfig, teacher: TeacherOptions) -> float:
     """GPUs per actor: as asked; else 1 when the cluster has GPUs, or may get them.
 
     An autoscaling cluster starts with no GPU nodes, so "none now" is no reason to run SD 1.5 on
     CPUs; only the tiny test model, or --device cpu, runs on CPU by default.
     """
-    if args.gpus_per_worker is not None:
-        return args.gpus_per_worker
+    if pool.gpus_per_worker is not None:
+        return pool.gpus_per_worker
     if teacher.device == "cpu":
         return 0.0
     if ray.cluster_resources().get("GPU", 0) > 0:
@@ -157,19 +180,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     storage_options = parse_storage_options(args.storage_option)
     teacher = teacher_options(args)
     tile = None if args.tile == "auto" else parse_pair(args.tile, "x", "--tile")
-    min_w, max_w = parse_pair(args.workers, ":", "--workers")
+    pool = pool_config(args)
+    check_number("--gpu-memory-gb", args.gpu_memory_gb)
     check_model_available(teacher.model, teacher.revision)
     pairs, blocks = plan(args, storage_options)
     storage = Storage(args.out, options_for(args.out, storage_options))
     storage.check_writable()
     connect_ray()
-    gpus = gpus_per_worker(args, teacher)
-    pool = PoolConfig(min_w, max_w, gpus, args.cpus_per_worker)
+    gpus = gpus_per_worker(pool, teacher)
+    pool = replace(pool, gpus_per_worker=gpus)
+    wait_for_fit(pool.cpus_per_worker, gpus, pool.startup_timeout_s)
     teacher = placed_options(teacher, gpus)
     if tile is None:
         tile = auto_tile(teacher, args.gpu_memory_gb) if gpus > 0 else (12, 8)
-    tiles = make_tiles(pairs, *tile, blocks=blocks)
     teacher_hash = teacher.hash(torch.device(teacher.device))
+    # Only pairs no manifest lists are tiled: a failed pair is tried again, and a pair listed
+    # by an earlier run (of other inputs or tiles) is never made or listed twice.
+    done = listed_pairs(storage, teacher_hash)
+    todo = [p for p in pairs if (p.content, p.style) not in done]
+    tiles = make_tiles(todo, *tile, blocks=blocks)
     config = {k: v for k, v in vars(args).items() if k != "storage_option"}
     write_run_info(
         storage,
@@ -181,14 +210,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         pairs=len(pairs),
         tiles=len(tiles),
     )
+    listed = len(pairs) - len(todo)
     print(
-        f"{len(pairs)} pairs in {len(tiles)} tiles of up to {tile[0]}x{tile[1]} -> "
-        f"{storage.url('targets/' + teacher_hash)}"
+        f"{len(pairs)} pairs, {listed} listed already; {len(todo)} in {len(tiles)} tiles of up "
+        f"to {tile[0]}x{tile[1]} -> {storage.url('targets/' + teacher_hash)}"
     )
-    summary = generate(tiles, teacher, storage, storage_options, teacher_hash, pool)
+    forget_failures(storage, teacher_hash, {u for p in pairs for u in (p.content, p.style)})
+    summary = generate(tiles, teacher, storage, storage_options, teacher_hash, pool, listed)
     print(summary.line())
     print(f"manifests: {storage.url('manifests/' + teacher_hash)}")
-    if summary.failed:
+    if summary.failed_now:
         print(f"unusable inputs are listed in {storage.url('failures/' + teacher_hash)}")
     return 0
 

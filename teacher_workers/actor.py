@@ -11,8 +11,15 @@ from typing import Any
 
 import numpy as np
 
+from common.errors import first_line
 from teacher_workers.options import TeacherOptions
 from teacher_workers.tile_runner import TileRunner, tile_from_json
+
+
+class WorkUnitError(Exception):
+    """A tile that failed, as "Type: first line" of its cause. Plain text reaches the driver
+    whatever the cause was (not every exception pickles), and the chained original stays in
+    the worker's log."""
 
 
 class TileActor:
@@ -25,8 +32,11 @@ class TileActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         """Run each tile of the batch; one small result row per tile."""
-        results = [self.runner.run(tile_from_json(str(text))) for text in batch["tile"]]
+        try:
+            results = [self.runner.run(tile_from_json(str(text))) for text in batch["tile"]]
+        except Exception as exc:
+            raise WorkUnitError(f"{type(exc).__name__}: {first_line(exc)}") from exc
         return {
             name: [getattr(r, name) for r in results]
-            for name in ("tile_id", "written", "skipped", "failed", "seconds")
+            for name in ("tile_id", "written", "found", "failed", "seconds")
         }

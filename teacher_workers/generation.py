@@ -6,6 +6,7 @@ result rows come back through Ray.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,57 +15,84 @@ from typing import Any
 import ray
 from tqdm import tqdm
 
-from common.errors import UserError, first_line
-from common.manifest import manifest_key
+from common.cli import check_number
+from common.errors import UserError
 from common.planning import Tile
 from common.storage import Storage
-from teacher_workers.actor import TileActor
+from teacher_workers.actor import TileActor, WorkUnitError
 from teacher_workers.options import TeacherOptions
 from teacher_workers.tile_runner import tile_to_json
 
 
 @dataclass(frozen=True)
 class PoolConfig:
-    """How many actors (min..max, so an autoscaler can grow the pool) and what each holds."""
+    """How many actors (min..max, so an autoscaler can grow the pool), what each holds, and how
+    long to wait for a node that fits one. Checked when made, so the generate job refuses a bad
+    flag before it starts Ray or touches the output; `gpus_per_worker` None is "decide once the
+    cluster is known"."""
 
     min_workers: int = 1
     max_workers: int = 1
-    gpus_per_worker: float = 0.0
+    gpus_per_worker: float | None = 0.0
     cpus_per_worker: float = 1.0
+    startup_timeout_s: float = 900.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_workers <= self.max_workers:
             raise UserError(
-                f"workers must be MIN:MAX with 1 <= MIN <= MAX, got "
+                f"--workers must be MIN:MAX with 1 <= MIN <= MAX, got "
                 f"{self.min_workers}:{self.max_workers}"
             )
-        if self.gpus_per_worker < 0 or self.cpus_per_worker <= 0:
-            raise UserError("gpus per worker must be >= 0 and cpus per worker > 0")
+        if self.gpus_per_worker is not None:
+            check_number("--gpus-per-worker", self.gpus_per_worker, inclusive=True)
+        check_number("--cpus-per-worker", self.cpus_per_worker)
+        check_number("--startup-timeout", self.startup_timeout_s)
 
 
 @dataclass
 class Summary:
-    """Pair counts and wall time of one generation run, for the closing line."""
+    """Pair counts and wall time of one generation run, for the closing line: every planned pair
+    was written now, already done (listed, or stored by an interrupted attempt) or failed now
+    (an unusable input; the next run tries it again)."""
 
     planned: int = 0
     written: int = 0
-    skipped: int = 0
-    failed: int = 0
+    already_done: int = 0
+    failed_now: int = 0
     seconds: float = 0.0
 
     def line(self) -> str:
         rate = self.written / self.seconds if self.seconds else 0.0
         return (
-            f"pairs planned {self.planned}, written {self.written}, skipped (already done) "
-            f"{self.skipped}, failed {self.failed}; {self.seconds:.1f} s wall, "
+            f"pairs planned {self.planned}, written {self.written}, already done "
+            f"{self.already_done}, failed now {self.failed_now}; {self.seconds:.1f} s wall, "
             f"{rate:.2f} new pairs/s"
         )
 
 
-def unfinished(tiles: Sequence[Tile], storage: Storage, teacher_hash: str) -> list[Tile]:
-    """Tiles without a manifest part (one listing, not one request per tile)."""
-    done = set(storage.list(f"manifests/{teacher_hash}"))
-    return [t for t in tiles if manifest_key(teacher_hash, t.tile_id) not in done]
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def failure_cause(exc: BaseException) -> str:
+    """The type and first line of what failed in a work unit, for the job's one error line.
+
+    Ray's errors wrap the cause in text that names the actor (with its id and ANSI colours);
+    the innermost exception is what the user can act on (a refused endpoint, a full disk).
+    """
+    seen: set[int] = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        inner = getattr(exc, "cause", None) or exc.__cause__
+        if not isinstance(inner, BaseException):
+            break
+        exc = inner
+    lines = ANSI_ESCAPE.sub("", str(exc)).strip().splitlines() or [""]
+    if isinstance(exc, WorkUnitError):
+        return lines[0]
+    if lines[0].startswith("ray::"):
+        # A cause Ray could not hand over: its traceback text ends with the cause's own line.
+        return lines[-1].strip()
+    return f"{type(exc).__name__}: {lines[0]}" if lines[0] else type(exc).__name__
 
 
 def generate(
@@ -74,16 +102,18 @@ def generate(
     storage_options: dict[str, Any],
     teacher_hash: str,
     pool: PoolConfig,
+    listed: int = 0,
 ) -> Summary:
-    """Run every unfinished tile on the actor pool; returns what happened."""
+    """Run the tiles of a run's unlisted pairs on the actor pool (`listed` planned pairs were
+    listed already); returns what happened."""
     start = time.perf_counter()
-    summary = Summary(planned=sum(len(t) for t in tiles))
-    todo = unfinished(tiles, storage, teacher_hash)
-    summary.skipped = summary.planned - sum(len(t) for t in todo)
-    if todo:
-        ray.data.DataContext.get_current().enable_progress_bars = False
+    summary = Summary(planned=listed + sum(len(t) for t in tiles), already_done=listed)
+    if tiles:
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        context.raise_original_map_exception = True  # not Ray Data's cause-less wrapper
         rows = ray.data.from_items(
-            [{"tile": tile_to_json(t)} for t in todo], override_num_blocks=len(todo)
+            [{"tile": tile_to_json(t)} for t in tiles], override_num_blocks=len(tiles)
         )
         results = rows.map_batches(
             TileActor,
@@ -102,7 +132,7 @@ def generate(
         )
         with tqdm(
             total=summary.planned,
-            initial=summary.skipped,
+            initial=summary.already_done,
             unit="pair",
             desc="generate",
             mininterval=1.0,
@@ -110,12 +140,12 @@ def generate(
             try:
                 for row in results.iter_rows():
                     summary.written += row["written"]
-                    summary.skipped += row["skipped"]
-                    summary.failed += row["failed"]
-                    bar.update(row["written"] + row["skipped"] + row["failed"])
+                    summary.already_done += row["found"]
+                    summary.failed_now += row["failed"]
+                    bar.update(row["written"] + row["found"] + row["failed"])
             except ray.exceptions.RayError as exc:
                 raise UserError(
-                    f"a work unit failed ({first_line(exc)}); finished tiles are kept, "
+                    f"a work unit failed: {failure_cause(exc)}; finished tiles are kept, "
                     "run the same command again to retry the rest"
                 ) from None
     summary.seconds = time.perf_counter() - start

@@ -2,8 +2,10 @@
 
 Order of writes is what makes re-runs safe: every target is one PUT to its final key; the
 tile's manifest part is written last, after all its targets exist, and lists every pair of the
-tile (new and found); a tile whose part exists is done. A killed worker therefore leaves at
-most some targets without a manifest line, which the retry finds and does not redo.
+tile that has one (new and found); a tile whose part lists pairs is done (Ray retried it after
+it finished). A killed worker therefore leaves at most some targets without a manifest line,
+which the retry finds and does not redo. Pairs of unusable inputs are in no part: the driver
+plans them again on the next run.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import torch
 
-from common.errors import ImageError, MissingInput
+from common.errors import ImageError, UnreadableInput
 from common.ids import content_id, sha256_hex
 from common.images import load_square, png_bytes
 from common.inputs import options_for
@@ -40,9 +42,9 @@ class TileResult:
     """What a tile did, returned to the driver as a small row (no pixels)."""
 
     tile_id: str
-    written: int
-    skipped: int
-    failed: int
+    written: int  # made now
+    found: int  # stored by an earlier attempt (or listed, when Ray retried a finished tile)
+    failed: int  # pairs of inputs that could not be used
     seconds: float
 
 
@@ -82,8 +84,8 @@ class TileRunner:
 
     def run(self, tile: Tile) -> TileResult:
         start = time.perf_counter()
-        if self.storage.exists(manifest_key(self.teacher_hash, tile.tile_id)):
-            return TileResult(tile.tile_id, 0, len(tile), 0, 0.0)
+        if listed := self._listed(tile.tile_id):
+            return TileResult(tile.tile_id, 0, listed, len(tile) - listed, 0.0)
         failures: list[FailureLine] = []
         contents = self._load(tile.contents, "content", failures)
         styles = self._load(tile.styles, "style", failures)
@@ -100,13 +102,21 @@ class TileRunner:
         ]
         if failures:
             write_lines(self.storage, failure_key(self.teacher_hash, tile.tile_id), failures)
-        write_lines(self.storage, manifest_key(self.teacher_hash, tile.tile_id), lines)
-        skipped = len(lines) - len(missing)
-        failed = len(tile) - len(lines)
-        return TileResult(tile.tile_id, len(missing), skipped, failed, elapsed)
+        if lines:
+            write_lines(self.storage, manifest_key(self.teacher_hash, tile.tile_id), lines)
+        found = len(lines) - len(missing)
+        return TileResult(tile.tile_id, len(missing), found, len(tile) - len(lines), elapsed)
+
+    def _listed(self, tile_id: str) -> int:
+        """Lines in the tile's manifest part (0 when it has none, or an empty one)."""
+        try:
+            data = self.storage.read_bytes(manifest_key(self.teacher_hash, tile_id))
+        except FileNotFoundError:
+            return 0
+        return sum(1 for line in data.splitlines() if line.strip())
 
     def _load(self, urls: tuple[str, ...], role: str, failures: list[FailureLine]) -> list[Image]:
-        """Decode the tile's images; a corrupt or missing one is recorded and left out.
+        """Decode the tile's images; a corrupt, missing or unreadable one is recorded and left out.
 
         Any other error (throttling, a dropped connection) is not the input's fault: it fails
         the work unit, which writes no manifest part, so a re-run retries every pair.
@@ -116,7 +126,7 @@ class TileRunner:
             try:
                 data = read_url(url, options_for(url, self.input_options))
                 images.append(Image(url, content_id(data), load_square(data, self.resolution, url)))
-            except (ImageError, MissingInput) as exc:
+            except (ImageError, UnreadableInput) as exc:
                 log.warning("skipping %s %s: %s", role, url, exc)
                 failures.append(FailureLine(url, role, str(exc), self.teacher_hash))
         return images

@@ -3,8 +3,10 @@ through a killed actor and a restarted driver, with bad inputs reported and noth
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 import ray
+from PIL import Image
 from ray._private import ray_constants
 
 from common.errors import UserError
@@ -48,7 +51,14 @@ def job_args(contents: Path, styles: Path, out: str, *extra: str) -> list[str]:
     ]
 
 
-def test_two_actors_write_every_pair_once_and_record_the_corrupt_input(ray_cluster, tmp_path):
+def summary_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """The closing count line the job printed since the last call."""
+    return next(x for x in capsys.readouterr().out.splitlines() if x.startswith("pairs planned"))
+
+
+def test_two_actors_write_every_pair_once_and_record_the_corrupt_input(
+    ray_cluster, tmp_path, capsys
+):
     contents, styles = write_inputs(tmp_path, 3, 2, corrupt=True)
     out = tmp_path / "run"
     assert generate.main(job_args(contents, styles, str(out), "--tile", "2x1")) == 0
@@ -59,11 +69,91 @@ def test_two_actors_write_every_pair_once_and_record_the_corrupt_input(ray_clust
     text = "".join(storage.read_bytes(k).decode() for k in failures)
     assert "broken.png" in text and "not a readable image" in text
     assert run_json(storage)["teacher_hash"] == lines[0].teacher_hash
-    # the same job again finds everything done and writes nothing
+    assert summary_line(capsys).startswith(
+        "pairs planned 8, written 6, already done 0, failed now 2;"
+    )
+    # the same job again writes nothing and tries the corrupt input again
     before = target_times(out)
     assert generate.main(job_args(contents, styles, str(out), "--tile", "2x1")) == 0
     check_unchanged(out, before)
     check_exactly_once(storage, 3 * 2)
+    assert summary_line(capsys).startswith(
+        "pairs planned 8, written 0, already done 6, failed now 2;"
+    )
+    assert "broken.png" in "".join(storage.read_bytes(k).decode() for k in storage.list("failures"))
+
+
+def test_a_restored_input_is_generated_and_new_inputs_add_no_duplicate_lines(
+    ray_cluster, tmp_path, capsys
+):
+    contents, styles = write_inputs(tmp_path, 2, 2)
+    (contents / "gone.png").symlink_to(tmp_path / "restored.png")  # dangling: a missing input
+    out = tmp_path / "run"
+    args = job_args(contents, styles, str(out), "--tile", "2x2")
+    assert generate.main(args) == 0
+    assert summary_line(capsys).startswith(
+        "pairs planned 6, written 4, already done 0, failed now 2;"
+    )
+    storage = Storage(str(out))
+    assert "no such file" in storage.read_bytes(storage.list("failures")[0]).decode()
+    # the input comes back, and one more content and one more style join the folders
+    Image.open(contents / "c0.png").rotate(90).save(tmp_path / "restored.png")
+    Image.open(contents / "c1.png").rotate(90).save(contents / "c9.png")
+    Image.open(styles / "s0.jpg").rotate(90).save(styles / "s9.jpg")
+    before = target_times(out)
+    assert generate.main(args) == 0
+    assert summary_line(capsys).startswith(
+        "pairs planned 12, written 8, already done 4, failed now 0;"
+    )
+    check_exactly_once(storage, 12)  # every pair listed once, though new inputs re-cut the tiles
+    check_unchanged(out, before)
+    assert storage.list("failures") == []  # the restored input's record is gone
+
+
+def test_unreadable_inputs_are_recorded_with_their_reason_and_the_job_finishes(
+    ray_cluster, tmp_path
+):
+    contents, styles = write_inputs(tmp_path, 2, 2)
+    (contents / "loop.png").symlink_to("loop.png")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(contents / "socket.png"))
+    reasons = {
+        "loop.png": "Too many levels of symbolic links (ELOOP)",
+        "socket.png": "No such device or address (ENXIO)",
+    }
+    if os.geteuid() != 0:  # root reads a file whatever its mode
+        (contents / "locked.png").write_bytes(b"x")
+        (contents / "locked.png").chmod(0)
+        reasons["locked.png"] = "Permission denied (EACCES)"
+    out = tmp_path / "run"
+    assert generate.main(job_args(contents, styles, str(out), "--tile", "2x1")) == 0
+    storage = Storage(str(out))
+    check_exactly_once(storage, 2 * 2)
+    recorded = [
+        json.loads(line)
+        for key in storage.list("failures")
+        for line in storage.read_bytes(key).decode().splitlines()
+    ]
+    assert {Path(f["url"]).name: f["reason"] for f in recorded} == {
+        name: f"cannot read {contents / name}: {reason}" for name, reason in reasons.items()
+    }
+
+
+def test_a_failed_work_unit_names_its_cause_without_ray_noise(ray_cluster, tmp_path):
+    contents, styles = write_inputs(tmp_path, 1, 1)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "targets").write_text("a file where the targets folder goes: every write fails")
+    with pytest.raises(UserError) as error:
+        generate.main(job_args(contents, styles, str(out)))
+    message = str(error.value)
+    assert message.startswith(f"a work unit failed: UserError: cannot write {out}/targets/")
+    assert "Not a directory" in message
+    assert message.endswith(
+        "; finished tiles are kept, run the same command again to retry the rest"
+    )
+    for noise in ("\x1b", "ray::", "actor_id", "\n"):
+        assert noise not in message
 
 
 def test_s3_output_works_the_same_and_keeps_credentials_out(
@@ -165,6 +255,7 @@ def test_a_driver_stopped_halfway_finishes_on_restart(ray_cluster, tmp_path):
             "no-such-org/no-such-model",
             "error: cannot load model 'no-such-org/no-such-model'",
         ),
+        ("--workers", "3:1", "error: --workers must be MIN:MAX with 1 <= MIN <= MAX, got 3:1"),
     ],
 )
 def test_wrong_input_url_or_model_fails_fast_with_one_line(tmp_path, flag, value, message):
@@ -184,6 +275,29 @@ def test_wrong_input_url_or_model_fails_fast_with_one_line(tmp_path, flag, value
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(message)
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--workers", "3:1", "--workers must be MIN:MAX with 1 <= MIN <= MAX, got 3:1"),
+        ("--workers", "0:2", "--workers values must be >= 1, got '0:2'"),
+        ("--cpus-per-worker", "0", "--cpus-per-worker must be a number > 0, got 0"),
+        ("--cpus-per-worker", "nan", "--cpus-per-worker must be a number > 0, got nan"),
+        ("--gpus-per-worker", "-1", "--gpus-per-worker must be a number >= 0, got -1"),
+        ("--gpu-memory-gb", "-1", "--gpu-memory-gb must be a number > 0, got -1"),
+        ("--startup-timeout", "0", "--startup-timeout must be a number > 0, got 0"),
+    ],
+)
+def test_bad_pool_options_are_refused_before_ray_or_the_output(
+    tmp_path, monkeypatch, flag, value, message
+):
+    monkeypatch.setattr(generate, "connect_ray", lambda: pytest.fail("Ray was started"))
+    contents, styles = write_inputs(tmp_path, 1, 1)
+    with pytest.raises(UserError) as error:
+        generate.main(job_args(contents, styles, str(tmp_path / "o"), flag, value))
+    assert str(error.value) == message
     assert not (tmp_path / "o").exists()
 
 

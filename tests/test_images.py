@@ -9,6 +9,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
+import torchvision
 from PIL import Image
 
 from common.errors import ImageError
@@ -101,3 +102,71 @@ def test_png_bytes_clamps_out_of_range_values() -> None:
     tensor = torch.tensor([-0.5, 0.5, 1.5]).view(3, 1, 1).expand(3, 2, 2)
     decoded = to_tensor(decode_image(png_bytes(tensor)))
     assert (decoded[:, 0, 0] * 255).round().long().tolist() == [0, 128, 255]
+
+
+@pytest.mark.parametrize("size", [(103, 100), (100, 107), (64, 61), (100, 101), (40, 40)])
+def test_center_crop_matches_torchvision_center_crop(size: tuple[int, int]) -> None:
+    """Margins of 4k+3 pixels: a floored offset is one pixel off the reference's rounded one."""
+    image = random_image(*size, seed=3)
+    side = min(size)
+    expected = torchvision.transforms.CenterCrop(side)(image)
+    assert np.array_equal(np.asarray(center_crop_resize(image, side)), np.asarray(expected))
+
+
+def uniform(mode: str, value: object, size: tuple[int, int] = (6, 4)) -> Image.Image:
+    return Image.new(mode, size, value)  # type: ignore[arg-type]
+
+
+def sixteen_bit_big_endian(level: int) -> Image.Image:
+    return Image.frombytes("I;16B", (6, 4), np.full((4, 6), level, ">u2").tobytes())
+
+
+def palette(transparent: int | None) -> Image.Image:
+    image = Image.new("P", (6, 4), 0)
+    image.putpalette([10, 20, 30, 200, 100, 50])
+    if transparent is not None:
+        image.info["transparency"] = transparent
+    return image
+
+
+@pytest.mark.parametrize(
+    ("image", "fmt", "rgb"),
+    [
+        (uniform("I;16", 128 * 257), "PNG", (128, 128, 128)),  # 16-bit grey PNG
+        (uniform("I;16", 1000), "PNG", (4, 4, 4)),  # 1000 / 257 = 3.9
+        (sixteen_bit_big_endian(200 * 257), "TIFF", (200, 200, 200)),
+        (uniform("I", 60 * 257), "TIFF", (60, 60, 60)),  # 32-bit integer holding 16-bit levels
+        (uniform("F", 0.25), "TIFF", (64, 64, 64)),
+        (uniform("1", 1), "PNG", (255, 255, 255)),
+        (uniform("L", 77), "PNG", (77, 77, 77)),
+        (palette(None), "GIF", (10, 20, 30)),
+        (palette(0), "PNG", (255, 255, 255)),  # the transparent index, on white
+        (uniform("LA", (100, 255)), "PNG", (100, 100, 100)),
+        (uniform("LA", (100, 128)), "PNG", (177, 177, 177)),  # half-transparent on white
+        (uniform("RGBA", (10, 20, 30, 0)), "PNG", (255, 255, 255)),
+        (uniform("RGBA", (10, 20, 30, 255)), "PNG", (10, 20, 30)),
+        (uniform("CMYK", (0, 255, 255, 0)), "TIFF", (255, 0, 0)),
+    ],
+)
+def test_every_pixel_mode_decodes_to_the_colour_a_viewer_shows(
+    image: Image.Image, fmt: str, rgb: tuple[int, int, int]
+) -> None:
+    data = encode(image, fmt)
+    assert Image.open(io.BytesIO(data)).mode == image.mode  # the file keeps the mode under test
+    decoded = decode_image(data)
+    assert decoded.mode == "RGB"
+    assert np.unique(np.asarray(decoded).reshape(-1, 3), axis=0).tolist() == [list(rgb)]
+
+
+@pytest.mark.parametrize(
+    ("image", "reason"),
+    [
+        (uniform("I", 70_000), "mode I pixels outside 0..65535"),
+        (uniform("I", -1), "mode I pixels outside 0..65535"),
+        (uniform("F", 2.0), "float pixels outside"),
+        (uniform("F", float("nan")), "float pixels outside"),
+    ],
+)
+def test_pixels_without_a_known_scale_are_refused(image: Image.Image, reason: str) -> None:
+    with pytest.raises(ImageError, match=f"scan.tif: {reason}"):
+        decode_image(encode(image, "TIFF"), name="scan.tif")

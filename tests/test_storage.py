@@ -13,7 +13,7 @@ from typing import Any
 import fsspec
 import pytest
 
-from common.errors import UserError
+from common.errors import UnreadableInput, UserError
 from common.storage import Storage, read_url, redact
 
 
@@ -67,6 +67,23 @@ def test_local_writes_leave_no_temporary_files(tmp_path: Path) -> None:
 def test_read_url_of_a_missing_object_is_a_user_error(memory_root: str) -> None:
     with pytest.raises(UserError, match="no such file"):
         read_url(f"{memory_root}/nothing.png")
+
+
+def test_read_url_names_why_a_local_file_cannot_be_read(tmp_path: Path) -> None:
+    """A symlink loop, a folder or a socket is the input's fault: recorded, not a job failure."""
+    (tmp_path / "loop.png").symlink_to("loop.png")
+    (tmp_path / "folder.png").mkdir()
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(tmp_path / "socket.png"))
+    expected = {
+        "loop.png": "Too many levels of symbolic links (ELOOP)",
+        "folder.png": "Is a directory (EISDIR)",
+        "socket.png": "No such device or address (ENXIO)",
+    }
+    for name, reason in expected.items():
+        with pytest.raises(UnreadableInput) as caught:
+            read_url(str(tmp_path / name))
+        assert str(caught.value) == f"cannot read {tmp_path / name}: {reason}"
 
 
 def assert_fails_fast(storage: Storage, expected: str) -> None:
