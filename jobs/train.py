@@ -64,6 +64,14 @@ def build_trainer(config: TrainConfig, splits: Splits) -> TorchTrainer:
     )
 
 
+def train(config: TrainConfig, splits: Splits) -> Result:
+    """Run Ray Train; what the workers found a retry cannot fix is a `UserError`."""
+    result = build_trainer(config, splits).fit()
+    if result.return_value is not None:
+        raise UserError(result.return_value)
+    return result
+
+
 def describe(config: TrainConfig, result: Result) -> str:
     """Where the checkpoints and metrics of a finished run are."""
     storage = config.storage()
@@ -82,8 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     splits = validate(config)
     print(f"training on {len(splits.train)} pairs, validating on {len(splits.val)}")
     connect_ray()
-    result = build_trainer(config, splits).fit()
-    print(describe(config, result))
+    print(describe(config, train(config, splits)))
     return 0
 
 

@@ -1,20 +1,74 @@
-"""`jobs.train` when a run cannot go on as planned: missing manifest parts are named, and a
-root without manifests says to run generation."""
+"""`jobs.train` when a run cannot go on: a damaged checkpoint ends it at once, missing manifest
+parts are named, and a root without manifests says to run generation."""
 
 from __future__ import annotations
 
 import logging
+import shutil
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from common.errors import UserError
 from common.manifest import manifest_key
 from common.run_info import write_run_info
 from common.storage import Storage
+from jobs.train import train, validate
 from student.dataset import read_splits
+from student.train_config import TrainConfig
+from student.train_loop import METRICS_FILE, STATE_FILE
 from tests.cli import run_job
 from tests.synthetic_run import write_synthetic_run
-from tests.train_helpers import SIZE
+from tests.train_helpers import SIZE, fit, small_config, snapshot
+
+NAME = "done"
+
+
+@pytest.fixture(scope="module")
+def finished_run(ray_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> TrainConfig:
+    """A run that trained all its epochs (one worker, two epochs: quick)."""
+    root = tmp_path_factory.mktemp("finished")
+    write_synthetic_run(root, n_content=3, n_style=3, size=SIZE)
+    config = small_config(str(root), NAME, workers=1, epochs=2)
+    fit(config)
+    return config
+
+
+def copy_run(config: TrainConfig, tmp_path: Path) -> TrainConfig:
+    """The same run in a folder of its own to damage (Ray Train's record of a run names its
+    checkpoint folders relative to the run folder, so the copy resumes from its own)."""
+    shutil.copytree(config.data, tmp_path / "run")
+    return replace(config, data=str(tmp_path / "run"))
+
+
+def latest_state_file(config: TrainConfig) -> Path:
+    return Path(config.data) / "train" / config.name / f"epoch-{config.epochs:04d}" / STATE_FILE
+
+
+def trained(config: TrainConfig) -> dict[str, tuple[bytes, int]]:
+    """The run's checkpoints and metrics file (not Ray Train's own records)."""
+    run = Path(config.data) / "train" / config.name
+    return {k: v for k, v in snapshot(run).items() if "/epoch-" in k or k.endswith(METRICS_FILE)}
+
+
+def garbage(path: Path) -> None:
+    path.write_bytes(b"garbage\n")
+
+
+def test_workers_that_cannot_restore_end_the_run_at_once(
+    finished_run: TrainConfig, tmp_path: Path
+) -> None:
+    """A checkpoint damaged after the driver's check: every rank fails alike and the run ends
+    with that cause, not with Ray Train restarting the worker group `max_failures` times."""
+    config = copy_run(finished_run, tmp_path)
+    garbage(latest_state_file(config))
+    config = replace(config, workers=2, epochs=3)
+    before = trained(config)
+    with pytest.raises(UserError, match=f"cannot resume '{NAME}': .*is not a file written by"):
+        train(config, validate(config))
+    assert trained(config) == before
 
 
 def generated_run(root: Path) -> Storage:
