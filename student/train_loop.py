@@ -177,8 +177,8 @@ def load_checkpoint(
     """The checkpoint at `url`, checked the way a worker resumes from it: its state is loaded
     into a throwaway optimizer, schedule and early stop (and grad scaler where `fp16`).
 
-    A damaged or foreign checkpoint is a `UserError` naming the file, never an error that Ray
-    Train retries.
+    The driver calls it before Ray starts and every worker again, so a damaged or foreign
+    checkpoint is a `UserError` naming the file, never an error that Ray Train retries.
     """
     student, student_config = load_student(url, storage_options, device)
     storage = Storage(url, storage_options)
@@ -195,6 +195,12 @@ def load_checkpoint(
             f"({type(exc).__name__}: {first_line(exc)})"
         ) from None
     return Restored(student, student_config, state)
+
+
+def finished(state: dict[str, Any], config: TrainConfig) -> bool:
+    """Whether a run with this saved state has nothing left to do (the loop of `fit`)."""
+    early = EarlyStop(config.patience, *state["early_stop"])
+    return state["epoch"] >= config.epochs or early.should_stop
 
 
 def cannot_resume(config: TrainConfig, cause: UserError) -> UserError:

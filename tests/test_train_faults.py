@@ -1,15 +1,17 @@
-"""`jobs.train` when a run cannot go on: a damaged checkpoint ends it at once, missing manifest
-parts are named, and a root without manifests says to run generation."""
+"""`jobs.train` when a run cannot or need not go on: a damaged checkpoint or Ray Train record, a
+finished run, missing manifest parts. Each ends at once with one clear line, without retries."""
 
 from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from common.errors import UserError
 from common.manifest import manifest_key
@@ -21,7 +23,7 @@ from student.train_config import TrainConfig
 from student.train_loop import METRICS_FILE, STATE_FILE
 from tests.cli import run_job
 from tests.synthetic_run import write_synthetic_run
-from tests.train_helpers import SIZE, fit, small_config, snapshot
+from tests.train_helpers import SIZE, SMALL_MODEL, fit, history, small_config, snapshot
 
 NAME = "done"
 
@@ -43,6 +45,18 @@ def copy_run(config: TrainConfig, tmp_path: Path) -> TrainConfig:
     return replace(config, data=str(tmp_path / "run"))
 
 
+def cli_args(config: TrainConfig, epochs: int) -> list[str]:
+    """The command line of `config` (see `small_config`) with another epoch count."""
+    assert config.model == SMALL_MODEL
+    return [
+        *("--data", config.data, "--name", config.name, "--epochs", str(epochs)),
+        *("--workers", str(config.workers), "--batch-size", str(config.batch_size)),
+        *("--crop-size", str(config.crop_size), "--init", config.init),
+        *("--loader-workers", "0", "--lr-patience", str(config.lr_patience)),
+        *("--enc-layers", "1", "--dec-layers", "1", "--dim-feedforward", "256"),
+    ]
+
+
 def latest_state_file(config: TrainConfig) -> Path:
     return Path(config.data) / "train" / config.name / f"epoch-{config.epochs:04d}" / STATE_FILE
 
@@ -57,6 +71,53 @@ def garbage(path: Path) -> None:
     path.write_bytes(b"garbage\n")
 
 
+def foreign_optimizer(path: Path) -> None:
+    """The saved state with another model's optimizer in it: a valid torch file, wrong content."""
+    state = torch.load(path, weights_only=True)
+    state["optimizer"] = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))]).state_dict()
+    torch.save(state, path)
+
+
+def test_a_finished_run_says_so_and_starts_nothing(finished_run: TrainConfig) -> None:
+    before = snapshot(Path(finished_run.data))
+    result = run_job("train", *cli_args(finished_run, epochs=2))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"run '{NAME}' is already complete (epoch 2 of 2; best val_loss "
+        f"{min(r['val_loss'] for r in history(finished_run)):.5f} at "
+        f"{finished_run.data}/train/{NAME}/epoch-0002); nothing to do. "
+        "Pass more --epochs to train it further."
+    ]
+    assert result.stderr == ""  # Ray was never started: it would have logged
+    assert snapshot(Path(finished_run.data)) == before
+
+
+@pytest.mark.parametrize(
+    ("damage", "cause"),
+    [
+        (garbage, "is not a file written by torch.save"),
+        (foreign_optimizer, "is not a training state of this student (ValueError: "),
+    ],
+    ids=["garbage", "foreign-optimizer"],
+)
+def test_a_tampered_checkpoint_is_one_error_line_and_no_retry(
+    finished_run: TrainConfig, tmp_path: Path, damage: Callable[[Path], None], cause: str
+) -> None:
+    config = copy_run(finished_run, tmp_path)
+    state_file = latest_state_file(config)
+    damage(state_file)
+    before = snapshot(tmp_path)
+    result = run_job("train", *cli_args(config, epochs=3))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: cannot resume '{NAME}': {state_file} {cause}")
+    assert result.stderr.endswith(
+        f"; use a new --name, or delete {config.data}/train/{NAME} to start this run again\n"
+    )
+    assert len(result.stderr.splitlines()) == 1
+    assert "Traceback" not in result.stdout
+    assert snapshot(tmp_path) == before  # no worker started, so no epoch was trained
+
+
 def test_workers_that_cannot_restore_end_the_run_at_once(
     finished_run: TrainConfig, tmp_path: Path
 ) -> None:
@@ -69,6 +130,20 @@ def test_workers_that_cannot_restore_end_the_run_at_once(
     with pytest.raises(UserError, match=f"cannot resume '{NAME}': .*is not a file written by"):
         train(config, validate(config))
     assert trained(config) == before
+
+
+def test_a_deleted_checkpoint_folder_is_one_error_line(
+    finished_run: TrainConfig, tmp_path: Path
+) -> None:
+    """Ray Train's record of the run still names the folder: resuming cannot work."""
+    config = copy_run(finished_run, tmp_path)
+    shutil.rmtree(latest_state_file(config).parent)
+    result = run_job("train", *cli_args(config, epochs=3))
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        f"error: cannot resume '{NAME}': Ray Train's record of the run cannot be used ("
+    )
+    assert len(result.stderr.splitlines()) == 1
 
 
 def generated_run(root: Path) -> Storage:
