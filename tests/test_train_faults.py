@@ -20,7 +20,7 @@ from common.storage import Storage
 from jobs.train import train, validate
 from student.dataset import read_splits
 from student.train_config import TrainConfig
-from student.train_loop import METRICS_FILE, STATE_FILE
+from student.train_loop import METRICS_FILE, STATE_FILE, finished
 from tests.cli import run_job
 from tests.synthetic_run import write_synthetic_run
 from tests.train_helpers import SIZE, SMALL_MODEL, fit, history, small_config, snapshot
@@ -187,3 +187,20 @@ def test_a_root_without_manifests_says_to_run_generation(
         f"error: no manifests under {folder}: generation has not run or not finished a tile "
         "yet (run jobs.generate with --out set to this root)\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("epoch", "early_stop", "epochs", "patience", "done"),
+    [
+        (4, [False, 0], 4, 3, True),  # every epoch run
+        (4, [False, 0], 6, 3, False),  # more --epochs asked for
+        (3, [True, 3], 6, 3, True),  # the early stop was reached
+        (3, [True, 3], 6, 4, False),  # a larger --patience trains on
+    ],
+)
+def test_a_run_is_finished_when_its_loop_would_not_run(
+    epoch: int, early_stop: list, epochs: int, patience: int, done: bool
+) -> None:
+    state = {"epoch": epoch, "early_stop": early_stop}
+    config = small_config("unused", NAME, epochs=epochs, patience=patience)
+    assert finished(state, config) is done
