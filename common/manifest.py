@@ -102,6 +102,14 @@ def manifest_parts(storage: Storage, teacher_hash: str) -> dict[str, list[Manife
     return parts
 
 
+def no_manifests(storage: Storage, prefix: str) -> str:
+    """The message for a root without manifest parts: a teacher hash would not help there."""
+    return (
+        f"no manifests under {storage.url(prefix)}: generation has not run or not finished a "
+        "tile yet (run jobs.generate with --out set to this root)"
+    )
+
+
 def read_manifest(
     storage: Storage, teacher_hash: str | None = None, splits: tuple[str, ...] = SPLITS
 ) -> list[ManifestLine]:
@@ -111,9 +119,13 @@ def read_manifest(
     """
     if teacher_hash is None:
         found = teacher_hashes(storage)
-        if len(found) != 1:
-            what = "no manifests" if not found else f"manifests of several teachers {found}"
-            raise UserError(f"{storage.url('manifests')}: {what}; pass the teacher hash")
+        if not found:
+            raise UserError(no_manifests(storage, "manifests"))
+        if len(found) > 1:
+            raise UserError(
+                f"{storage.url('manifests')}: manifests of several teachers {found}; "
+                "pass the teacher hash"
+            )
         teacher_hash = found[0]
     lines = {
         line.target: line

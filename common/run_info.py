@@ -8,6 +8,7 @@ import time
 from importlib import metadata
 from typing import Any
 
+from common.errors import UserError
 from common.storage import Storage, redact
 
 PACKAGES = (
@@ -53,4 +54,17 @@ def write_run_info(
     storage.write_bytes(
         "run.json", json.dumps(info, indent=2, sort_keys=True, default=str).encode()
     )
+    return info
+
+
+def read_run_info(storage: Storage) -> dict[str, Any] | None:
+    """run.json of a root, or None where there is none; a damaged one is a `UserError`."""
+    try:
+        info = json.loads(storage.read_bytes("run.json"))
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise UserError(f"{storage.url('run.json')} is not valid JSON: {exc}") from None
+    if not isinstance(info, dict):
+        raise UserError(f"{storage.url('run.json')} is not a JSON object")
     return info

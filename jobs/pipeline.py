@@ -5,7 +5,8 @@
 
 Each step is the same command a user runs on a cluster (`python -m jobs.generate`, `jobs.train`,
 `jobs.evaluate`), started here in turn with arguments derived from these few. Re-running the
-same command finishes what is missing: generation skips stored pairs, training resumes.
+same command finishes what is missing: generation skips stored pairs, training resumes (a
+finished training run says so and exits).
 """
 
 from __future__ import annotations

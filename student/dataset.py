@@ -19,7 +19,8 @@ from torch.utils.data import Dataset
 from common.errors import ImageError, UserError
 from common.images import center_crop_resize, decode_image, load_square, to_tensor
 from common.inputs import options_for
-from common.manifest import ManifestLine, read_manifest
+from common.manifest import ManifestLine, no_manifests, read_manifest
+from common.run_info import read_run_info
 from common.storage import Storage, read_url
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class Batch(NamedTuple):
 
 @dataclass(frozen=True)
 class Splits:
-    """The manifest lines a training run uses; golden lines are never read here."""
+    """The manifest lines a training run uses; golden lines are never trained on."""
 
     train: list[ManifestLine]
     val: list[ManifestLine]
@@ -64,15 +65,45 @@ class Splits:
 
 
 def read_splits(storage: Storage, teacher_hash: str | None = None) -> Splits:
-    """Train and val lines of one teacher; a missing root or an empty split is a `UserError`."""
+    """Train and val lines of one teacher; a missing root, no manifests or an empty split is a
+    `UserError`, and fewer manifest parts than run.json planned is a warning."""
     if not storage.fs.exists(storage.root_path):
         raise UserError(f"--data {storage.root}: no such directory or prefix")
-    lines = read_manifest(storage, teacher_hash, splits=("train", "val"))
+    lines = read_manifest(storage, teacher_hash)
+    if not lines:
+        raise UserError(no_manifests(storage, f"manifests/{teacher_hash}"))
+    if (warning := unfinished_generation(storage, lines[0].teacher_hash, len(lines))) is not None:
+        logger.warning(warning)
     splits = Splits(*([line for line in lines if line.split == name] for name in ("train", "val")))
     for name, found in (("train", splits.train), ("val", splits.val)):
         if not found:
             raise UserError(f"{storage.url('manifests')}: no {name} pairs")
     return splits
+
+
+def unfinished_generation(storage: Storage, teacher_hash: str, listed: int) -> str | None:
+    """What is missing when run.json planned more tiles for this teacher than have manifest
+    parts (generation unfinished, or parts deleted), else None.
+
+    Tiles, not pairs, decide: pairs whose inputs were unusable have no line in a finished
+    tile either, and generation reported those already. A root without run.json (or one
+    written for another teacher) has no plan to compare with.
+    """
+    info = read_run_info(storage)
+    if info is None or info.get("teacher_hash") != teacher_hash:
+        return None
+    tiles, pairs = info.get("tiles"), info.get("pairs")
+    if not isinstance(tiles, int) or not isinstance(pairs, int):
+        return None
+    parts = len(storage.list(f"manifests/{teacher_hash}"))
+    if parts >= tiles:
+        return None
+    return (
+        f"run.json planned {pairs} pairs in {tiles} tiles, {storage.url('manifests')} has "
+        f"{parts} parts listing {listed}: {pairs - listed} planned pairs have no manifest line "
+        "(generation unfinished or parts deleted; run jobs.generate again with the same "
+        "options to finish it); training on the listed pairs only"
+    )
 
 
 def teacher_resolution(storage: Storage, line: ManifestLine) -> int | None:

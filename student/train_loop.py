@@ -3,19 +3,22 @@
 A checkpoint is the student (`model.safetensors` + `config.json`, see `student.checkpoint`)
 plus `optimizer.pt` with the optimizer, scheduler, early-stop state, epoch and the metrics
 history. Everything that decides the next epoch is in it, so a worker group restarted after a
-failure, or a re-run of the same name, continues at the next epoch.
+failure, or a re-run of the same name, continues at the next epoch. A checkpoint that cannot
+be restored is no failure a restart can fix: the workers end the run at once with its cause.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import ray.train
@@ -23,10 +26,13 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.optim import Adam
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torch.utils.data import DataLoader, DistributedSampler
 
-from student.checkpoint import load_student, save_student
+from common.errors import UserError, first_line
+from common.storage import Storage
+from student.checkpoint import load_student, read_file, save_student
 from student.dataset import Batch, Splits, TripleDataset, collate_triples
 from student.inference import imagenet_normalize
 from student.losses import build_loss
@@ -123,11 +129,101 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def load_checkpoint(folder: Path, device: torch.device) -> tuple[nn.Module, STTRConfig, dict]:
-    """Student, its config and the training state saved by `WorkerRun.report`."""
-    student, student_config = load_student(str(folder), device=str(device))
-    state = torch.load(folder / STATE_FILE, map_location=device, weights_only=True)
-    return student, student_config, state
+class Restored(NamedTuple):
+    """A checkpoint's student, its config and the training state saved by `WorkerRun.report`
+    (None for a fresh student)."""
+
+    student: nn.Module
+    student_config: STTRConfig
+    state: dict[str, Any] | None
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> tuple[Adam, ReduceLROnPlateau]:
+    optimizer = Adam(model.parameters(), lr=config.lr)
+    scheduler = ReduceLROnPlateau(optimizer, factor=config.lr_factor, patience=config.lr_patience)
+    return optimizer, scheduler
+
+
+def load_state(
+    state: dict[str, Any],
+    optimizer: Adam,
+    scheduler: ReduceLROnPlateau,
+    scaler: torch.amp.GradScaler,
+    early: EarlyStop,
+) -> tuple[int, list[dict[str, Any]]]:
+    """Load a saved training state into these objects; returns its epoch and metrics history.
+    A missing, mistyped or mismatched part raises (`KeyError`, `ValueError`, `TypeError`)."""
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    early.waiting, early.waited = state["early_stop"]
+    if not isinstance(early.waiting, bool) or not isinstance(early.waited, int):
+        raise ValueError(f"early stop state {state['early_stop']!r} is not [bool, int]")
+    epoch, history = state["epoch"], state["history"]
+    if not isinstance(epoch, int) or not isinstance(history, list) or len(history) != epoch:
+        raise ValueError(f"epoch {epoch!r} does not match its metrics history")
+    if not all(isinstance(record, dict) and "val_loss" in record for record in history):
+        raise ValueError("its metrics history has records without a val_loss")
+    return epoch, history
+
+
+def load_checkpoint(
+    url: str,
+    config: TrainConfig,
+    device: torch.device,
+    fp16: bool = False,
+    storage_options: dict[str, Any] | None = None,
+) -> Restored:
+    """The checkpoint at `url`, checked the way a worker resumes from it: its state is loaded
+    into a throwaway optimizer, schedule and early stop (and grad scaler where `fp16`).
+
+    The driver calls it before Ray starts and every worker again, so a damaged or foreign
+    checkpoint is a `UserError` naming the file, never an error that Ray Train retries.
+    """
+    student, student_config = load_student(url, storage_options, device)
+    storage = Storage(url, storage_options)
+    data = read_file(storage, STATE_FILE)
+    if not zipfile.is_zipfile(io.BytesIO(data)):  # torch's own error here is misleading
+        raise UserError(f"{storage.url(STATE_FILE)} is not a file written by torch.save")
+    try:
+        state = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+        scaler = torch.amp.GradScaler(device.type, enabled=fp16)
+        load_state(state, *build_optimizer(student, config), scaler, EarlyStop(config.patience))
+    except Exception as exc:  # unpickling and load_state_dict raise many types on bad input
+        raise UserError(
+            f"{storage.url(STATE_FILE)} is not a training state of this student "
+            f"({type(exc).__name__}: {first_line(exc)})"
+        ) from None
+    return Restored(student, student_config, state)
+
+
+def finished(state: dict[str, Any], config: TrainConfig) -> bool:
+    """Whether a run with this saved state has nothing left to do (the loop of `fit`)."""
+    early = EarlyStop(config.patience, *state["early_stop"])
+    return state["epoch"] >= config.epochs or early.should_stop
+
+
+def cannot_resume(config: TrainConfig, cause: UserError) -> UserError:
+    """The one-line error for a checkpoint that cannot be resumed. Deleting only that
+    checkpoint folder would not help: Ray Train's record of the run still names it."""
+    return UserError(
+        f"cannot resume {config.name!r}: {cause}; use a new --name, or delete "
+        f"{config.storage().url(f'train/{config.name}')} to start this run again"
+    )
+
+
+def same_error_on_all_ranks(error: UserError | None) -> None:
+    """Raise the first rank's error on every rank, or nothing if no rank had one: a rank
+    that could not restore must not leave the others waiting in DDP's first collective."""
+    if not dist.is_initialized():
+        if error is not None:
+            raise error
+        return
+    messages: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(messages, None if error is None else str(error))
+    first = next((message for message in messages if message is not None), None)
+    if first is not None:
+        raise UserError(first)
 
 
 def fresh_student(config: TrainConfig) -> nn.Module:
@@ -148,42 +244,51 @@ class WorkerRun:
         self.amp_dtype = autocast_dtype(config)
         student, self.student_config, state = self.restore_or_build()
         self.model = ray.train.torch.prepare_model(student)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
-        self.scheduler = ReduceLROnPlateau(
-            self.optimizer, factor=config.lr_factor, patience=config.lr_patience
-        )
-        self.scaler = torch.amp.GradScaler(
-            self.device.type, enabled=self.amp_dtype == torch.float16
-        )
+        self.optimizer, self.scheduler = build_optimizer(self.model, config)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.fp16)
         self.early = EarlyStop(config.patience)
         self.epoch = self.resumed_from = 0
         self.history: list[dict[str, Any]] = []
         if state is not None:
-            self.load_state(state)
+            self.epoch, self.history = load_state(
+                state, self.optimizer, self.scheduler, self.scaler, self.early
+            )
+            self.resumed_from = self.epoch
         self.loss_fn = build_loss(config.loss).to(self.device)
         self.train_loader = self.loader(splits.train, train=True)
         self.val_loader = self.loader(splits.val, train=False)
 
-    def restore_or_build(self) -> tuple[nn.Module, STTRConfig, dict | None]:
-        """The last checkpoint of this run name if there is one, else a fresh student."""
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            return fresh_student(self.config), self.config.model, None
-        with checkpoint.as_directory() as folder:
-            student, student_config, state = load_checkpoint(Path(folder), self.device)
-        if student_config != self.config.model:
-            logger.warning(
-                "resuming with the checkpoint's model %s, not %s", student_config, self.config.model
-            )
-        return student, student_config, state
+    @property
+    def fp16(self) -> bool:
+        """Whether the grad scaler is on (fp16 autocast)."""
+        return self.amp_dtype == torch.float16
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.early.waiting, self.early.waited = state["early_stop"]
-        self.epoch = self.resumed_from = state["epoch"]
-        self.history = state["history"]
+    def restore_or_build(self) -> Restored:
+        """The last checkpoint of this run name if there is one, else a fresh student.
+
+        What a retry cannot fix (a damaged checkpoint, a bad `--init` file) is a `UserError`,
+        raised on every rank at once; a failed download raises as itself and is retried.
+        """
+        error: UserError | None = None
+        restored = None
+        checkpoint = ray.train.get_checkpoint()
+        try:
+            if checkpoint is None:
+                restored = Restored(fresh_student(self.config), self.config.model, None)
+            else:
+                with checkpoint.as_directory() as folder:
+                    restored = load_checkpoint(folder, self.config, self.device, self.fp16)
+        except UserError as exc:
+            error = exc if checkpoint is None else cannot_resume(self.config, exc)
+        same_error_on_all_ranks(error)
+        assert restored is not None
+        if restored.student_config != self.config.model:
+            logger.warning(
+                "resuming with the checkpoint's model %s, not %s",
+                restored.student_config,
+                self.config.model,
+            )
+        return restored
 
     def state(self) -> dict[str, Any]:
         return {
@@ -317,6 +422,16 @@ def format_metrics(metrics: dict[str, Any], epochs: int) -> str:
     return line + ("  (early stop)" if metrics["early_stop"] else "")
 
 
-def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train entry point; `loop_config` holds the `TrainConfig` and the manifest `Splits`."""
-    WorkerRun(loop_config["config"], loop_config["splits"]).fit()
+def train_loop_per_worker(loop_config: dict[str, Any]) -> str | None:
+    """Ray Train entry point; `loop_config` holds the `TrainConfig` and the manifest `Splits`.
+
+    Returns why training could not start when a retry cannot fix it (every rank fails alike,
+    see `WorkerRun.restore_or_build`): raising would make Ray Train restart the worker group
+    `max_failures` times and print each traceback. The driver turns it into one error line.
+    """
+    try:
+        run = WorkerRun(loop_config["config"], loop_config["splits"])
+    except UserError as exc:
+        return str(exc)
+    run.fit()
+    return None

@@ -3,7 +3,6 @@ resumes by name; bad input ends with one clear line before Ray starts."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -15,45 +14,17 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from common.errors import UserError
 from common.storage import Storage
-from jobs.train import build_trainer, validate
 from student.checkpoint import load_student
 from student.dataset import TripleDataset, collate_triples, read_splits
 from student.inference import imagenet_normalize
 from student.losses import build_loss
-from student.model import STTRConfig
 from student.train_config import CrashOnce, TrainConfig, config_from_args
-from student.train_loop import STATE_FILE, EarlyStop, metrics_key
+from student.train_loop import STATE_FILE, EarlyStop
 from tests.cli import run_job
 from tests.synthetic_run import write_synthetic_run
+from tests.train_helpers import SIZE, SMALL_MODEL, fit, history, small_config, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZE = 64
-SMALL_MODEL = STTRConfig(enc_layers=1, dec_layers=1, dim_feedforward=256, dropout=0.0)
-
-
-def small_config(data: str, name: str, **changes: Any) -> TrainConfig:
-    """Two workers overfitting four pairs (crop = whole image) at a rate that learns fast."""
-    settings: dict[str, Any] = {
-        "workers": 2,
-        "epochs": 4,
-        "batch_size": 2,
-        "lr": 1e-4,
-        "crop_size": SIZE,
-        "init": "scratch",
-        "loader_workers": 0,
-        "lr_patience": 5,
-        "model": SMALL_MODEL,
-    }
-    return TrainConfig(data=data, name=name, **{**settings, **changes})
-
-
-def fit(config: TrainConfig) -> Result:
-    return build_trainer(config, validate(config)).fit()
-
-
-def history(config: TrainConfig) -> list[dict[str, Any]]:
-    storage = config.storage()
-    return [json.loads(line) for line in storage.read_bytes(metrics_key(config.name)).splitlines()]
 
 
 def validation_loss(model: torch.nn.Module, data: Path) -> float:
@@ -176,12 +147,6 @@ def test_a_lost_worker_resumes_from_the_last_checkpoint_on_s3(
     uninterrupted = [record["train_loss"] for record in history(first_run[0])[:3]]
     assert [record["train_loss"] for record in records] == pytest.approx(uninterrupted, rel=1e-3)
     assert storage.exists(f"train/crash/epoch-0003/{STATE_FILE}")
-
-
-def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
-    return {
-        str(p): (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
-    }
 
 
 def test_help_lists_the_options() -> None:
