@@ -82,27 +82,27 @@ def read_splits(storage: Storage, teacher_hash: str | None = None) -> Splits:
 
 
 def unfinished_generation(storage: Storage, teacher_hash: str, listed: int) -> str | None:
-    """What is missing when run.json planned more tiles for this teacher than have manifest
-    parts (generation unfinished, or parts deleted), else None.
-
-    Tiles, not pairs, decide: pairs whose inputs were unusable have no line in a finished
-    tile either, and generation reported those already. A root without run.json (or one
-    written for another teacher) has no plan to compare with.
+    """How many planned pairs have no manifest line, when run.json planned more than the
+    manifests list (generation unfinished, parts deleted, or inputs that were unusable), else
+    None. A root without run.json (or one written for another teacher) has no plan to compare
+    with.
     """
     info = read_run_info(storage)
     if info is None or info.get("teacher_hash") != teacher_hash:
         return None
-    tiles, pairs = info.get("tiles"), info.get("pairs")
-    if not isinstance(tiles, int) or not isinstance(pairs, int):
+    pairs = info.get("pairs")
+    if not isinstance(pairs, int) or listed >= pairs:
         return None
-    parts = len(storage.list(f"manifests/{teacher_hash}"))
-    if parts >= tiles:
-        return None
+    failures = sum(
+        len(storage.read_bytes(key).splitlines())
+        for key in storage.list(f"failures/{teacher_hash}")
+    )
     return (
-        f"run.json planned {pairs} pairs in {tiles} tiles, {storage.url('manifests')} has "
-        f"{parts} parts listing {listed}: {pairs - listed} planned pairs have no manifest line "
-        "(generation unfinished or parts deleted; run jobs.generate again with the same "
-        "options to finish it); training on the listed pairs only"
+        f"run.json planned {pairs} pairs, {storage.url('manifests')} lists {listed}: "
+        f"{pairs - listed} planned pairs have no manifest line (generation unfinished, parts "
+        f"deleted, or unusable inputs: {failures} failure records under "
+        f"{storage.url('failures')}; run jobs.generate again with the same options to finish "
+        "or retry them); training on the listed pairs only"
     )
 
 

@@ -165,10 +165,10 @@ def test_a_deleted_manifest_part_is_a_warning_with_the_pairs_it_held(
         splits = read_splits(storage)
     assert (len(splits.train), len(splits.val)) == (2, 1)
     assert [record.getMessage() for record in caplog.records] == [
-        f"run.json planned 9 pairs in 3 tiles, {tmp_path}/manifests has 2 parts listing 6: "
-        "3 planned pairs have no manifest line (generation unfinished or parts deleted; run "
-        "jobs.generate again with the same options to finish it); training on the listed pairs "
-        "only"
+        f"run.json planned 9 pairs, {tmp_path}/manifests lists 6: 3 planned pairs have no "
+        "manifest line (generation unfinished, parts deleted, or unusable inputs: 0 failure "
+        f"records under {tmp_path}/failures; run jobs.generate again with the same options to "
+        "finish or retry them); training on the listed pairs only"
     ]
 
 
