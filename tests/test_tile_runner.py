@@ -49,7 +49,7 @@ def test_every_target_is_stored_before_the_tiles_manifest_part(runner_and_tile) 
     runner, tile = runner_and_tile
     result = runner.run(tile)
     part = manifest_key("t0", tile.tile_id)
-    assert (result.written, result.skipped, result.failed) == (4, 0, 0)
+    assert (result.written, result.found, result.failed) == (4, 0, 0)
     assert runner.storage.writes[-1] == part
     assert sorted(runner.storage.writes[:-1]) == sorted(
         line.target for line in read_manifest(runner.storage)
@@ -71,7 +71,7 @@ def test_a_partly_written_tile_is_finished_from_its_stored_targets(runner_and_ti
 
     result = runner.run(tile)
 
-    assert (result.written, result.skipped, result.failed) == (2, 2, 0)
+    assert (result.written, result.found, result.failed) == (2, 2, 0)
     assert storage.writes == [*sorted(lost), manifest_key("t0", tile.tile_id)]
     check_unchanged(root, kept)
     lines = read_manifest(storage)
