@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from diffusers import DDIMScheduler
@@ -125,11 +126,24 @@ class StyleIDEngine:
             processors[layer] = StyleIDAttnProcessor(layer, self.controller)
         return processors
 
-    def _attach(self) -> None:
-        """Point the injected layers at this engine (a teacher may be shared by several engines)."""
-        modules = dict(self.teacher.unet.named_modules())
-        for layer, processor in self.processors.items():
-            modules[layer].set_processor(processor)
+    @contextmanager
+    def _attached(self) -> Iterator[None]:
+        """The injected layers run this engine's processors for the duration, and the UNet gets
+        its own processors back afterwards, even on error (diffusers' `attn_processors` and
+        `set_attn_processor`): a teacher shared by several engines, or used plainly between
+        runs, is left as it was found."""
+        unet = self.teacher.unet
+        original = unet.attn_processors
+        unet.set_attn_processor(
+            {
+                name: self.processors.get(name.removesuffix(".processor"), processor)
+                for name, processor in original.items()
+            }
+        )
+        try:
+            yield
+        finally:
+            unet.set_attn_processor(original)
 
     # ---- latent core --------------------------------------------------------------------
     def _eps(self, x: torch.Tensor, t: int) -> torch.Tensor:
@@ -151,7 +165,6 @@ class StyleIDEngine:
 
         Features are kept only for the timesteps sampling will use, keyed by timestep.
         """
-        self._attach()
         ctl = self.controller
         ctl.mode = Mode.CAPTURE if kinds else Mode.OFF
         ctl.capture_kinds, ctl.capture_steps, ctl.captured = (
@@ -165,9 +178,12 @@ class StyleIDEngine:
         x = latents.to(self.work_dtype)
         last = len(self.teacher.alphas_cumprod) - 1
         try:
-            for i, t in enumerate(self.inversion_steps):
-                t_next = self.inversion_steps[i + 1] if i + 1 < len(self.inversion_steps) else last
-                x = ddim_move(x, self._eps(x, t), self.alphas[t], self.alphas[t_next])
+            with self._attached():
+                for i, t in enumerate(self.inversion_steps):
+                    t_next = (
+                        self.inversion_steps[i + 1] if i + 1 < len(self.inversion_steps) else last
+                    )
+                    x = ddim_move(x, self._eps(x, t), self.alphas[t], self.alphas[t_next])
             return x, ctl.captured
         finally:
             ctl.mode, ctl.captured = Mode.OFF, {}
@@ -183,19 +199,25 @@ class StyleIDEngine:
     ) -> torch.Tensor:
         """Injected DDIM sampling of P pairs from z_t [P, 4, h, w]; pair p uses content
         `content_index[p]` and style `style_index[p]` of the given feature sets."""
-        self._attach()
         ctl = self.controller
         x = z_t.to(self.work_dtype)
         steps = self.sampling_steps
         try:
-            for i, t in enumerate(steps):
-                if self.config.inject:
-                    ctl.mode = Mode.INJECT
-                    ctl.injection = self._gather(
-                        t, content_features, style_features, content_index, style_index, x.device
-                    )
-                alpha_prev = self.alphas[steps[i + 1]] if i + 1 < len(steps) else self.final_alpha
-                x = ddim_move(x, self._eps(x, t), self.alphas[t], alpha_prev)
+            with self._attached():
+                for i, t in enumerate(steps):
+                    if self.config.inject:
+                        ctl.mode = Mode.INJECT
+                        ctl.injection = self._gather(
+                            t,
+                            content_features,
+                            style_features,
+                            content_index,
+                            style_index,
+                            x.device,
+                        )
+                    last = i + 1 == len(steps)
+                    alpha_prev = self.final_alpha if last else self.alphas[steps[i + 1]]
+                    x = ddim_move(x, self._eps(x, t), self.alphas[t], alpha_prev)
             return x
         finally:
             ctl.mode, ctl.injection = Mode.OFF, None

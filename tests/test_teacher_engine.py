@@ -95,27 +95,46 @@ def test_processors_off_or_fed_their_own_features_leave_the_unet_unchanged(teach
     styleid = engine(teacher, gamma=1.0, temperature=1.0)
     x = torch.randn(2, 4, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     expected = stock_unet_output(teacher, x, 481)
-    styleid._attach()
-    ctl = styleid.controller
-    ctl.mode = Mode.OFF
-    assert torch.allclose(styleid._eps(x, 481), expected, atol=1e-12)
-    # capture this latent's own Q, K, V, then inject them back: gamma=1, T=1 is the identity
-    ctl.mode, ctl.capture_kinds, ctl.capture_steps, ctl.captured = (
-        Mode.CAPTURE,
-        ("q", "k", "v"),
-        frozenset({481}),
-        {},
-    )
-    styleid._eps(x, 481)
-    own = ctl.captured[481]
-    ctl.mode = Mode.INJECT
-    ctl.injection = Injection(
-        {n: f["q"] for n, f in own.items()},
-        {n: f["k"] for n, f in own.items()},
-        {n: f["v"] for n, f in own.items()},
-    )
-    assert torch.allclose(styleid._eps(x, 481), expected, atol=1e-10)
-    ctl.mode, ctl.injection = Mode.OFF, None
+    with styleid._attached():
+        ctl = styleid.controller
+        ctl.mode = Mode.OFF
+        assert torch.allclose(styleid._eps(x, 481), expected, atol=1e-12)
+        # capture this latent's own Q, K, V, then inject them back: gamma=1, T=1 is the identity
+        ctl.mode, ctl.capture_kinds, ctl.capture_steps, ctl.captured = (
+            Mode.CAPTURE,
+            ("q", "k", "v"),
+            frozenset({481}),
+            {},
+        )
+        styleid._eps(x, 481)
+        own = ctl.captured[481]
+        ctl.mode = Mode.INJECT
+        ctl.injection = Injection(
+            {n: f["q"] for n, f in own.items()},
+            {n: f["k"] for n, f in own.items()},
+            {n: f["v"] for n, f in own.items()},
+        )
+        assert torch.allclose(styleid._eps(x, 481), expected, atol=1e-10)
+        ctl.mode, ctl.injection = Mode.OFF, None
+
+
+def test_the_unet_gets_its_own_attention_processors_back(teacher, images):
+    """After a run, and after a run that fails half way, every attention layer has the very
+    processor it had before: a shared teacher is left as the engine found it."""
+    before = teacher.unet.attn_processors
+    styleid = StyleIDEngine(teacher, StyleIDConfig(steps=2))
+    contents, styles = images
+    styleid.stylize_tile(contents[:1], styles[:1])
+    assert teacher.unet.attn_processors == before
+
+    def interrupt(done: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        styleid.stylize_tile(contents[:1], styles[:1], progress=interrupt)
+    after = teacher.unet.attn_processors
+    assert after.keys() == before.keys()
+    assert all(after[name] is before[name] for name in before)
 
 
 def test_injection_changes_exactly_the_six_named_layers(teacher):
@@ -125,7 +144,6 @@ def test_injection_changes_exactly_the_six_named_layers(teacher):
     x = torch.randn(1, 4, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     _, features = styleid.invert(x, ("q", "k", "v"))
     t = styleid.sampling_steps[0]
-    styleid._attach()
     seen = {}
     hooks = [
         module.register_forward_hook(
@@ -144,7 +162,8 @@ def test_injection_changes_exactly_the_six_named_layers(teacher):
         {n: f["v"] for n, f in other.items()},
     )
     try:
-        styleid._eps(x, t)
+        with styleid._attached():
+            styleid._eps(x, t)
     finally:
         for hook in hooks:
             hook.remove()
