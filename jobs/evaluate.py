@@ -1,6 +1,8 @@
 """Compare teacher and student on the golden set: metrics.json, contact_sheet.png, curves.png.
 
     python -m jobs.evaluate --data runs/demo --student runs/demo/train/demo/checkpoint_000004
+    ray job submit --address http://HEAD:8265 --working-dir . --runtime-env runtime_env.yaml \
+        -- python -m jobs.evaluate --data s3://bucket/run --student s3://bucket/run/train/l1
 
 Writes <data>/eval/<name>/. Golden pairs are the manifest lines with split "golden", which no
 training or validation ever reads.

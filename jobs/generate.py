@@ -1,9 +1,13 @@
 """Generate teacher targets for (content, style) pairs on a Ray cluster.
 
     python -m jobs.generate --content photos/ --styles paintings/ --out runs/demo
-    ray job submit --working-dir . -- python -m jobs.generate --model MODEL \
+    ray job submit --address http://HEAD:8265 --working-dir . --runtime-env runtime_env.yaml \
+        -- python -m jobs.generate --model MODEL \
         --content s3://b/coco --faces s3://b/faces --styles s3://b/wikiart \
         --planner recipe --combinations 90 --out s3://b/run1 --workers 1:16 --gpus-per-worker 1
+
+On a cluster (README), --working-dir ships this checkout to the job: the driver and every
+teacher actor run that code, in the image that carries the dependencies.
 
 Validates everything (inputs exist, output writable, options sane) before any GPU work; a
 re-run finishes what no manifest lists yet (unusable inputs are tried again) and redoes nothing.

@@ -1,7 +1,8 @@
 """Train the STTR student on the teacher's targets with Ray Train (DDP, one worker per GPU).
 
     python -m jobs.train --data s3://bucket/run --name l1 --workers 4 --gpu
-    ray job submit --working-dir . -- python -m jobs.train --data s3://bucket/run --name l1 ...
+    ray job submit --address http://HEAD:8265 --working-dir . --runtime-env runtime_env.yaml \
+        -- python -m jobs.train --data s3://bucket/run --name l1 --workers 4 --gpu
 
 Checkpoints and metrics go to <data>/train/<name>/; the same --name again resumes the run
 (after its checkpoint is checked here, so a damaged one is one error line), and a run that has
