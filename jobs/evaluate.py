@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from functools import partial
 
 from common.cli import add_storage_option, parse_storage_options, run_cli
 from common.inputs import options_for
@@ -62,5 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+# `styleid-evaluate` (pyproject.toml [project.scripts]) and `python -m jobs.evaluate`
+cli = partial(run_cli, main)
+
 if __name__ == "__main__":
-    run_cli(main)
+    cli()

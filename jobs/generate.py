@@ -19,6 +19,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 
 import ray
 import torch
@@ -228,5 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+# `styleid-generate` (pyproject.toml [project.scripts]) and `python -m jobs.generate`
+cli = partial(run_cli, main)
+
 if __name__ == "__main__":
-    run_cli(main)
+    cli()

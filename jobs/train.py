@@ -16,6 +16,7 @@ import logging
 import posixpath
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import pyarrow.fs
@@ -175,5 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+# `styleid-train` (pyproject.toml [project.scripts]) and `python -m jobs.train`
+cli = partial(run_cli, main)
+
 if __name__ == "__main__":
-    run_cli(main)
+    cli()
