@@ -85,7 +85,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--gpu-memory-gb",
         type=float,
         default=24.0,
-        help="GPU memory of a worker, for --tile auto (24 = A10G, g5.xlarge)",
+        help="GPU memory of a worker, for --tile auto (24 = A10G, cluster.yaml's g5.2xlarge)",
     )
     pool = parser.add_argument_group("Ray actor pool")
     pool.add_argument(
