@@ -3,18 +3,28 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= runs/demo
+# The cluster's image: Ray's GPU image plus the pinned dependencies (Dockerfile). Its tag is a
+# hash of what goes into it, so a new tag means new dependencies; cluster.yaml names this tag.
+IMAGE_REPO ?= ghcr.io/OWNER/styleid-distill
+IMAGE_TAG := deps-$(shell cat Dockerfile constraints.txt | sha256sum | cut -c1-12)
+IMAGE := $(IMAGE_REPO):$(IMAGE_TAG)
 
-.PHONY: install demo test lint
+.PHONY: install demo test lint lock image push print-image
 
 install: $(VENV)/.installed
 
-# torch/torchvision are pinned first (these machines serve them from local disk); the rest of the
-# project and its dev tools follow. The stamp re-runs the install when pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml
+# Every package at the version constraints.txt pins (the versions the Docker image carries too).
+# torch/torchvision go first (these machines serve them from local disk); the project and its
+# dev tools follow. The stamp re-runs the install when pyproject.toml or the pins change.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -c constraints.txt torch torchvision
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
 	touch $@
+
+# Re-pin constraints.txt from the installed venv after changing pyproject.toml's dependencies.
+lock:
+	$(BIN)/python tools/lock.py
 
 demo: install
 	$(BIN)/python -m jobs.pipeline --out $(DEMO_OUT)
@@ -24,3 +34,13 @@ lint: install
 
 test: lint
 	$(BIN)/pytest -q
+
+# Build and push the cluster image (needs Docker), then set cluster.yaml's docker.image to it.
+image:
+	docker build -t $(IMAGE) .
+
+push: image
+	docker push $(IMAGE)
+
+print-image:
+	@echo $(IMAGE)

@@ -1,6 +1,8 @@
 """Compare teacher and student on the golden set: metrics.json, contact_sheet.png, curves.png.
 
     python -m jobs.evaluate --data runs/demo --student runs/demo/train/demo/checkpoint_000004
+    ray job submit --address http://HEAD:8265 --working-dir . --runtime-env runtime_env.yaml \
+        -- python -m jobs.evaluate --data s3://bucket/run --student s3://bucket/run/train/l1
 
 Writes <data>/eval/<name>/. Golden pairs are the manifest lines with split "golden", which no
 training or validation ever reads.
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from functools import partial
 
 from common.cli import add_storage_option, parse_storage_options, run_cli
 from common.inputs import options_for
@@ -60,5 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+# `styleid-evaluate` (pyproject.toml [project.scripts]) and `python -m jobs.evaluate`
+cli = partial(run_cli, main)
+
 if __name__ == "__main__":
-    run_cli(main)
+    cli()

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from functools import partial
 
 from common.cli import add_storage_option, parse_storage_options, run_cli
 from common.errors import UserError
 from common.inputs import options_for
 from student.checkpoint import load_student
-from student.export import check_onnx, export_onnx
+from student.export import check_onnx, export_onnx, require_onnx
 
 TOLERANCE = 1e-4  # max |ONNX - PyTorch| in normalized units; float32 on the CPU gives ~1e-6
 
@@ -56,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     options = parse_storage_options(args.storage_option)
     sizes = parse_sizes(args.check_sizes)
+    require_onnx()
     model, _ = load_student(args.student, options_for(args.student, options))
     export_onnx(model, args.onnx, example_size=args.example_size)
     if sizes:
@@ -67,5 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+# `styleid-export` (pyproject.toml [project.scripts]) and `python -m jobs.export`
+cli = partial(run_cli, main)
+
 if __name__ == "__main__":
-    run_cli(main)
+    cli()

@@ -1,9 +1,13 @@
 """Generate teacher targets for (content, style) pairs on a Ray cluster.
 
     python -m jobs.generate --content photos/ --styles paintings/ --out runs/demo
-    ray job submit --working-dir . -- python -m jobs.generate --model MODEL \
+    ray job submit --address http://HEAD:8265 --working-dir . --runtime-env runtime_env.yaml \
+        -- python -m jobs.generate --model MODEL \
         --content s3://b/coco --faces s3://b/faces --styles s3://b/wikiart \
         --planner recipe --combinations 90 --out s3://b/run1 --workers 1:16 --gpus-per-worker 1
+
+On a cluster (README), --working-dir ships this checkout to the job: the driver and every
+teacher actor run that code, in the image that carries the dependencies.
 
 Validates everything (inputs exist, output writable, options sane) before any GPU work; a
 re-run finishes what no manifest lists yet (unusable inputs are tried again) and redoes nothing.
@@ -15,6 +19,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 
 import ray
 import torch
@@ -80,7 +85,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--gpu-memory-gb",
         type=float,
         default=24.0,
-        help="GPU memory of a worker, for --tile auto (24 = A10G, g5.xlarge)",
+        help="GPU memory of a worker, for --tile auto (24 = A10G, cluster.yaml's g5.2xlarge)",
     )
     pool = parser.add_argument_group("Ray actor pool")
     pool.add_argument(
@@ -224,5 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+# `styleid-generate` (pyproject.toml [project.scripts]) and `python -m jobs.generate`
+cli = partial(run_cli, main)
+
 if __name__ == "__main__":
-    run_cli(main)
+    cli()

@@ -15,6 +15,7 @@ import argparse
 import subprocess
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from common.cli import USER_ERROR, positive_int, run_cli
@@ -155,5 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+# `styleid-pipeline` (pyproject.toml [project.scripts]) and `python -m jobs.pipeline`
+cli = partial(run_cli, main)
+
 if __name__ == "__main__":
-    run_cli(main)
+    cli()

@@ -13,6 +13,7 @@ import argparse
 import posixpath
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -93,5 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+# `styleid-stylize` (pyproject.toml [project.scripts]) and `python -m jobs.stylize`
+cli = partial(run_cli, main)
+
 if __name__ == "__main__":
-    run_cli(main)
+    cli()

@@ -1,7 +1,8 @@
 """Train the STTR student on the teacher's targets with Ray Train (DDP, one worker per GPU).
 
     python -m jobs.train --data s3://bucket/run --name l1 --workers 4 --gpu
-    ray job submit --working-dir . -- python -m jobs.train --data s3://bucket/run --name l1 ...
+    ray job submit --address http://HEAD:8265 --working-dir . --runtime-env runtime_env.yaml \
+        -- python -m jobs.train --data s3://bucket/run --name l1 --workers 4 --gpu
 
 Checkpoints and metrics go to <data>/train/<name>/; the same --name again resumes the run
 (after its checkpoint is checked here, so a damaged one is one error line), and a run that has
@@ -15,6 +16,7 @@ import logging
 import posixpath
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import pyarrow.fs
@@ -174,5 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+# `styleid-train` (pyproject.toml [project.scripts]) and `python -m jobs.train`
+cli = partial(run_cli, main)
+
 if __name__ == "__main__":
-    run_cli(main)
+    cli()

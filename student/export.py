@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 import posixpath
 from collections.abc import Sequence
 
 import numpy as np
-import onnxruntime
 import torch
 from torch import nn
 
+from common.errors import UserError
 from common.storage import Storage, read_url
 from student.inference import eval_mode
 
@@ -22,6 +23,18 @@ DYNAMIC_AXES = {
     "style": {0: "batch", 2: "style_height", 3: "style_width"},
     "stylized": {0: "batch", 2: "height", 3: "width"},
 }
+
+
+def require_onnx() -> None:
+    """Fail with one line when the `onnx` extra is missing. Its packages are imported only on
+    the export path, so every other command (and `jobs.export --help`) works without them."""
+    for module in ("onnx", "onnxruntime"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise UserError(
+                f"ONNX export needs {module}: pip install -c constraints.txt '.[onnx]'"
+            ) from None
 
 
 def export_onnx(model: nn.Module, path: str, example_size: int = 256) -> None:
@@ -51,6 +64,8 @@ def check_onnx(model: nn.Module, path: str, sizes: Sequence[tuple[int, int]]) ->
     """Largest absolute difference between onnxruntime (CPU) and PyTorch outputs, over one
     seeded random pair per size (H, W): content H x W with a style of W x H, so content and
     style sizes differ whenever H != W."""
+    import onnxruntime  # the onnx extra: see require_onnx
+
     session = onnxruntime.InferenceSession(read_url(path), providers=["CPUExecutionProvider"])
     param = next(model.parameters())
     generator = torch.Generator().manual_seed(0)

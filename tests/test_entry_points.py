@@ -1,0 +1,72 @@
+"""The commands as users run them: console scripts beside `python -m jobs.X`, and `--help`
+without the optional `onnx` extra."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib.metadata import EntryPoint
+from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+
+
+def test_every_job_has_a_console_script() -> None:
+    modules = {p.stem for p in (ROOT / "jobs").glob("*.py") if p.stem != "__init__"}
+    assert set(SCRIPTS) == {f"styleid-{m.replace('_', '-')}" for m in modules}
+    for name, target in SCRIPTS.items():
+        assert target == f"jobs.{name.removeprefix('styleid-').replace('-', '_')}:cli"
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_console_script_runs_the_command(name, monkeypatch, capsys) -> None:
+    """Loaded the way pip's generated script loads it, then run with no arguments of its own:
+    it reads sys.argv and exits through run_cli like `python -m jobs.X`."""
+    cli = EntryPoint(name, SCRIPTS[name], "console_scripts").load()
+    monkeypatch.setattr(sys, "argv", [name, "--help"])
+    with pytest.raises(SystemExit) as exit_:
+        cli()
+    assert exit_.value.code == 0
+    assert "usage:" in capsys.readouterr().out
+    monkeypatch.setattr(sys, "argv", [name, "--no-such-option"])
+    with pytest.raises(SystemExit) as exit_:
+        cli()
+    assert exit_.value.code == 2
+
+
+WITHOUT_ONNX = """
+import sys
+sys.modules["onnx"] = sys.modules["onnxruntime"] = None  # `import onnxruntime` now fails
+from jobs.export import cli
+sys.argv = ["styleid-export", *sys.argv[1:]]
+cli()
+"""
+
+
+def run_without_onnx(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", WITHOUT_ONNX, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_export_help_works_without_the_onnx_extra() -> None:
+    result = run_without_onnx("--help")
+    assert result.returncode == 0, result.stderr
+    assert "--onnx" in result.stdout
+
+
+def test_export_without_the_onnx_extra_says_what_to_install(tmp_path) -> None:
+    result = run_without_onnx("--student", str(tmp_path / "none"), "--onnx", "x.onnx")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: ONNX export needs onnx: pip install -c constraints.txt '.[onnx]'"
+    )
