@@ -229,7 +229,7 @@ def same_error_on_all_ranks(error: UserError | None) -> None:
 def fresh_student(config: TrainConfig) -> nn.Module:
     """A new student, identical on every rank and every run with the same seed."""
     torch.manual_seed(config.seed)
-    return build_sttr(config.model, init=config.init)
+    return build_sttr(config.model, config.init, config.backbone_weights, config.storage_options)
 
 
 class WorkerRun:
@@ -254,7 +254,8 @@ class WorkerRun:
                 state, self.optimizer, self.scheduler, self.scaler, self.early
             )
             self.resumed_from = self.epoch
-        self.loss_fn = build_loss(config.loss).to(self.device)
+        self.loss_fn = build_loss(config.loss, config.vgg_weights, config.storage_options)
+        self.loss_fn = self.loss_fn.to(self.device)
         self.train_loader = self.loader(splits.train, train=True)
         self.val_loader = self.loader(splits.val, train=False)
 

@@ -160,7 +160,7 @@ def test_ray_job_submit_trains_and_evaluates_the_student(head_node, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "succeeded" in result.stdout
     assert (data / "train" / "sub" / "epoch-0001" / "model.safetensors").exists()
-    evaluate = ["python", "-m", "jobs.evaluate", "--data", str(data)]
+    evaluate = ["python", "-m", "jobs.evaluate", "--data", str(data), "--vgg-weights", "random"]
     result = submit(address, env, [*evaluate, "--student", str(data / "train" / "sub")])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "succeeded" in result.stdout
