@@ -37,7 +37,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="training metrics.jsonl for curves.png (default: beside the checkpoint)",
     )
-    parser.add_argument("--vgg-weights", default=None, help="VGG19 weights file for the losses")
+    parser.add_argument(
+        "--vgg-weights",
+        default=None,
+        help="torchvision VGG19 weights (path or URL) for the content and style losses, or "
+        "'random' (default: the torch hub cache, else a download unless HF_HUB_OFFLINE is set)",
+    )
     add_storage_option(parser)
     return parser.parse_args(argv)
 

@@ -65,6 +65,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--gpu", action="store_true", help="train on GPUs (one per worker)")
     parser.add_argument("--name", default="demo", help="training run name")
+    parser.add_argument(
+        "--vgg-weights",
+        help="VGG19 weights for the evaluation (see jobs.evaluate; default: 'random' with the "
+        f"random-weight teachers {', '.join(PRESETS)}, else torchvision's)",
+    )
     return parser.parse_args(argv)
 
 
@@ -119,7 +124,11 @@ def steps(args: argparse.Namespace, sets: dict[str, Path]) -> list[tuple[str, li
         enc_layers=args.student_layers,
         dec_layers=args.student_layers,
     ) + (["--gpu"] if args.gpu else [])
-    evaluate = flags(data=args.out, student=f"{args.out}/train/{args.name}", name="golden")
+    # a random-weight teacher's targets are not art, so no VGG19 is needed to measure them
+    vgg = args.vgg_weights or ("random" if args.model in PRESETS else None)
+    evaluate = flags(data=args.out, student=f"{args.out}/train/{args.name}", name="golden") + (
+        ["--vgg-weights", vgg] if vgg else []
+    )
     return [("generate", generate), ("train", train), ("evaluate", evaluate)]
 
 

@@ -34,7 +34,7 @@ from common.ray_connect import connect_ray
 from common.storage import Storage
 from student.checkpoint import resolve_checkpoint
 from student.dataset import Splits, read_splits, teacher_resolution
-from student.train_config import TrainConfig, check_init, config_from_args
+from student.train_config import TrainConfig, check_init, check_weights, config_from_args
 from student.train_loop import (
     cannot_resume,
     finished,
@@ -45,7 +45,8 @@ from student.train_loop import (
 
 
 def validate(config: TrainConfig) -> Splits:
-    """Every check that needs I/O, before Ray starts: data, manifests, `--init`, crop size."""
+    """Every check that needs I/O, before Ray starts: data, manifests, `--init`, crop size.
+    (`check_weights` follows it: it may change the config the workers get.)"""
     storage = config.storage()
     splits = read_splits(storage, config.teacher_hash)
     check_init(config)
@@ -170,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(completion(config, state))
         return 0
     splits = validate(config)
+    config = check_weights(config, fresh=state is None)
     print(f"training on {len(splits.train)} pairs, validating on {len(splits.val)}")
     connect_ray()
     print(describe(config, train(config, splits)))

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping
+from typing import Any
 
 import torchvision
-from torch import Tensor, nn
-from torchvision.models import ResNet50_Weights
+from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from common.errors import first_line
+from student.pretrained import RESNET50, WeightsUnavailable, load_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -36,21 +36,23 @@ class ResNetEncoder(nn.Sequential):
         self.num_channels = LAYER_CHANNELS[last_layer]
         self.stride = 2 ** (last_layer + 1)
 
-    def load_resnet_state(self, state: Mapping[str, Tensor]) -> None:
-        """Copy the layers this encoder has from a torchvision ResNet-50 state dict."""
-        own = self.state_dict().keys()
-        self.load_state_dict({key: value for key, value in state.items() if key in own})
 
+def load_imagenet_resnet50(
+    weights: str | None, options: Mapping[str, Any] | None, *encoders: ResNetEncoder
+) -> bool:
+    """Load ImageNet ResNet-50 weights (see `student.pretrained`) into `encoders`; False, with
+    one warning, when none are available.
 
-def imagenet_resnet50_state() -> dict[str, Tensor] | None:
-    """torchvision's ImageNet ResNet-50 weights, or None with one warning when unavailable."""
+    Unlike VGG19's, missing weights are a warning (SPEC 5): the student still learns from
+    random encoders, only more slowly, and `--init scratch` is the way to ask for that on
+    purpose. A weights file that was named but does not fit is an error.
+    """
     try:
-        resnet = torchvision.models.resnet50(weights=ResNet50_Weights.IMAGENET1K_V1)
-    except (OSError, RuntimeError) as exc:  # offline, blocked or corrupt download
+        return load_pretrained(RESNET50, weights, options, *encoders)
+    except WeightsUnavailable as exc:
         logger.warning(
-            "ImageNet ResNet-50 weights are unavailable (%s); the student's encoders start "
-            "from random init, which needs far more training to be useful",
-            first_line(exc),
+            "%s; the student's encoders start from random init, which needs far more "
+            "training to be useful (--init scratch to ask for that)",
+            exc,
         )
-        return None
-    return resnet.state_dict()
+        return False

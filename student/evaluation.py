@@ -4,7 +4,9 @@ style losses of both against their inputs, with timings; plus the pictures that 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -42,9 +44,11 @@ class PairScores:
 class PerceptualMeter(nn.Module):
     """Frozen VGG19 measuring content and style distance (the losses of neural style transfer)."""
 
-    def __init__(self, vgg_weights: str | None = None) -> None:
+    def __init__(
+        self, vgg_weights: str | None = None, options: Mapping[str, Any] | None = None
+    ) -> None:
         super().__init__()
-        features = load_vgg19_features(vgg_weights)
+        features = load_vgg19_features(vgg_weights, options)
         self.features = features.eval().requires_grad_(False)
         self.gram = GramLoss(features)
 

@@ -11,20 +11,15 @@ Both images are in ImageNet-normalized space, which is also what VGG19 expects.
 
 from __future__ import annotations
 
-import io
-import logging
-import pickle
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import Tensor, nn
-from torchvision.models import VGG19_Weights
 
-from common.errors import UserError, first_line
-from common.storage import read_url
-
-logger = logging.getLogger(__name__)
+from common.errors import UserError
+from student.pretrained import RANDOM, VGG19, WeightsUnavailable, load_pretrained
 
 LOSS_WEIGHTS = {"l1": (1.0, 0.0), "l2": (0.5, 0.5), "l3": (0.7, 0.3)}  # name -> (MSE, Gram)
 VGG_SLICES = ((0, 2), (2, 7), (7, 12), (12, 21))  # relu1_1, relu2_1, relu3_1, relu4_1
@@ -96,53 +91,31 @@ class DistillationLoss(nn.Module):
         return loss
 
 
-def build_loss(name: str, vgg_weights: str | None = None) -> DistillationLoss:
-    """The paper's loss "l1", "l2" or "l3". VGG19 (only for l2/l3) gets torchvision's ImageNet
-    weights, or those in `vgg_weights` (a path/URL to a torchvision VGG19 state dict)."""
+def build_loss(
+    name: str, vgg_weights: str | None = None, options: Mapping[str, Any] | None = None
+) -> DistillationLoss:
+    """The paper's loss "l1", "l2" or "l3". VGG19 (only for l2/l3) gets the weights
+    `student.pretrained` finds (`vgg_weights`: a path/URL, or "random")."""
     key = name.lower()
     if key not in LOSS_WEIGHTS:
         raise UserError(f"unknown loss {name!r}; choose one of: {', '.join(LOSS_WEIGHTS)}")
     mse_weight, gram_weight = LOSS_WEIGHTS[key]
-    gram = GramLoss(load_vgg19_features(vgg_weights)) if gram_weight else None
+    gram = GramLoss(load_vgg19_features(vgg_weights, options)) if gram_weight else None
     return DistillationLoss(mse_weight, gram_weight, gram)
 
 
-def load_vgg19_features(weights: str | None) -> nn.Sequential:
-    """VGG19 features[0:21] with weights from `weights` (path/URL) or torchvision's ImageNet
-    weights; random with one warning when torchvision's cannot be downloaded."""
+def load_vgg19_features(
+    weights: str | None, options: Mapping[str, Any] | None = None
+) -> nn.Sequential:
+    """VGG19 features[0:21] with ImageNet weights (see `student.pretrained`).
+
+    No weights is an error, not a warning: a random VGG19 makes the Gram loss and the
+    perceptual metrics meaningless while everything still runs, which only shows much later.
+    Random weights must be asked for, with `--vgg-weights random`.
+    """
     features = vgg19_features()
-    state = read_vgg_state(weights) if weights else imagenet_vgg19_state()
-    if state is None:
-        return features
-    own = features.state_dict().keys()
-    picked = {key: value for key, value in state.items() if key in own}
-    missing = sorted(set(own) - set(picked))
-    if missing:
-        raise UserError(f"{weights} is not a VGG19 state dict: it has no features.{missing[0]}")
-    features.load_state_dict(picked)
+    try:
+        load_pretrained(VGG19, weights, options, features)
+    except WeightsUnavailable as exc:
+        raise WeightsUnavailable(f"{exc}; or {VGG19.flag} {RANDOM} to use a random one") from None
     return features
-
-
-def read_vgg_state(url: str) -> dict[str, Tensor]:
-    """A VGG19 state dict from a file, keyed like `vgg19().features` ("features." stripped)."""
-    try:
-        state = torch.load(io.BytesIO(read_url(url)), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        raise UserError(f"cannot read {url} as VGG19 weights: {first_line(exc)}") from None
-    if not isinstance(state, dict):
-        raise UserError(f"{url} is not a state dict of VGG19 weights")
-    return {key.removeprefix("features."): value for key, value in state.items()}
-
-
-def imagenet_vgg19_state() -> dict[str, Tensor] | None:
-    """torchvision's ImageNet VGG19 features weights, or None with one warning when offline."""
-    try:
-        vgg = torchvision.models.vgg19(weights=VGG19_Weights.IMAGENET1K_V1)
-    except (OSError, RuntimeError) as exc:
-        logger.warning(
-            "ImageNet VGG19 weights are unavailable (%s); the Gram loss uses a random VGG19, "
-            "which measures style poorly: pass local VGG19 weights instead",
-            first_line(exc),
-        )
-        return None
-    return vgg.features.state_dict()

@@ -8,14 +8,16 @@ ImageNet-normalized space (see `student.inference` for the conversions).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from student.authors_checkpoint import load_authors_checkpoint
-from student.backbone import ResNetEncoder, imagenet_resnet50_state
+from student.backbone import ResNetEncoder, load_imagenet_resnet50
 from student.position_encoding import PositionEmbeddingSine
 from student.transformer import Transformer
 
@@ -153,16 +155,20 @@ def check_inputs(content: Tensor, style: Tensor) -> None:
         raise ValueError(f"batch sizes differ: content {content.shape[0]}, style {style.shape[0]}")
 
 
-def build_sttr(config: STTRConfig, init: str = "imagenet") -> STTR:
-    """A student model; `init` is "imagenet" (torchvision ResNet-50 weights in both encoders,
-    random with a warning when offline), "scratch" (random) or the path/URL of the authors'
-    released checkpoint (`checkpoint0005.pth`)."""
+def build_sttr(
+    config: STTRConfig,
+    init: str = "imagenet",
+    backbone_weights: str | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> STTR:
+    """A student model; `init` is "imagenet" (ImageNet ResNet-50 weights in both encoders, from
+    `backbone_weights` or torchvision, random with a warning when there are none), "scratch"
+    (random) or the path/URL of the authors' released checkpoint (`checkpoint0005.pth`)."""
     model = STTR(config)
     if init == "imagenet":
-        state = imagenet_resnet50_state()
-        if state is not None:
-            model.content_encoder.load_resnet_state(state)
-            model.style_encoder.load_resnet_state(state)
+        load_imagenet_resnet50(
+            backbone_weights, options, model.content_encoder, model.style_encoder
+        )
     elif init != "scratch":
         load_authors_checkpoint(model, init)
     return model

@@ -62,8 +62,9 @@ def write_evaluation(
             "--golden-content and --golden-styles"
         )
     student_url = resolve_checkpoint(student_url, options_for(student_url, options))
+    meter = PerceptualMeter(vgg_weights, options)  # before the model: a missing VGG19 fails fast
     model, config = load_student(student_url, options_for(student_url, options))
-    scores, sheet = evaluate_golden(storage, lines, model, PerceptualMeter(vgg_weights))
+    scores, sheet = evaluate_golden(storage, lines, model, meter)
     metrics_url = metrics_url or posixpath.join(
         posixpath.dirname(student_url.rstrip("/")), "metrics.jsonl"
     )

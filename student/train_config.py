@@ -9,14 +9,16 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from common.cli import add_storage_option, parse_storage_options, positive_int
 from common.errors import UserError
 from common.storage import Storage, absolute_url, open_fs
-from student.losses import LOSS_WEIGHTS
-from student.model import SIZE_MULTIPLE, STTRConfig
+from student.backbone import ResNetEncoder, load_imagenet_resnet50
+from student.losses import LOSS_WEIGHTS, load_vgg19_features
+from student.model import SIZE_MULTIPLE, STYLE_LAYER, STTRConfig
+from student.pretrained import RANDOM
 
 BUILTIN_INITS = ("imagenet", "scratch")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -52,6 +54,10 @@ class TrainConfig:
     crop_size: int = 256
     loss: str = "l1"
     init: str = "imagenet"
+    # a path/URL the workers read (local paths made absolute), "random", or None: each node's
+    # torch hub cache or torchvision's download (see student.pretrained)
+    backbone_weights: str | None = None
+    vgg_weights: str | None = None
     patience: int = 3
     lr_patience: int = 1
     lr_factor: float = 0.1
@@ -64,10 +70,18 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", absolute_url(self.data))
-        if not NAME_PATTERN.fullmatch(self.name):
-            raise UserError(f"--name {self.name!r}: use letters, digits, '.', '_' or '-'")
         if self.loss not in LOSS_WEIGHTS:
             raise UserError(f"--loss {self.loss!r}: expected one of {', '.join(LOSS_WEIGHTS)}")
+        for name in ("backbone_weights", "vgg_weights"):
+            value = getattr(self, name)
+            if value and value != RANDOM:
+                object.__setattr__(self, name, absolute_url(value))
+        if self.backbone_weights and self.init != "imagenet":
+            raise UserError(f"--backbone-weights is for --init imagenet, not --init {self.init}")
+        if self.vgg_weights and not LOSS_WEIGHTS[self.loss][1]:
+            raise UserError(f"--vgg-weights: --loss {self.loss} has no Gram term, so no VGG19")
+        if not NAME_PATTERN.fullmatch(self.name):
+            raise UserError(f"--name {self.name!r}: use letters, digits, '.', '_' or '-'")
         if self.precision not in PRECISIONS:
             raise UserError(
                 f"--precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}"
@@ -116,6 +130,24 @@ def check_init(config: TrainConfig) -> None:
             f"--init {config.init}: no such checkpoint file "
             f"(or use one of {', '.join(BUILTIN_INITS)})"
         )
+
+
+def check_weights(config: TrainConfig, fresh: bool) -> TrainConfig:
+    """Load the VGG19 and ResNet-50 weights the workers will load, once, before Ray starts.
+
+    A missing or unfitting file (or, for l2/l3, no VGG19 at all) is one error line here rather
+    than a failure in every worker. With no ImageNet ResNet-50 here either, this warns once and
+    returns the config with `init="scratch"`, so the workers start from random encoders without
+    looking (and warning) again. The encoders matter only to a `fresh` run, not a resumed one.
+    """
+    if LOSS_WEIGHTS[config.loss][1]:
+        load_vgg19_features(config.vgg_weights, config.storage_options)
+    if not fresh or config.init != "imagenet":
+        return config
+    encoder = ResNetEncoder(STYLE_LAYER)  # the deeper encoder: every weight either one uses
+    if load_imagenet_resnet50(config.backbone_weights, config.storage_options, encoder):
+        return config
+    return replace(config, init="scratch", backbone_weights=None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,6 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
         default="imagenet",
         help="imagenet, scratch, or the path of the authors' checkpoint0005.pth",
     )
+    parser.add_argument(
+        "--backbone-weights",
+        help="torchvision ResNet-50 weights (path or URL) for --init imagenet "
+        "(default: the torch hub cache, else a download unless HF_HUB_OFFLINE is set)",
+    )
+    parser.add_argument(
+        "--vgg-weights",
+        help="torchvision VGG19 weights (path or URL) for the Gram term of l2/l3, or 'random' "
+        "(default: the torch hub cache, else a download unless HF_HUB_OFFLINE is set)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seeds model init, crops and order")
     parser.add_argument("--loader-workers", type=int, default=2, help="DataLoader processes")
     parser.add_argument(
@@ -215,6 +257,8 @@ def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
         crop_size=args.crop_size,
         loss=args.loss,
         init=args.init,
+        backbone_weights=args.backbone_weights,
+        vgg_weights=args.vgg_weights,
         patience=args.patience,
         lr_patience=args.lr_patience,
         lr_factor=args.lr_factor,

@@ -229,7 +229,7 @@ def same_error_on_all_ranks(error: UserError | None) -> None:
 def fresh_student(config: TrainConfig) -> nn.Module:
     """A new student, identical on every rank and every run with the same seed."""
     torch.manual_seed(config.seed)
-    return build_sttr(config.model, init=config.init)
+    return build_sttr(config.model, config.init, config.backbone_weights, config.storage_options)
 
 
 class WorkerRun:
@@ -254,7 +254,7 @@ class WorkerRun:
                 state, self.optimizer, self.scheduler, self.scaler, self.early
             )
             self.resumed_from = self.epoch
-        self.loss_fn = build_loss(config.loss).to(self.device)
+        self.loss_fn = self.build_loss().to(self.device)
         self.train_loader = self.loader(splits.train, train=True)
         self.val_loader = self.loader(splits.val, train=False)
 
@@ -262,6 +262,20 @@ class WorkerRun:
     def fp16(self) -> bool:
         """Whether the grad scaler is on (fp16 autocast)."""
         return self.amp_dtype == torch.float16
+
+    def build_loss(self) -> nn.Module:
+        """The training loss; VGG19 weights this node cannot find (the driver could) are a
+        `UserError` raised on every rank at once, so no rank waits for one that stopped."""
+        config = self.config
+        error: UserError | None = None
+        loss = None
+        try:
+            loss = build_loss(config.loss, config.vgg_weights, config.storage_options)
+        except UserError as exc:
+            error = exc
+        same_error_on_all_ranks(error)
+        assert loss is not None
+        return loss
 
     def restore_or_build(self) -> Restored:
         """The last checkpoint of this run name if there is one, else a fresh student.

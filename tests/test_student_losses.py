@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import urllib.error
 from pathlib import Path
 
@@ -10,10 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from torch import nn
 
 from common.errors import UserError
 from student.losses import build_loss, gram_matrix, vgg19_features
+from student.pretrained import WeightsUnavailable
 
 
 @pytest.fixture(scope="module")
@@ -100,24 +101,83 @@ def test_unknown_loss_is_a_user_error() -> None:
         build_loss("l4")
 
 
-def test_bad_vgg_weights_are_user_errors(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="no such file"):
-        build_loss("l2", vgg_weights=str(tmp_path / "missing.pth"))
-    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "partial.pth")
-    with pytest.raises(UserError, match="not a VGG19 state dict"):
-        build_loss("l2", vgg_weights=str(tmp_path / "partial.pth"))
+@pytest.fixture(autouse=True)
+def no_weights_anywhere(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """An empty torch hub cache and downloads off, whatever this machine has; returns the
+    cache's checkpoints folder."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path / "torch" / "hub" / "checkpoints"
 
 
-def test_offline_vgg_falls_back_with_one_warning(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+def test_weights_file_may_hold_all_of_torchvisions_vgg19(vgg_file: str, tmp_path: Path) -> None:
+    """Layers the Gram term does not use (features.21+, the classifier) are ignored."""
+    state = torch.load(vgg_file, weights_only=True)
+    state |= {"features.34.bias": torch.zeros(512), "classifier.6.bias": torch.zeros(1000)}
+    torch.save(state, tmp_path / "vgg19-full.pth")
+    loss = build_loss("l2", vgg_weights=str(tmp_path / "vgg19-full.pth"))
+    assert torch.equal(loss.gram.slices[0][0].weight, state["features.0.weight"])
+
+
+def test_vgg_weights_in_the_torch_hub_cache_need_no_flag(
+    vgg_file: str, no_weights_anywhere: Path
 ) -> None:
-    def offline_vgg19(weights: object = None, **kwargs: object) -> nn.Module:
+    no_weights_anywhere.mkdir(parents=True)
+    shutil.copy(vgg_file, no_weights_anywhere / "vgg19-dcbb9e9d.pth")  # torchvision's name
+    loss = build_loss("l3")
+    saved = torch.load(vgg_file, weights_only=True)
+    assert torch.equal(loss.gram.slices[3][7].weight, saved["features.19.weight"])
+
+
+def test_no_vgg_weights_is_an_error_naming_the_flag_and_the_cache(
+    monkeypatch: pytest.MonkeyPatch, no_weights_anywhere: Path
+) -> None:
+    """Offline, torchvision's download is never tried; the error says what would work."""
+    calls: list[str] = []
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", calls.append)
+    with pytest.raises(WeightsUnavailable) as error:
+        build_loss("l2")
+    assert calls == []
+    message = str(error.value)
+    assert "\n" not in message
+    for part in ("--vgg-weights PATH_OR_URL", "vgg19-dcbb9e9d.pth", str(no_weights_anywhere)):
+        assert part in message
+    assert "HF_HUB_OFFLINE is set" in message
+    assert message.endswith("or --vgg-weights random to use a random one")
+
+
+def test_failed_download_is_an_error_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    def offline_download(url: str, **kwargs: object) -> dict:
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
-    monkeypatch.setattr(torchvision.models, "vgg19", offline_vgg19)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline_download)
+    with pytest.raises(WeightsUnavailable, match=r"the download failed: .*Name or service"):
+        build_loss("l3")
+
+
+def test_random_vgg_is_an_opt_in_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        loss = build_loss("l3")
-    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
-    assert "VGG19" in caplog.records[0].getMessage()
+        loss = build_loss("l3", vgg_weights="random")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "--vgg-weights random" in warnings[0]
     student, teacher = pair()
     assert torch.isfinite(loss(student, teacher))
+
+
+def test_bad_vgg_weights_are_user_errors(vgg_file: str, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no such file"):
+        build_loss("l2", vgg_weights=str(tmp_path / "missing.pth"))
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match=r"cannot read .*junk\.pth as VGG19 weights"):
+        build_loss("l2", vgg_weights=str(tmp_path / "junk.pth"))
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "partial.pth")
+    with pytest.raises(UserError, match=r"VGG19 weights: it has no features\.0\.bias"):
+        build_loss("l2", vgg_weights=str(tmp_path / "partial.pth"))
+    state = torch.load(vgg_file, weights_only=True)
+    state["features.19.weight"] = state["features.19.weight"][:, :128]
+    torch.save(state, tmp_path / "narrow.pth")
+    with pytest.raises(
+        UserError, match=r"features.19.weight is \[512, 128, 3, 3\], VGG19 has \[512, 256, 3, 3\]"
+    ):
+        build_loss("l2", vgg_weights=str(tmp_path / "narrow.pth"))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import urllib.error
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +19,8 @@ from student.authors_checkpoint import authors_key_map
 from student.checkpoint import load_student, save_student
 from student.model import STTR, STTRConfig, build_sttr, to_tokens
 from student.position_encoding import PositionEmbeddingSine
+from student.train_config import TrainConfig, check_weights
+from student.train_loop import fresh_student
 from student.transformer import Transformer
 
 SMALL = STTRConfig(enc_layers=1, dec_layers=1)
@@ -196,27 +197,27 @@ def test_output_depends_on_both_inputs(small_model: STTR) -> None:
     assert (out - new_content).abs().max() > 1e-4
 
 
-def fake_resnet50(monkeypatch: pytest.MonkeyPatch, pretrained: nn.Module | None) -> None:
-    """torchvision.models.resnet50 that returns `pretrained` (or fails as offline) for weights."""
-    real = torchvision.models.resnet50
-
-    def resnet50(weights: object = None, **kwargs: object) -> nn.Module:
-        if weights is None:
-            return real(weights=None, **kwargs)
-        if pretrained is None:
-            raise urllib.error.URLError("[Errno -2] Name or service not known")
-        return pretrained
-
-    monkeypatch.setattr(torchvision.models, "resnet50", resnet50)
-
-
-def test_imagenet_init_loads_both_encoders(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(scope="module")
+def resnet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seeded torchvision ResNet-50 state dict, BatchNorm statistics included."""
     torch.manual_seed(0)
     pretrained = torchvision.models.resnet50()
     randomize_buffers(pretrained)
-    fake_resnet50(monkeypatch, pretrained)
-    model = build_sttr(SMALL, init="imagenet")
-    want = pretrained.state_dict()
+    path = tmp_path_factory.mktemp("resnet") / "resnet50.pth"
+    torch.save(pretrained.state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def no_weights_anywhere(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """An empty torch hub cache and downloads off; returns the cache's checkpoints folder."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path / "torch" / "hub" / "checkpoints"
+
+
+def assert_encoders_hold(model: STTR, path: Path) -> None:
+    want = torch.load(path, weights_only=True)
     for encoder, last in ((model.content_encoder, "layer2"), (model.style_encoder, "layer4")):
         got = encoder.state_dict()
         assert any(key.startswith(last) for key in got)
@@ -224,16 +225,40 @@ def test_imagenet_init_loads_both_encoders(monkeypatch: pytest.MonkeyPatch) -> N
             assert torch.equal(value, want[key]), key
 
 
-def test_imagenet_init_offline_warns_once(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+def test_imagenet_init_loads_both_encoders_from_a_file(
+    resnet_file: Path, no_weights_anywhere: Path
 ) -> None:
-    fake_resnet50(monkeypatch, None)
+    model = build_sttr(SMALL, init="imagenet", backbone_weights=str(resnet_file))
+    assert_encoders_hold(model, resnet_file)
+
+
+def test_imagenet_init_finds_the_torch_hub_cache(
+    resnet_file: Path, no_weights_anywhere: Path
+) -> None:
+    no_weights_anywhere.mkdir(parents=True)
+    (no_weights_anywhere / "resnet50-0676ba61.pth").symlink_to(resnet_file)  # torchvision's name
+    assert_encoders_hold(build_sttr(SMALL, init="imagenet"), resnet_file)
+
+
+def test_imagenet_init_offline_warns_once(
+    no_weights_anywhere: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING):
         model = build_sttr(SMALL, init="imagenet")
-    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1
-    assert "random init" in warnings[0].getMessage()
+    assert "random init" in warnings[0]
+    assert "resnet50-0676ba61.pth" in warnings[0] and "--backbone-weights" in warnings[0]
     assert isinstance(model, STTR)
+
+
+def test_bad_backbone_weights_are_user_errors(tmp_path: Path, no_weights_anywhere: Path) -> None:
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="as ResNet-50 weights"):
+        build_sttr(SMALL, init="imagenet", backbone_weights=str(tmp_path / "junk.pth"))
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "vgg.pth")
+    with pytest.raises(UserError, match=r"ResNet-50 weights: it has no conv1\.weight"):
+        build_sttr(SMALL, init="imagenet", backbone_weights=str(tmp_path / "vgg.pth"))
 
 
 # Their key -> our key, written out by hand from the authors' module names (DETR/STTR) and ours.
@@ -476,3 +501,37 @@ def test_not_a_checkpoint_is_a_user_error(small_model: STTR, tmp_path: Path) -> 
     shape_error = r"decoder_layers\.0\.linear1\.bias has shape \[2048\], expected \[64\]"
     with pytest.raises(UserError, match=shape_error):
         load_student(str(tmp_path / "bad"))
+
+
+def test_workers_get_the_backbone_file_through_the_config(
+    resnet_file: Path, no_weights_anywhere: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The path travels in the TrainConfig, made absolute for workers in other folders."""
+    monkeypatch.chdir(resnet_file.parent)
+    config = TrainConfig(data="run", name="n", model=SMALL, backbone_weights=resnet_file.name)
+    assert config.backbone_weights == str(resnet_file)
+    assert check_weights(config, fresh=True) == config
+    assert_encoders_hold(fresh_student(config), resnet_file)
+
+
+def test_driver_warns_once_and_workers_start_from_scratch(
+    no_weights_anywhere: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = TrainConfig(data="run", name="n", model=SMALL)
+    with caplog.at_level(logging.WARNING):
+        checked = check_weights(config, fresh=True)
+        assert check_weights(config, fresh=False) == config  # resuming: the encoders are stored
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
+    assert checked.init == "scratch"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"init": "scratch", "backbone_weights": "r.pth"}, "--backbone-weights is for --init"),
+        ({"loss": "l1", "vgg_weights": "v.pth"}, "--loss l1 has no Gram term"),
+    ],
+)
+def test_weights_flags_that_would_be_ignored_are_errors(fields: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        TrainConfig(data="run", name="n", **fields)
