@@ -16,10 +16,14 @@ from safetensors.torch import load_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from common.errors import UserError
+from common.storage import Storage
+from jobs import generate
 from jobs.stylize import main as stylize_main
+from teacher_workers.config import StyleIDConfig
 from teacher_workers.models import load_teacher
 from teacher_workers.options import TeacherOptions
 from tests.cli import run_job
+from tests.generation_helpers import FAST_TEACHER, check_exactly_once, write_inputs
 from tests.sd_folder import hub_cache, write_sd_folder
 
 REPO_ID = "test-org/tiny-sd"
@@ -155,3 +159,19 @@ def test_the_teacher_hash_follows_a_folders_weights_not_its_place(sd_folder, tmp
     assert pinned.model == str(sd_folder.resolve()) and len(pinned.digest) == 64
     assert TeacherOptions(model=str(moved)).pinned().hash(cpu) == pinned.hash(cpu)
     assert TeacherOptions(model=str(other)).pinned().hash(cpu) != pinned.hash(cpu)
+
+
+def test_generate_on_ray_runs_a_model_folder_given_by_a_relative_path(
+    ray_cluster, sd_folder, tmp_path, monkeypatch
+):
+    """The driver pins the folder to an absolute path (actors do not share its working
+    directory) and names the targets by the folder's digest."""
+    contents, styles = write_inputs(tmp_path, 2, 1)
+    monkeypatch.chdir(sd_folder.parent)
+    args = ["--content", str(contents), "--styles", str(styles), "--out", str(tmp_path / "run")]
+    teacher = ["--model", sd_folder.name, "--device", "cpu", *FAST_TEACHER, "--tile", "2x1"]
+    assert generate.main([*args, *teacher]) == 0
+    lines = check_exactly_once(Storage(str(tmp_path / "run")), 2)
+    styleid = StyleIDConfig(steps=3, resolution=64)  # FAST_TEACHER's
+    pinned = TeacherOptions(str(sd_folder), dtype="float32", styleid=styleid).pinned()
+    assert {line.teacher_hash for line in lines} == {pinned.hash(torch.device("cpu"))}
