@@ -92,9 +92,11 @@ def test_the_empty_prompt_embedding_is_the_text_encoders_output(sd_folder):
     assert torch.equal(load_teacher(str(sd_folder)).prompt_embeds, expected)
 
 
-def test_a_hub_id_runs_from_an_offline_cache(sd_folder, hf_home, pictures, tmp_path):
+@pytest.mark.parametrize("revision", [[], ["--revision", COMMIT]], ids=["main", "pinned"])
+def test_a_hub_id_runs_from_an_offline_cache(hf_home, pictures, tmp_path, revision):
+    """As typed by a user (main), and as actors load it once the driver pinned the commit."""
     out = tmp_path / "out.png"
-    result = stylize(pictures, out, REPO_ID, hf_home)
+    result = stylize([*pictures, *revision], out, REPO_ID, hf_home)
     assert result.returncode == 0, result.stderr
     assert out.is_file()
 
@@ -139,16 +141,20 @@ def truncate_unet(folder: Path) -> None:
     ids=["missing-unet", "truncated-weights"],
 )
 def test_a_broken_folder_is_one_clear_line(sd_folder, pictures, tmp_path, damage, problem):
+    """The line `error: ...` that jobs.stylize and jobs.generate (before Ray starts) end with."""
     broken = tmp_path / "broken"
     shutil.copytree(sd_folder, broken)
     damage(broken)
-    result = stylize(pictures, tmp_path / "out.png", str(broken), tmp_path)
-    assert result.returncode == 2
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and errors[0].startswith(f"error: model folder {broken}: {problem}")
-    assert "Traceback" not in result.stderr
-    with pytest.raises(UserError, match=problem.replace("(", r"\(")):
-        TeacherOptions(model=str(broken)).pinned()  # jobs.generate: before Ray starts
+    out = tmp_path / "out.png"
+    for run in (
+        lambda: stylize_main([*pictures, "--out", str(out), "--model", str(broken), *FAST]),
+        lambda: TeacherOptions(model=str(broken)).pinned(),
+    ):
+        with pytest.raises(UserError) as error:
+            run()
+        assert str(error.value).startswith(f"model folder {broken}: {problem}")
+        assert "\n" not in str(error.value)
+    assert not out.exists()
 
 
 def test_the_teacher_hash_follows_a_folders_weights_not_its_place(sd_folder, tmp_path):
