@@ -12,13 +12,16 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
 from common.errors import UserError, first_line
 from teacher_workers.model_source import check_folder, hub_hint
+
+if TYPE_CHECKING:
+    from transformers import CLIPTextModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +170,9 @@ def _load_pretrained(model: str, revision: str | None, dtype: torch.dtype) -> Te
     return TeacherModel(unet, vae, _alphas(scheduler_config), prompt, scheduler_config, model)
 
 
-def empty_prompt_embedding(tokenizer, text_encoder) -> torch.Tensor:
+def empty_prompt_embedding(
+    tokenizer: PreTrainedTokenizerBase, text_encoder: CLIPTextModel
+) -> torch.Tensor:
     """[1, max_length, width]: the text encoder's last hidden state for "", padded to the
     tokenizer's full length as SD pipelines pad every prompt (StyleID conditions on it)."""
     tokens = tokenizer(
