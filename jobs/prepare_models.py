@@ -17,6 +17,7 @@ import argparse
 import posixpath
 import tempfile
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -194,5 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+# `styleid-prepare-models` (pyproject.toml [project.scripts]) and `python -m jobs.prepare_models`
+cli = partial(run_cli, main)
+
 if __name__ == "__main__":
-    run_cli(main)
+    cli()
