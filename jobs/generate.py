@@ -46,7 +46,6 @@ from common.ray_connect import connect_ray
 from common.run_info import write_run_info
 from common.storage import Storage
 from teacher_workers.generation import PoolConfig, generate
-from teacher_workers.models import check_model_available
 from teacher_workers.node_fit import wait_for_fit
 from teacher_workers.options import TeacherOptions, add_teacher_arguments, teacher_options
 from teacher_workers.sizing import auto_tile
@@ -187,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tile = None if args.tile == "auto" else parse_pair(args.tile, "x", "--tile")
     pool = pool_config(args)
     check_number("--gpu-memory-gb", args.gpu_memory_gb)
-    check_model_available(teacher.model, teacher.revision)
+    teacher = teacher.pinned()
     pairs, blocks = plan(args, storage_options)
     storage = Storage(args.out, options_for(args.out, storage_options))
     storage.check_writable()

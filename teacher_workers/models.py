@@ -1,4 +1,4 @@
-"""Loading the teacher's components: SD 1.5 from the Hub or a directory, or a random-weight preset.
+"""Loading the teacher's components: SD 1.5 from the Hub or a folder, or a random-weight preset.
 
 Presets (`tiny`, `sd15-random`) are built from configs shipped in `configs/`, so tests and GPU
 benchmarks run where no weights can be downloaded. Only what StyleID needs is kept: the UNet,
@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
 from common.errors import UserError, first_line
+from teacher_workers.model_source import check_folder, hub_hint
+
+if TYPE_CHECKING:
+    from transformers import CLIPTextModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -82,20 +88,6 @@ def check_model_name(model: str) -> None:
         )
 
 
-def check_model_available(model: str, revision: str | None = None) -> None:
-    """Fail before any work when a Hub id or directory cannot be read (reads one small config)."""
-    check_model_name(model)
-    if model in PRESETS:
-        return
-    try:
-        DDIMScheduler.load_config(model, subfolder="scheduler", revision=revision)
-    except Exception as exc:  # Hub, network and file errors all mean "cannot load this model"
-        raise UserError(
-            f"cannot load model {model!r} (a Hub id needs network access or a cached copy): "
-            f"{first_line(exc)}"
-        ) from None
-
-
 def load_teacher(
     model: str,
     dtype: torch.dtype = torch.float32,
@@ -151,28 +143,38 @@ def _build_preset(name: str, seed: int) -> TeacherModel:
 
 
 def _load_pretrained(model: str, revision: str | None, dtype: torch.dtype) -> TeacherModel:
-    """SD-1.x components via `from_pretrained`; the text encoder is used once and dropped."""
+    """SD-1.x components via `from_pretrained`; the text encoder is used once and dropped.
+
+    A folder is checked first, so a missing part or a damaged weight file is named in one
+    line; a Hub id is read through the Hugging Face cache (offline with HF_HUB_OFFLINE=1).
+    """
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    try:
-        unet = UNet2DConditionModel.from_pretrained(
-            model, subfolder="unet", revision=revision, torch_dtype=dtype
-        )
-        vae = AutoencoderKL.from_pretrained(
-            model, subfolder="vae", revision=revision, torch_dtype=dtype
-        )
-        scheduler_config = dict(
-            DDIMScheduler.load_config(model, subfolder="scheduler", revision=revision)
-        )
-        tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer", revision=revision)
-        text_encoder = CLIPTextModel.from_pretrained(
-            model, subfolder="text_encoder", revision=revision
-        )
-    except Exception as exc:  # Hub, network and file errors all mean "cannot load this model"
-        first = first_line(exc)
-        raise UserError(
-            f"cannot load model {model!r} (a Hub id needs network access or a cached copy): {first}"
-        ) from None
+    is_folder = Path(model).is_dir()
+    if is_folder:
+        check_folder(Path(model), f"model folder {model}")
+    where = f"model folder {model}" if is_folder else f"model {model!r} ({hub_hint()})"
+
+    def load(part: str, loader: Callable[..., Any], **kwargs: Any) -> Any:
+        try:
+            return loader(model, subfolder=part, revision=revision, **kwargs)
+        except Exception as exc:  # Hub, network and file errors all mean "cannot load this"
+            raise UserError(f"cannot load {part}/ of {where}: {first_line(exc)}") from None
+
+    unet = load("unet", UNet2DConditionModel.from_pretrained, torch_dtype=dtype)
+    vae = load("vae", AutoencoderKL.from_pretrained, torch_dtype=dtype)
+    scheduler_config = dict(load("scheduler", DDIMScheduler.load_config))
+    tokenizer = load("tokenizer", CLIPTokenizer.from_pretrained)
+    text_encoder = load("text_encoder", CLIPTextModel.from_pretrained)
+    prompt = empty_prompt_embedding(tokenizer, text_encoder)
+    return TeacherModel(unet, vae, _alphas(scheduler_config), prompt, scheduler_config, model)
+
+
+def empty_prompt_embedding(
+    tokenizer: PreTrainedTokenizerBase, text_encoder: CLIPTextModel
+) -> torch.Tensor:
+    """[1, max_length, width]: the text encoder's last hidden state for "", padded to the
+    tokenizer's full length as SD pipelines pad every prompt (StyleID conditions on it)."""
     tokens = tokenizer(
         [""],
         padding="max_length",
@@ -181,5 +183,4 @@ def _load_pretrained(model: str, revision: str | None, dtype: torch.dtype) -> Te
         return_tensors="pt",
     )
     with torch.no_grad():
-        prompt = text_encoder(tokens.input_ids)[0]
-    return TeacherModel(unet, vae, _alphas(scheduler_config), prompt, scheduler_config, model)
+        return text_encoder(tokens.input_ids)[0]

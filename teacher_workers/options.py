@@ -7,14 +7,16 @@ actors, which build their own engine on their own GPU.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from teacher_workers.config import DEFAULT_LAYERS, StyleIDConfig, teacher_hash
 from teacher_workers.engine import StyleIDEngine
+from teacher_workers.model_source import pin_model
 from teacher_workers.models import (
     DTYPES,
+    PRESETS,
     check_model_name,
     load_teacher,
     parse_dtype,
@@ -32,6 +34,7 @@ class TeacherOptions:
     device: str = "auto"
     styleid: StyleIDConfig = field(default_factory=StyleIDConfig)
     offload: bool | None = None
+    digest: str | None = None  # a model folder's content digest, set by `pinned`
 
     def __post_init__(self) -> None:
         check_model_name(self.model)
@@ -44,9 +47,21 @@ class TeacherOptions:
             return self.dtype
         return "float16" if device.type == "cuda" else "float32"
 
+    def pinned(self) -> TeacherOptions:
+        """These options with the model checked and pinned to exact weights, for a run whose
+        actors load it later on other machines: a folder becomes an absolute path named by its
+        content digest, a Hub id's revision the commit it resolves to now (`UserError` if the
+        model cannot be read)."""
+        if self.model in PRESETS:
+            return self
+        pinned = pin_model(self.model, self.revision)
+        return replace(self, model=pinned.name, revision=pinned.revision, digest=pinned.digest)
+
     def hash(self, device: torch.device) -> str:
-        """The teacher hash of targets this teacher makes on `device`'s kind of hardware."""
-        return teacher_hash(self.styleid, self.model, self.revision, self.resolved_dtype(device))
+        """The teacher hash of targets this teacher makes on `device`'s kind of hardware; a
+        pinned folder counts by its digest, not by where it lies."""
+        model = f"sha256:{self.digest}" if self.digest else self.model
+        return teacher_hash(self.styleid, model, self.revision, self.resolved_dtype(device))
 
     def build(self) -> StyleIDEngine:
         """Load the model on this process's device and wrap it in an engine."""

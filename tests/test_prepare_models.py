@@ -1,0 +1,85 @@
+"""`jobs.prepare_models` without the internet: its plan, its checks and its upload step."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from common.errors import UserError
+from jobs import prepare_models
+from jobs.prepare_models import SD_FILES, main, upload
+from teacher_workers.models import DEFAULT_MODEL_ID
+
+VGG_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
+RESNET_URL = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
+
+
+def test_dry_run_plans_all_three_models_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "models"
+    assert main(["--out", str(out), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        f"{DEFAULT_MODEL_ID} (revision main): {', '.join(SD_FILES)} -> {out}/huggingface/hub",
+        f"{VGG_URL} -> {out}/torch/hub/checkpoints/vgg19-dcbb9e9d.pth",
+        f"{RESNET_URL} -> {out}/torch/hub/checkpoints/resnet50-0676ba61.pth",
+    ]
+    assert not out.exists()
+
+
+def test_naming_some_models_fetches_only_those(tmp_path, capsys):
+    args = ["--out", str(tmp_path), "--dry-run", "--sd", "org/model", "--revision", "v2"]
+    assert main([*args, "--resnet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("org/model (revision v2): model_index.json, unet/config.json")
+    assert lines[1].startswith(RESNET_URL)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--vgg", "--revision", "v2"], "--revision applies to the --sd model"),
+        (["--sd", "a/b/c"], "--sd 'a/b/c' is not a Hugging Face id"),
+    ],
+)
+def test_bad_options_are_one_clear_line(tmp_path, args, message):
+    with pytest.raises(UserError, match=message):
+        main(["--out", str(tmp_path), "--dry-run", *args])
+
+
+def test_an_unusable_output_url_fails_before_any_download(monkeypatch):
+    def fail(*args: object) -> None:
+        raise AssertionError("nothing may be fetched")
+
+    monkeypatch.setattr(prepare_models, "prepare", fail)
+    with pytest.raises(UserError, match="cannot open 'nosuch://bucket/models'"):
+        main(["--out", "nosuch://bucket/models"])
+
+
+def test_upload_copies_the_staged_cache_with_links_resolved(tmp_path):
+    """The Hub cache links snapshot files to blobs; the store gets their bytes."""
+    repo = tmp_path / "huggingface" / "hub" / "models--org--model"
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "blobs" / "0abc").write_bytes(b"unet weights")
+    snapshot = repo / "snapshots" / ("c" * 40) / "unet"
+    snapshot.mkdir(parents=True)
+    (snapshot / "diffusion_pytorch_model.safetensors").symlink_to(repo / "blobs" / "0abc")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("c" * 40)
+    (tmp_path / "huggingface" / "hub" / ".locks").mkdir()
+    (tmp_path / "huggingface" / "hub" / ".locks" / "x.lock").write_text("")
+    url = f"memory://models-{uuid.uuid4().hex}"
+    assert upload(tmp_path, url, {}) == 3
+    fs = fsspec.filesystem("memory")
+    stored = {Path(p).relative_to(url.removeprefix("memory:/")) for p in fs.find(url)}
+    key = "huggingface/hub/models--org--model"
+    assert {str(p) for p in stored} == {
+        f"{key}/blobs/0abc",
+        f"{key}/refs/main",
+        f"{key}/snapshots/{'c' * 40}/unet/diffusion_pytorch_model.safetensors",
+    }
+    linked = f"{url}/{key}/snapshots/{'c' * 40}/unet/diffusion_pytorch_model.safetensors"
+    assert fs.cat_file(linked) == b"unet weights"

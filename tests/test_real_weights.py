@@ -1,0 +1,183 @@
+"""Real-weight loading, offline: a random-weight SD-1.x folder in the Hub's own layout goes
+through the same `from_pretrained` calls as SD 1.5, as a folder and as a Hub id read from a
+prepared Hugging Face cache (`HF_HOME`, `HF_HUB_OFFLINE=1`), as on an air-gapped cluster."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from huggingface_hub import constants
+from PIL import Image
+from safetensors.torch import load_file
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from common.errors import UserError
+from common.storage import Storage
+from jobs import generate
+from jobs.stylize import main as stylize_main
+from teacher_workers.config import StyleIDConfig
+from teacher_workers.models import load_teacher
+from teacher_workers.options import TeacherOptions
+from tests.cli import run_job
+from tests.generation_helpers import FAST_TEACHER, check_exactly_once, write_inputs
+from tests.sd_folder import hub_cache, write_sd_folder
+
+REPO_ID = "test-org/tiny-sd"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+FAST = ["--resolution", "64", "--steps", "2", "--batch-size", "2"]
+
+
+@pytest.fixture(scope="module")
+def sd_folder(tmp_path_factory) -> Path:
+    return write_sd_folder(tmp_path_factory.mktemp("models") / "sd15")
+
+
+@pytest.fixture(scope="module")
+def hf_home(tmp_path_factory, sd_folder) -> Path:
+    """A Hugging Face cache holding REPO_ID at COMMIT, and nothing else."""
+    home = tmp_path_factory.mktemp("hf-home")
+    hub_cache(home, REPO_ID, sd_folder, COMMIT)
+    return home
+
+
+@pytest.fixture
+def offline_cache(monkeypatch, hf_home) -> Path:
+    """This process reads Hub ids from `hf_home` only, as with HF_HOME and HF_HUB_OFFLINE=1."""
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hf_home / "hub"))
+    return hf_home
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory) -> list[str]:
+    folder = tmp_path_factory.mktemp("pictures")
+    rng = np.random.default_rng(0)
+    paths = [folder / "content.png", folder / "style.png"]
+    for path in paths:
+        Image.fromarray(rng.integers(0, 255, (64, 80, 3), dtype=np.uint8)).save(path)
+    return ["--content", str(paths[0]), "--style", str(paths[1])]
+
+
+def stylize(pictures: list[str], out: Path, model: str, hf_home: Path) -> object:
+    """`python -m jobs.stylize` offline, with `hf_home` as the only source of Hub ids."""
+    env = {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
+    return run_job("stylize", *pictures, "--out", str(out), "--model", model, *FAST, env=env)
+
+
+def test_the_saved_folder_loads_its_own_weights_and_stylizes(sd_folder, pictures, tmp_path):
+    teacher = load_teacher(str(sd_folder))
+    saved = load_file(sd_folder / "unet" / "diffusion_pytorch_model.safetensors")
+    assert teacher.unet.config.cross_attention_dim == 32
+    assert all(torch.equal(teacher.unet.state_dict()[k], v) for k, v in saved.items())
+    assert teacher.scheduler_config["_class_name"] == "PNDMScheduler"  # SD 1.5's, as shipped
+    out = tmp_path / "out.png"
+    assert stylize_main([*pictures, "--out", str(out), "--model", str(sd_folder), *FAST]) == 0
+    with Image.open(out) as image:
+        assert image.size == (64, 64)
+
+
+def test_the_empty_prompt_embedding_is_the_text_encoders_output(sd_folder):
+    tokenizer = CLIPTokenizer.from_pretrained(sd_folder, subfolder="tokenizer")
+    encoder = CLIPTextModel.from_pretrained(sd_folder, subfolder="text_encoder")
+    ids = tokenizer(
+        "", padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt"
+    ).input_ids
+    assert ids.shape == (1, 77) and ids[0, :2].tolist() == [0, 1]  # start, end, then padding
+    with torch.no_grad():
+        expected = encoder(ids)[0]
+    assert torch.equal(load_teacher(str(sd_folder)).prompt_embeds, expected)
+
+
+@pytest.mark.parametrize("revision", [[], ["--revision", COMMIT]], ids=["main", "pinned"])
+def test_a_hub_id_runs_from_an_offline_cache(hf_home, pictures, tmp_path, revision):
+    """As typed by a user (main), and as actors load it once the driver pinned the commit."""
+    out = tmp_path / "out.png"
+    result = stylize([*pictures, *revision], out, REPO_ID, hf_home)
+    assert result.returncode == 0, result.stderr
+    assert out.is_file()
+
+
+def test_a_hub_id_pins_to_its_cached_commit(offline_cache):
+    pinned = TeacherOptions(model=REPO_ID).pinned()
+    assert (pinned.model, pinned.revision, pinned.digest) == (REPO_ID, COMMIT, None)
+    assert pinned.hash(torch.device("cpu")) != TeacherOptions(model=REPO_ID).hash(
+        torch.device("cpu")
+    )
+
+
+def test_an_uncached_hub_id_offline_is_one_clear_line(offline_cache):
+    with pytest.raises(UserError) as error:
+        TeacherOptions(model="test-org/not-cached").pinned()
+    message = str(error.value)
+    assert message.startswith("cannot find model 'test-org/not-cached' (HF_HUB_OFFLINE is set")
+    assert str(offline_cache / "hub") in message and "\n" not in message
+
+
+def test_a_cached_hub_id_missing_a_part_fails_before_any_work(offline_cache, sd_folder):
+    snapshot = hub_cache(offline_cache, "test-org/partial", sd_folder, "b" * 40)
+    shutil.rmtree(snapshot / "text_encoder")
+    with pytest.raises(UserError, match=r"'test-org/partial' in the Hugging Face cache .*: no "):
+        TeacherOptions(model="test-org/partial").pinned()
+
+
+def truncate_unet(folder: Path) -> None:
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda folder: shutil.rmtree(folder / "unet"), "no unet/ (a Stable Diffusion 1.x"),
+        (
+            truncate_unet,
+            "unet/diffusion_pytorch_model.safetensors is damaged or not a safetensors file",
+        ),
+    ],
+    ids=["missing-unet", "truncated-weights"],
+)
+def test_a_broken_folder_is_one_clear_line(sd_folder, pictures, tmp_path, damage, problem):
+    """The line `error: ...` that jobs.stylize and jobs.generate (before Ray starts) end with."""
+    broken = tmp_path / "broken"
+    shutil.copytree(sd_folder, broken)
+    damage(broken)
+    out = tmp_path / "out.png"
+    for run in (
+        lambda: stylize_main([*pictures, "--out", str(out), "--model", str(broken), *FAST]),
+        lambda: TeacherOptions(model=str(broken)).pinned(),
+    ):
+        with pytest.raises(UserError) as error:
+            run()
+        assert str(error.value).startswith(f"model folder {broken}: {problem}")
+        assert "\n" not in str(error.value)
+    assert not out.exists()
+
+
+def test_the_teacher_hash_follows_a_folders_weights_not_its_place(sd_folder, tmp_path):
+    moved = shutil.copytree(sd_folder, tmp_path / "elsewhere")
+    other = write_sd_folder(tmp_path / "other", seed=1)
+    cpu = torch.device("cpu")
+    pinned = TeacherOptions(model=str(sd_folder)).pinned()
+    assert pinned.model == str(sd_folder.resolve()) and len(pinned.digest) == 64
+    assert TeacherOptions(model=str(moved)).pinned().hash(cpu) == pinned.hash(cpu)
+    assert TeacherOptions(model=str(other)).pinned().hash(cpu) != pinned.hash(cpu)
+
+
+def test_generate_on_ray_runs_a_model_folder_given_by_a_relative_path(
+    ray_cluster, sd_folder, tmp_path, monkeypatch
+):
+    """The driver pins the folder to an absolute path (actors do not share its working
+    directory) and names the targets by the folder's digest."""
+    contents, styles = write_inputs(tmp_path, 2, 1)
+    monkeypatch.chdir(sd_folder.parent)
+    args = ["--content", str(contents), "--styles", str(styles), "--out", str(tmp_path / "run")]
+    teacher = ["--model", sd_folder.name, "--device", "cpu", *FAST_TEACHER, "--tile", "2x1"]
+    assert generate.main([*args, *teacher]) == 0
+    lines = check_exactly_once(Storage(str(tmp_path / "run")), 2)
+    styleid = StyleIDConfig(steps=3, resolution=64)  # FAST_TEACHER's
+    pinned = TeacherOptions(str(sd_folder), dtype="float32", styleid=styleid).pinned()
+    assert {line.teacher_hash for line in lines} == {pinned.hash(torch.device("cpu"))}
