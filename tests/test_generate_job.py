@@ -253,7 +253,7 @@ def test_a_driver_stopped_halfway_finishes_on_restart(ray_cluster, tmp_path):
         (
             "--model",
             "no-such-org/no-such-model",
-            "error: cannot load model 'no-such-org/no-such-model'",
+            "error: cannot find model 'no-such-org/no-such-model'",
         ),
         ("--workers", "3:1", "error: --workers must be MIN:MAX with 1 <= MIN <= MAX, got 3:1"),
     ],

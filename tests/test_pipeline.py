@@ -149,5 +149,5 @@ def test_a_failing_step_adds_no_second_error_line(tmp_path):
     result = run_job("pipeline", "--out", str(out), "--model", "no-such/model")
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and errors[0].startswith("error: cannot load model 'no-such/model'")
+    assert len(errors) == 1 and errors[0].startswith("error: cannot find model 'no-such/model'")
     assert "== train" not in result.stdout
