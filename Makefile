@@ -32,11 +32,10 @@ demo: install
 lint: install
 	$(BIN)/ruff check .
 
-# Three test processes (pytest-xdist) on two cores, each test file whole in one of them: most
-# tests wait on Ray start-ups and subprocesses, so a third overlaps that waiting; a file's
-# module-level runs are built once.
+# Two test processes (pytest-xdist), each test file whole in one of them: a file's module-level
+# runs are built once, and Ray start-ups in one overlap the other's computing.
 test: lint
-	$(BIN)/pytest -q -n 3 --dist loadfile
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 # Build and push the cluster image (needs Docker), then set cluster.yaml's docker.image to it.
 image:
