@@ -11,12 +11,12 @@ training or validation ever reads.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from functools import partial
 
 from common.cli import add_storage_option, parse_storage_options, run_cli
 from common.inputs import options_for
+from common.run_info import read_run_info
 from common.storage import Storage
 from student.reporting import write_evaluation
 from teacher_workers.sizing import teacher_parameters
@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     options = parse_storage_options(args.storage_option)
     storage = Storage(args.data, options_for(args.data, options))
-    run = json.loads(storage.read_bytes("run.json"))["config"] if storage.exists("run.json") else {}
+    run = (read_run_info(storage) or {}).get("config", {})
     model = run.get("model", "tiny")
     where = write_evaluation(
         storage,
