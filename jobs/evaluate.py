@@ -19,6 +19,7 @@ from common.inputs import options_for
 from common.run_info import read_run_info
 from common.storage import Storage
 from student.reporting import write_evaluation
+from teacher_workers.model_source import config_source
 from teacher_workers.sizing import teacher_parameters
 
 
@@ -62,7 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.vgg_weights,
         options,
         teacher_model=model,
-        teacher_parameters=teacher_parameters(model, run.get("revision")),
+        teacher_parameters=teacher_parameters(
+            config_source(model, run.get("model_config")), run.get("revision")
+        ),
     )
     print(f"metrics, contact sheet and curves: {where}")
     return 0

@@ -24,7 +24,7 @@ from typing import Any
 from common.cli import add_storage_option, parse_storage_options, run_cli
 from common.errors import UserError, first_line
 from common.storage import Storage, is_local, open_fs
-from teacher_workers.models import DEFAULT_MODEL_ID
+from teacher_workers.model_source import DEFAULT_MODEL_ID
 
 # What the teacher loads from an SD-1.x repository, and nothing else (no fp16/EMA/.ckpt copies).
 SD_FILES = (

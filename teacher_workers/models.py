@@ -1,4 +1,5 @@
-"""Loading the teacher's components: SD 1.5 from the Hub or a folder, or a random-weight preset.
+"""Loading the teacher's components: SD 1.5 from the Hub, a folder or a single-file checkpoint,
+or a random-weight preset.
 
 Presets (`tiny`, `sd15-random`) are built from configs shipped in `configs/`, so tests and GPU
 benchmarks run where no weights can be downloaded. Only what StyleID needs is kept: the UNet,
@@ -18,7 +19,15 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
 from common.errors import UserError, first_line
-from teacher_workers.model_source import check_folder, hub_hint
+from teacher_workers.model_source import (
+    SINGLE_FILE_SUFFIX,
+    check_folder,
+    check_single_file,
+    config_source,
+    hub_hint,
+    is_single_file,
+    single_file_config,
+)
 
 if TYPE_CHECKING:
     from transformers import CLIPTextModel, PreTrainedTokenizerBase
@@ -27,7 +36,6 @@ log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 PRESETS = {"tiny": "tiny", "sd15-random": "sd15"}
-DEFAULT_MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DTYPES = {
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
@@ -77,13 +85,15 @@ def resolve_device(name: str) -> torch.device:
 
 
 def check_model_name(model: str) -> None:
-    """Reject a model argument that can be neither a preset, a local directory nor a Hub id."""
-    if model in PRESETS or Path(model).is_dir():
+    """Reject a model argument that can be neither a preset, a local directory, a single-file
+    checkpoint nor a Hub id."""
+    if model in PRESETS or Path(model).is_dir() or is_single_file(model):
         return
     looks_like_path = model.startswith((".", "/", "~")) or model.count("/") > 1
-    if looks_like_path or model.count("/") != 1:
+    if looks_like_path or model.count("/") != 1 or Path(model).is_file():
         raise UserError(
             f"unknown model {model!r}: use {' or '.join(PRESETS)}, a local diffusers directory, "
+            f"a single-file checkpoint (*{SINGLE_FILE_SUFFIX}), "
             "or a Hugging Face id such as stable-diffusion-v1-5/stable-diffusion-v1-5"
         )
 
@@ -94,13 +104,18 @@ def load_teacher(
     device: str | torch.device = "cpu",
     revision: str | None = None,
     seed: int = 0,
+    config: str | None = None,
 ) -> TeacherModel:
-    """Teacher components for a preset name, a local diffusers directory or a Hub id."""
+    """Teacher components for a preset name, a local diffusers directory, a Hub id or a
+    single-file checkpoint configured by `config` (see `model_source.config_source`)."""
     check_model_name(model)
     device = torch.device(device)
-    teacher = (
-        _build_preset(model, seed) if model in PRESETS else _load_pretrained(model, revision, dtype)
-    )
+    if model in PRESETS:
+        teacher = _build_preset(model, seed)
+    elif is_single_file(model):
+        teacher = _load_single_file(model, config_source(model, config), revision)
+    else:
+        teacher = _load_pretrained(model, revision, dtype)
     for module in (teacher.unet, teacher.vae):
         cast(module, device, dtype).eval().requires_grad_(False)
     teacher.prompt_embeds = teacher.prompt_embeds.to(device=device, dtype=dtype)
@@ -168,6 +183,38 @@ def _load_pretrained(model: str, revision: str | None, dtype: torch.dtype) -> Te
     text_encoder = load("text_encoder", CLIPTextModel.from_pretrained)
     prompt = empty_prompt_embedding(tokenizer, text_encoder)
     return TeacherModel(unet, vae, _alphas(scheduler_config), prompt, scheduler_config, model)
+
+
+def _load_single_file(model: str, config: str, revision: str | None) -> TeacherModel:
+    """SD-1.x components from one LDM-layout checkpoint through diffusers' `from_single_file`,
+    configured by a local folder (a Hub id is looked up in the cache only): nothing is fetched.
+
+    Tensors keep the file's dtype (the caller casts the UNet and VAE); the text encoder runs in
+    float32, as for a folder. The safety checker is not part of the teacher and is not loaded.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    path = Path(model).expanduser()
+    check_single_file(path)
+    folder = single_file_config(config, revision)
+    try:
+        pipeline = StableDiffusionPipeline.from_single_file(
+            str(path),
+            config=str(folder),
+            local_files_only=True,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+    except Exception as exc:  # shapes that do not fit the config, unreadable tensors, ...
+        raise UserError(
+            f"cannot load model file {path} with the config {folder}: {first_line(exc)}"
+        ) from None
+    prompt = empty_prompt_embedding(pipeline.tokenizer, pipeline.text_encoder.float())
+    scheduler_config = dict(pipeline.scheduler.config)
+    return TeacherModel(
+        pipeline.unet, pipeline.vae, _alphas(scheduler_config), prompt, scheduler_config, model
+    )
 
 
 def empty_prompt_embedding(

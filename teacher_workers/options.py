@@ -11,9 +11,10 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from common.errors import UserError
 from teacher_workers.config import DEFAULT_LAYERS, StyleIDConfig, teacher_hash
 from teacher_workers.engine import StyleIDEngine
-from teacher_workers.model_source import pin_model
+from teacher_workers.model_source import DEFAULT_MODEL_ID, is_single_file, pin_model
 from teacher_workers.models import (
     DTYPES,
     PRESETS,
@@ -34,10 +35,13 @@ class TeacherOptions:
     device: str = "auto"
     styleid: StyleIDConfig = field(default_factory=StyleIDConfig)
     offload: bool | None = None
-    digest: str | None = None  # a model folder's content digest, set by `pinned`
+    digest: str | None = None  # a model folder's or file's content digest, set by `pinned`
+    model_config: str | None = None  # a single file's config folder or Hub id
 
     def __post_init__(self) -> None:
         check_model_name(self.model)
+        if self.model_config and not is_single_file(self.model):
+            raise UserError("--model-config applies to single-file checkpoints (*.safetensors)")
         if self.dtype != "auto":
             parse_dtype(self.dtype)
 
@@ -50,24 +54,37 @@ class TeacherOptions:
     def pinned(self) -> TeacherOptions:
         """These options with the model checked and pinned to exact weights, for a run whose
         actors load it later on other machines: a folder becomes an absolute path named by its
-        content digest, a Hub id's revision the commit it resolves to now (`UserError` if the
-        model cannot be read)."""
+        content digest, a Hub id's revision the commit it resolves to now, a single file an
+        absolute path named by the digest of its bytes and configs, with its config pinned like
+        a model (`UserError` if the model cannot be read)."""
         if self.model in PRESETS:
             return self
-        pinned = pin_model(self.model, self.revision)
-        return replace(self, model=pinned.name, revision=pinned.revision, digest=pinned.digest)
+        pinned = pin_model(self.model, self.revision, self.model_config)
+        return replace(
+            self,
+            model=pinned.name,
+            revision=pinned.revision,
+            digest=pinned.digest,
+            model_config=pinned.config,
+        )
 
     def hash(self, device: torch.device) -> str:
         """The teacher hash of targets this teacher makes on `device`'s kind of hardware; a
-        pinned folder counts by its digest, not by where it lies."""
-        model = f"sha256:{self.digest}" if self.digest else self.model
-        return teacher_hash(self.styleid, model, self.revision, self.resolved_dtype(device))
+        pinned folder or file counts by its digest (which covers all it reads), not by where it
+        lies or which config revision pointed to it."""
+        if self.digest:
+            model, revision = f"sha256:{self.digest}", None
+        else:
+            model, revision = self.model, self.revision
+        return teacher_hash(self.styleid, model, revision, self.resolved_dtype(device))
 
     def build(self) -> StyleIDEngine:
         """Load the model on this process's device and wrap it in an engine."""
         device = resolve_device(self.device)
         dtype = parse_dtype(self.resolved_dtype(device))
-        teacher = load_teacher(self.model, dtype, device, self.revision, seed=self.styleid.seed)
+        teacher = load_teacher(
+            self.model, dtype, device, self.revision, self.styleid.seed, self.model_config
+        )
         return StyleIDEngine(teacher, self.styleid, offload=self.offload)
 
 
@@ -77,9 +94,20 @@ def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--model",
         default="tiny",
-        help="tiny | sd15-random | a Hugging Face id | a local diffusers directory",
+        help="tiny | sd15-random | a Hugging Face id | a local diffusers directory | "
+        "a single-file SD 1.x checkpoint (*.safetensors, original LDM layout)",
     )
-    group.add_argument("--revision", default=None, help="model revision on the Hub")
+    group.add_argument(
+        "--model-config",
+        default=None,
+        metavar="DIR|HF_ID",
+        help=f"configs, tokenizer and scheduler of a single-file --model: an SD 1.x diffusers "
+        f"folder (its weights are not read) or a Hub id read from the local Hugging Face cache "
+        f"only (default {DEFAULT_MODEL_ID})",
+    )
+    group.add_argument(
+        "--revision", default=None, help="revision of the Hub id (--model or --model-config)"
+    )
     group.add_argument(
         "--dtype",
         default="auto",
@@ -132,4 +160,12 @@ def teacher_options(args: argparse.Namespace) -> TeacherOptions:
         batch_size=args.batch_size,
     )
     offload = {"auto": None, "yes": True, "no": False}[args.offload]
-    return TeacherOptions(args.model, args.revision, args.dtype, args.device, styleid, offload)
+    return TeacherOptions(
+        args.model,
+        args.revision,
+        args.dtype,
+        args.device,
+        styleid,
+        offload,
+        model_config=args.model_config,
+    )
