@@ -137,9 +137,26 @@ def vae_attention_as_convolutions(state: dict[str, torch.Tensor]) -> dict[str, t
     }
 
 
+def ldm_buffers(scheduler: dict, prompt_length: int) -> dict[str, torch.Tensor]:
+    """Non-weight tensors SD-1.x files carry beside the three parts, which a loader must skip:
+    LatentDiffusion's noise schedule (`register_schedule`: `betas`, `alphas_cumprod`, ...) and
+    the CLIP text model's `position_ids`."""
+    steps = scheduler["num_train_timesteps"]
+    betas = torch.linspace(scheduler["beta_start"] ** 0.5, scheduler["beta_end"] ** 0.5, steps) ** 2
+    alphas_cumprod = torch.cumprod(1 - betas, 0)
+    return {
+        "betas": betas,
+        "alphas_cumprod": alphas_cumprod,
+        "alphas_cumprod_prev": torch.cat([torch.ones(1), alphas_cumprod[:-1]]),
+        "cond_stage_model.transformer.text_model.embeddings.position_ids": torch.arange(
+            prompt_length
+        )[None],
+    }
+
+
 def write_ldm_checkpoint(folder: Path, path: Path) -> Path:
     """Write the UNet, VAE and text encoder of the diffusers folder `folder` as one
-    LDM-layout `.safetensors` file at `path`."""
+    LDM-layout `.safetensors` file at `path`, with the buffers such files carry."""
 
     def part(name: str, weights: str) -> tuple[dict, dict[str, torch.Tensor]]:
         config = json.loads((folder / name / "config.json").read_text())
@@ -147,8 +164,10 @@ def write_ldm_checkpoint(folder: Path, path: Path) -> Path:
 
     unet_config, unet = part("unet", "diffusion_pytorch_model.safetensors")
     vae_config, vae = part("vae", "diffusion_pytorch_model.safetensors")
-    _, text = part("text_encoder", "model.safetensors")
+    text_config, text = part("text_encoder", "model.safetensors")
+    scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     checkpoint = {
+        **ldm_buffers(scheduler, text_config["max_position_embeddings"]),
         **rename(unet, unet_blocks(unet_config), "model.diffusion_model."),
         **vae_attention_as_convolutions(rename(vae, vae_blocks(vae_config), "first_stage_model.")),
         **{

@@ -24,6 +24,7 @@ from teacher_workers.config import StyleIDConfig
 from teacher_workers.model_source import DEFAULT_MODEL_ID
 from teacher_workers.models import load_teacher
 from teacher_workers.options import TeacherOptions
+from teacher_workers.sizing import auto_tile
 from tests.cli import run_job
 from tests.generation_helpers import FAST_TEACHER, check_exactly_once, write_inputs
 from tests.ldm_checkpoint import write_ldm_checkpoint
@@ -262,6 +263,12 @@ def test_a_single_file_pins_to_its_bytes_and_configs(
     tuned = TeacherOptions(str(tmp_path / "tuned.safetensors")).pinned()
     assert tuned.hash(cpu) != pinned.hash(cpu)
     assert TeacherOptions(str(sd_folder)).pinned().hash(cpu) != pinned.hash(cpu)
+    # tiles are sized from the config's shapes, not SD 1.5's (the fallback when none is read)
+    assert (
+        auto_tile(pinned, 1)
+        == auto_tile(TeacherOptions(str(sd_folder)), 1)
+        != auto_tile(TeacherOptions("sd15-random"), 1)
+    )
 
 
 @pytest.mark.parametrize(
