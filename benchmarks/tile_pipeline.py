@@ -1,6 +1,6 @@
 """Tile wall time over engine time, serial vs overlapped, on storage with a fixed latency.
 
-    python -m benchmarks.tile_pipeline [--latencies-ms 0 20 50] [--tile 4x4] [--tiles 6]
+    python -m benchmarks.tile_pipeline [--latencies-ms 0 20 50] [--tile 4x4] [--tiles 4]
 
 Tiles go through the real `TileRunner` (what each actor call runs) without Ray: serially (one
 tile at a time, every read, check and write one after another: the pipeline before overlap),
@@ -132,9 +132,9 @@ def main() -> None:
     )
     parser.add_argument("--latencies-ms", type=float, nargs="+", default=[0, 20, 50])
     parser.add_argument("--tile", default="4x4", help="contents x styles")
-    parser.add_argument("--tiles", type=int, default=6)
+    parser.add_argument("--tiles", type=int, default=4)
     parser.add_argument("--resolution", type=int, default=256)
-    parser.add_argument("--seconds-per-pair", type=float, default=0.1)
+    parser.add_argument("--seconds-per-pair", type=float, default=0.25)
     parser.add_argument("--io-threads", type=int, default=IO_THREADS)
     parser.add_argument("--out", default="benchmarks/results/tile_pipeline_cpu.json")
     args = parser.parse_args()
