@@ -21,7 +21,7 @@ from common.planning import Tile
 from common.storage import Storage
 from teacher_workers.actor import TileActor, WorkUnitError
 from teacher_workers.options import TeacherOptions
-from teacher_workers.tile_runner import tile_to_json
+from teacher_workers.tile_runner import TILES_IN_FLIGHT, tile_to_json
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,10 @@ def generate(
                 "teacher_hash": teacher_hash,
             },
             compute=ray.data.ActorPoolStrategy(
-                min_size=pool.min_workers, max_size=pool.max_workers
+                min_size=pool.min_workers,
+                max_size=pool.max_workers,
+                max_concurrent_calls_per_actor=TILES_IN_FLIGHT,
+                enable_true_multi_threading=True,  # TileRunner locks its engine itself
             ),
             num_gpus=pool.gpus_per_worker,
             num_cpus=pool.cpus_per_worker,
