@@ -147,7 +147,8 @@ def load_fid_inception(choice: str | None, options: Mapping[str, Any] | None) ->
             download(INCEPTION)  # into the hub cache, where pytorch-fid finds it
         return FidFeatures(InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]]))
     state = read_state(INCEPTION, choice, options)
-    previous = torch.hub.get_dir()
+    # None unless set_dir was called: restoring it (not get_dir()'s value) keeps TORCH_HOME live
+    previous = torch.hub._hub_dir
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "checkpoints").mkdir()
         torch.save(state, Path(folder) / "checkpoints" / INCEPTION.cache_file.name)
@@ -155,7 +156,7 @@ def load_fid_inception(choice: str | None, options: Mapping[str, Any] | None) ->
         try:
             return FidFeatures(InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]]))
         finally:
-            torch.hub.set_dir(previous)
+            torch.hub._hub_dir = previous
 
 
 class SetMeter:

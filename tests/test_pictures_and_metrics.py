@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from pytorch_fid import inception as fid
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import nn
-from torchvision.models import alexnet
+from torchvision.models import alexnet, inception_v3
 
 from common.pictures import DPI, contact_sheet, training_curves
 from student.cfsd import ROWS, cfsd
@@ -109,6 +110,7 @@ def test_offline_without_weights_names_the_flag_and_cache_file(tmp_path, monkeyp
     }
 
 
+@torch.no_grad()
 def styleid_cfsd(features: nn.Module, image: torch.Tensor, content: torch.Tensor) -> float:
     """CFSD as StyleID's evaluation code writes it: whole similarity matrices, KL through
     `F.kl_div` of log-softmax against softmax with batchmean, positions in (w, h) order."""
@@ -156,6 +158,43 @@ def test_fid_and_art_fid_over_a_set() -> None:
     assert fid["student"] > 0.01
     assert art_fid["student"] == pytest.approx(1.25 * (1 + fid["student"]))
     assert "ArtFID" in scores["fid_note"]
+
+
+def random_fid_inception_state() -> dict[str, torch.Tensor]:
+    """A state dict shaped like pytorch-fid's Inception (torchvision's Inception v3 with its
+    FID blocks, as `pytorch_fid.inception.fid_inception_v3` builds it), random values."""
+    net = inception_v3(weights=None, aux_logits=False, num_classes=1008, init_weights=False)
+    blocks = {
+        "Mixed_5b": fid.FIDInceptionA(192, pool_features=32),
+        "Mixed_5c": fid.FIDInceptionA(256, pool_features=64),
+        "Mixed_5d": fid.FIDInceptionA(288, pool_features=64),
+        "Mixed_6b": fid.FIDInceptionC(768, channels_7x7=128),
+        "Mixed_6c": fid.FIDInceptionC(768, channels_7x7=160),
+        "Mixed_6d": fid.FIDInceptionC(768, channels_7x7=160),
+        "Mixed_6e": fid.FIDInceptionC(768, channels_7x7=192),
+        "Mixed_7b": fid.FIDInceptionE_1(1280),
+        "Mixed_7c": fid.FIDInceptionE_2(2048),
+    }
+    for name, block in blocks.items():
+        setattr(net, name, block)
+    return net.state_dict()
+
+
+def test_fid_inception_comes_from_the_given_file(tmp_path, monkeypatch) -> None:
+    """No download and no lasting change to torch hub's folder. (FID itself is checked with a
+    small stand-in above: with 2048 features one FID takes minutes on two busy cores.)"""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    state = random_fid_inception_state()
+    path = tmp_path / "inception.pth"
+    torch.save(state, path)
+    meter = SetMeter(3, str(path), minimum=3)
+    assert torch.hub.get_dir() == str(tmp_path / "empty" / "hub")
+    assert meter.source == str(path)
+    first = meter.fid.inception.inception.blocks[0][0].conv.weight
+    assert torch.equal(first, state["Conv2d_1a_3x3.conv.weight"])
+    features = meter.fid.inception(torch.rand(2, 3, 32, 32))
+    assert features.shape == (2, 2048) and features.isfinite().all()
 
 
 def png_image(data: bytes) -> Image.Image:
