@@ -71,9 +71,12 @@ def training_curves(
     bottom.set_xlabel("epoch")
     if epochs and min(learning_rate) > 0:
         bottom.set_yscale("log")
-    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     for ax in (top, bottom):
         ax.grid(True, which="both", alpha=0.3)
         if epochs:
             ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        else:  # no scale to show
+            ax.set_xticks([])
+            ax.set_yticks([])
     return png(figure)
