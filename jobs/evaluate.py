@@ -40,7 +40,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for flag, network, used_for in (
         ("--vgg-weights", "VGG19", "CFSD and the content and style losses"),
         ("--lpips-weights", "AlexNet", "LPIPS"),
-        ("--inception-weights", "torch-fidelity Inception", "FID, on large golden sets only"),
+        ("--inception-weights", "pytorch-fid Inception", "FID, on large golden sets only"),
     ):
         parser.add_argument(
             flag,
