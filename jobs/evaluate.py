@@ -38,12 +38,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="training metrics.jsonl for curves.png (default: beside the checkpoint)",
     )
-    parser.add_argument(
-        "--vgg-weights",
-        default=None,
-        help="torchvision VGG19 weights (path or URL) for the content and style losses, or "
-        "'random' (default: the torch hub cache, else a download unless HF_HUB_OFFLINE is set)",
-    )
+    for flag, network, used_for in (
+        ("--vgg-weights", "VGG19", "CFSD and the content and style losses"),
+        ("--lpips-weights", "AlexNet", "LPIPS"),
+        ("--inception-weights", "pytorch-fid Inception", "FID, on large golden sets only"),
+    ):
+        parser.add_argument(
+            flag,
+            default=None,
+            help=f"{network} weights (path or URL) for {used_for}, or 'random' (default: the "
+            "torch hub cache, else a download unless HF_HUB_OFFLINE is set)",
+        )
     add_storage_option(parser)
     return parser.parse_args(argv)
 
@@ -60,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.name,
         args.teacher_hash,
         args.metrics,
-        args.vgg_weights,
+        {"vgg": args.vgg_weights, "lpips": args.lpips_weights, "inception": args.inception_weights},
         options,
         teacher_model=model,
         teacher_parameters=teacher_parameters(

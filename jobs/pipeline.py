@@ -124,10 +124,13 @@ def steps(args: argparse.Namespace, sets: dict[str, Path]) -> list[tuple[str, li
         enc_layers=args.student_layers,
         dec_layers=args.student_layers,
     ) + (["--gpu"] if args.gpu else [])
-    # a random-weight teacher's targets are not art, so no VGG19 is needed to measure them
+    # a random-weight teacher's targets are not art, so no pretrained network is needed to
+    # measure them (metrics.json says which weights were random)
     vgg = args.vgg_weights or ("random" if args.model in PRESETS else None)
-    evaluate = flags(data=args.out, student=f"{args.out}/train/{args.name}", name="golden") + (
-        ["--vgg-weights", vgg] if vgg else []
+    evaluate = (
+        flags(data=args.out, student=f"{args.out}/train/{args.name}", name="golden")
+        + (["--vgg-weights", vgg] if vgg else [])
+        + (["--lpips-weights", "random"] if args.model in PRESETS else [])
     )
     return [("generate", generate), ("train", train), ("evaluate", evaluate)]
 

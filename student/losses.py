@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common.errors import UserError
-from student.pretrained import RANDOM, VGG19, WeightsUnavailable, load_pretrained
+from student.pretrained import VGG19, load_instrument
 
 LOSS_WEIGHTS = {"l1": (1.0, 0.0), "l2": (0.5, 0.5), "l3": (0.7, 0.3)}  # name -> (MSE, Gram)
 VGG_SLICES = ((0, 2), (2, 7), (7, 12), (12, 21))  # relu1_1, relu2_1, relu3_1, relu4_1
@@ -107,15 +107,8 @@ def build_loss(
 def load_vgg19_features(
     weights: str | None, options: Mapping[str, Any] | None = None
 ) -> nn.Sequential:
-    """VGG19 features[0:21] with ImageNet weights (see `student.pretrained`).
-
-    No weights is an error, not a warning: a random VGG19 makes the Gram loss and the
-    perceptual metrics meaningless while everything still runs, which only shows much later.
-    Random weights must be asked for, with `--vgg-weights random`.
-    """
+    """VGG19 features[0:21] with ImageNet weights (see `student.pretrained`); random weights
+    only when asked for, with `--vgg-weights random`."""
     features = vgg19_features()
-    try:
-        load_pretrained(VGG19, weights, options, features)
-    except WeightsUnavailable as exc:
-        raise WeightsUnavailable(f"{exc}; or {VGG19.flag} {RANDOM} to use a random one") from None
+    load_instrument(VGG19, weights, options, features)
     return features
