@@ -33,6 +33,11 @@ def connect_ray() -> None:
         Defined in here so that it travels by value: a worker that cannot import it (other code
         than the driver's) would fail to start."""
         logging.getLogger("ray").setLevel(logging.ERROR)
+        # Ray Train names the logger of its "Reporting training result ..." line, one per
+        # epoch, by its file path: outside "ray", and not one RunConfig's logging_config sets
+        ray_train_context = os.path.join("train", "v2", "_internal", "execution", "context.py")
+        path = os.path.join(os.path.dirname(ray.__file__), ray_train_context)
+        logging.getLogger(path).setLevel(logging.ERROR)
 
     options = {
         "logging_level": ray_log_level(),

@@ -19,9 +19,10 @@ from tests.synthetic_run import write_synthetic_run
 SAMPLES = ROOT / "samples"
 # What Ray's own loggers print at INFO or WARNING in the demo; only `--verbose` shows them.
 RAY_INTERNALS = (
-    "PlacementGroupCleaner",  # Ray Train's, warning every second that it cannot reach the dashboard
+    "Failed to query Ray Train Controller",  # every second, from Ray Train's cleaner actor
     "Requesting resources",  # Ray Train's controller
     "Checkpoint successfully created",  # Ray Train's workers
+    "Reporting training result",  # Ray Train's workers, by a logger outside "ray"
     "Execution plan of Dataset",  # Ray Data's, in the driver
     "Token authentication",  # Ray's, at ray.init
 )
