@@ -26,22 +26,27 @@ def connect_ray() -> None:
     if ray.is_initialized():
         return
 
-    def quiet_worker() -> None:
-        """Ray's `worker_process_setup_hook` of a quiet job: runs in each worker and actor at
-        its start, where nothing else quiets Ray's loggers (e.g. Ray Train's placement-group
-        cleaner warns every second that it cannot reach the dashboard we do not start).
+    quiet = not verbose()
+
+    def setup_worker() -> None:
+        """Ray's `worker_process_setup_hook`: runs in each worker and actor at its start.
         Defined in here so that it travels by value: a worker that cannot import it (other code
         than the driver's) would fail to start."""
-        logging.getLogger("ray").setLevel(logging.ERROR)
-        # Ray Train names the logger of its "Reporting training result ..." line, one per
-        # epoch, by its file path: outside "ray", and not one RunConfig's logging_config sets
-        ray_train_context = os.path.join("train", "v2", "_internal", "execution", "context.py")
-        path = os.path.join(os.path.dirname(ray.__file__), ray_train_context)
-        logging.getLogger(path).setLevel(logging.ERROR)
+        # Ray's state API finds its cluster by RAY_ADDRESS, and fails where a machine runs
+        # several: Ray Train's placement-group cleaner would die with a traceback
+        os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+        if quiet:  # nothing else quiets Ray's loggers in workers (the cleaner warns each second)
+            logging.getLogger("ray").setLevel(logging.ERROR)
+            # Ray Train names the logger of its "Reporting training result ..." line, one per
+            # epoch, by its file path: outside "ray", and not one RunConfig's logging_config sets
+            module = os.path.join("train", "v2", "_internal", "execution", "context.py")
+            logging.getLogger(os.path.join(os.path.dirname(ray.__file__), module)).setLevel(
+                logging.ERROR
+            )
 
     options = {
         "logging_level": ray_log_level(),
-        "runtime_env": None if verbose() else {"worker_process_setup_hook": quiet_worker},
+        "runtime_env": {"worker_process_setup_hook": setup_worker},
     }
     address = os.environ.get("RAY_ADDRESS")
     if address:
@@ -50,7 +55,7 @@ def connect_ray() -> None:
         context = ray.init(
             address="local", _node_ip_address="127.0.0.1", include_dashboard=False, **options
         )
-    if not verbose():
+    if quiet:
         for handler in logging.getLogger("ray.data").handlers:
             if isinstance(handler, logging.StreamHandler):  # not its file handler
                 handler.setLevel(logging.ERROR)
