@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -15,12 +16,36 @@ log = logging.getLogger(__name__)
 
 USER_ERROR = 2  # the exit code of a command that ended with one `error:` line
 
+# Every job's `--verbose`, as a parent parser (`argparse.ArgumentParser(parents=[VERBOSE])`).
+VERBOSE = argparse.ArgumentParser(add_help=False)
+VERBOSE.add_argument(
+    "--verbose",
+    action="store_true",
+    help="print Ray's own log lines here too (by default only their errors; the rest stays in "
+    "Ray's session logs, whose folder the job names)",
+)
+# `--verbose` as the environment carries it: to the steps of `jobs.pipeline` and to
+# `connect_ray`; `ray job submit` users may set it in the job's runtime_env instead.
+VERBOSE_ENV = "STYLEID_VERBOSE"
+
+
+def verbose() -> bool:
+    """Whether this job prints Ray's own log lines (see `VERBOSE`)."""
+    return os.environ.get(VERBOSE_ENV) == "1"
+
 
 def run_cli(
     main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None
 ) -> None:
-    """Run an entry point; a `UserError` becomes one `error: ...` line and exit code 2."""
+    """Run an entry point; a `UserError` becomes one `error: ...` line and exit code 2.
+
+    Quiet unless `--verbose`: Ray's loggers in this process print only errors (`connect_ray`
+    does the same for Ray's workers), ours print from INFO up.
+    """
+    if VERBOSE.parse_known_args(sys.argv[1:] if argv is None else argv)[0].verbose:
+        os.environ[VERBOSE_ENV] = "1"
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("ray").setLevel(ray_log_level())
     try:
         code = main(argv)
     except UserError as exc:
@@ -30,6 +55,12 @@ def run_cli(
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code or 0)
+
+
+def ray_log_level() -> int:
+    """The level of Ray's own loggers in a job's processes: Ray's default (INFO) with
+    `--verbose`, else ERROR."""
+    return logging.INFO if verbose() else logging.ERROR
 
 
 def add_storage_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

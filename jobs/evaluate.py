@@ -14,7 +14,7 @@ import argparse
 from collections.abc import Sequence
 from functools import partial
 
-from common.cli import add_storage_option, parse_storage_options, run_cli
+from common.cli import VERBOSE, add_storage_option, parse_storage_options, run_cli
 from common.inputs import options_for
 from common.run_info import read_run_info
 from common.storage import Storage
@@ -28,6 +28,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m jobs.evaluate",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[VERBOSE],
     )
     parser.add_argument("--data", required=True, help="run root with manifests/ and targets/")
     parser.add_argument("--student", required=True, help="student checkpoint directory")

@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Sequence
 from functools import partial
 
-from common.cli import add_storage_option, parse_storage_options, run_cli
+from common.cli import VERBOSE, add_storage_option, parse_storage_options, run_cli
 from common.errors import UserError
 from common.inputs import options_for
 from student.checkpoint import load_student
@@ -26,6 +26,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m jobs.export",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[VERBOSE],
     )
     parser.add_argument("--student", required=True, help="student checkpoint directory")
     parser.add_argument("--onnx", required=True, help="output .onnx path or URL")

@@ -25,6 +25,7 @@ import ray
 import torch
 
 from common.cli import (
+    VERBOSE,
     add_storage_option,
     check_number,
     parse_storage_options,
@@ -58,6 +59,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m jobs.generate",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[VERBOSE],
     )
     io = parser.add_argument_group("inputs and output")
     io.add_argument(

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
-from common.cli import USER_ERROR, positive_int, run_cli
+from common.cli import USER_ERROR, VERBOSE, positive_int, run_cli
 from common.errors import UserError
 from common.inputs import expand_images
 from jobs import generate as generate_job
@@ -34,6 +34,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m jobs.pipeline",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[VERBOSE],
     )
     parser.add_argument("--out", default="runs/demo", help="run root (local dir or URL)")
     parser.add_argument(

@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from common.cli import add_storage_option, parse_storage_options, run_cli
+from common.cli import VERBOSE, add_storage_option, parse_storage_options, run_cli
 from common.errors import UserError, first_line
 from common.storage import Storage, is_local, open_fs
 from teacher_workers.model_source import DEFAULT_MODEL_ID
@@ -47,6 +47,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m jobs.prepare_models",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[VERBOSE],
     )
     parser.add_argument("--out", required=True, help="local folder or URL (s3://...)")
     parser.add_argument(

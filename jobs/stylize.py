@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from common.cli import add_storage_option, parse_storage_options, run_cli
+from common.cli import VERBOSE, add_storage_option, parse_storage_options, run_cli
 from common.images import decode_image, load_square, png_bytes, to_tensor
 from common.inputs import options_for
 from common.storage import open_fs, read_url
@@ -34,6 +34,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m jobs.stylize",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[VERBOSE],
     )
     parser.add_argument("--content", required=True, help="content image path or URL")
     parser.add_argument("--style", required=True, help="style image path or URL")

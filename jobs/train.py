@@ -14,21 +14,27 @@ from __future__ import annotations
 
 import logging
 import posixpath
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
 import pyarrow.fs
 import torch
 from fsspec.implementations.local import LocalFileSystem
-from ray.train import CheckpointConfig, FailureConfig, Result, RunConfig, ScalingConfig
+from ray.train import (
+    CheckpointConfig,
+    FailureConfig,
+    LoggingConfig,
+    Result,
+    RunConfig,
+    ScalingConfig,
+)
 from ray.train.torch import TorchTrainer
 
 # not exported by ray.train; the one error of Result.from_path that re-running cannot fix
 from ray.train.v2._internal.exceptions import CheckpointManagerInitializationError
 
-from common.cli import run_cli
+from common.cli import ray_log_level, run_cli
 from common.errors import UserError, first_line
 from common.ray_connect import connect_ray
 from common.storage import Storage
@@ -63,18 +69,6 @@ def ray_filesystem(storage: Storage) -> pyarrow.fs.FileSystem | None:
     return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(storage.fs))
 
 
-@contextmanager
-def quiet(logger_name: str) -> Iterator[None]:
-    """Hide a library's INFO lines, e.g. Ray Train announcing the run record it reads."""
-    log = logging.getLogger(logger_name)
-    level = log.level
-    log.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
-
-
 def resume_state(config: TrainConfig) -> dict[str, Any] | None:
     """The training state of the checkpoint Ray Train will resume this run from (the latest in
     its record of the run), checked in full; None for a new run.
@@ -84,10 +78,9 @@ def resume_state(config: TrainConfig) -> dict[str, Any] | None:
     """
     storage = config.storage()
     try:
-        with quiet("ray.train"):
-            record = Result.from_path(
-                storage.path(f"train/{config.name}"), storage_filesystem=ray_filesystem(storage)
-            )
+        record = Result.from_path(
+            storage.path(f"train/{config.name}"), storage_filesystem=ray_filesystem(storage)
+        )
     except RuntimeError:  # no run folder or no record in it: Ray Train starts afresh too
         return None
     except CheckpointManagerInitializationError as exc:  # damaged, or names a deleted folder
@@ -127,6 +120,8 @@ def run_config(config: TrainConfig) -> RunConfig:
         storage_path=storage.path("train"),
         storage_filesystem=ray_filesystem(storage),
         failure_config=FailureConfig(max_failures=config.max_failures),
+        # Ray Train's controller and workers: quiet as the rest of Ray (see `connect_ray`)
+        logging_config=LoggingConfig(log_level=logging.getLevelName(ray_log_level())),
         # the best checkpoint by validation loss, and always the latest (to resume from)
         checkpoint_config=CheckpointConfig(
             num_to_keep=1, checkpoint_score_attribute="val_loss", checkpoint_score_order="min"

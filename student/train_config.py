@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from common.cli import add_storage_option, parse_storage_options, positive_int
+from common.cli import VERBOSE, add_storage_option, parse_storage_options, positive_int
 from common.errors import UserError
 from common.storage import Storage, absolute_url, open_fs
 from student.backbone import ResNetEncoder, load_imagenet_resnet50
@@ -157,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the STTR student on teacher targets with Ray Train. Re-running the "
         "same --name on the same --data resumes from its last checkpoint.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        parents=[VERBOSE],
     )
     parser.add_argument("--data", required=True, help="run root URL with manifests/, targets/")
     parser.add_argument("--name", required=True, help="run name; output in <data>/train/<name>/")

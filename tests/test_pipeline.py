@@ -17,6 +17,15 @@ from tests.generation_helpers import check_unchanged, target_times
 from tests.synthetic_run import write_synthetic_run
 
 SAMPLES = ROOT / "samples"
+# What Ray's own loggers print at INFO or WARNING in the demo; only `--verbose` shows them.
+RAY_INTERNALS = (
+    "Failed to query Ray Train Controller",  # every second, from Ray Train's cleaner actor
+    "Requesting resources",  # Ray Train's controller
+    "Checkpoint successfully created",  # Ray Train's workers
+    "Reporting training result",  # Ray Train's workers, by a logger outside "ray"
+    "Execution plan of Dataset",  # Ray Data's, in the driver
+    "Token authentication",  # Ray's, at ray.init
+)
 
 
 @pytest.mark.ray
@@ -37,6 +46,11 @@ def test_main_job_writes_targets_checkpoint_metrics_and_pictures(tmp_path):
     result = run_job("pipeline", "--out", str(out), *flags, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "contact_sheet.png" in result.stdout
+    printed = result.stdout + result.stderr
+    assert "epoch 1/1  train_loss" in printed  # a Ray Train worker's line reaches the user
+    assert printed.count("Ray's logs: ") == 2  # generation's and training's Ray
+    for internal in RAY_INTERNALS:
+        assert internal not in printed
     storage = Storage(str(out))
     lines = read_manifest(storage)
     assert len(lines) == 12 * 8 + 2 * 2  # one recipe combination + the golden set
@@ -72,8 +86,11 @@ def test_main_job_writes_targets_checkpoint_metrics_and_pictures(tmp_path):
         (out / key).unlink()
     shutil.rmtree(out / "eval")
     kept = target_times(out)
-    result = run_job("pipeline", "--out", str(out), *flags[:-4], "--epochs", "2", *flags[-2:])
+    more = [*flags[:-4], "--epochs", "2", *flags[-2:], "--verbose"]
+    result = run_job("pipeline", "--out", str(out), *more)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    printed = result.stdout + result.stderr
+    assert "Requesting resources" in printed and "Ray's logs: " not in printed
     assert f"written 2, already done {len(lines) - 2}" in result.stdout
     check_unchanged(out, kept)
     assert sorted(line.target for line in read_manifest(storage)) == sorted(
