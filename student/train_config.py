@@ -230,8 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--tensorboard",
         metavar="URL",
         help="TensorBoard log dir shared by runs (path or URL, e.g. the one a TensorBoard "
-        "server watches); the run's event files go to URL/<name>/ "
-        "(default: <data>/train/<name>/tensorboard/)",
+        "server watches): the run's event files go to URL/<name>/; without it, to "
+        "<data>/train/<name>/tensorboard/",
     )
     parser.add_argument("--seed", type=int, default=0, help="seeds model init, crops and order")
     parser.add_argument("--loader-workers", type=int, default=2, help="DataLoader processes")

@@ -19,6 +19,7 @@ from student.checkpoint import load_student, resolve_checkpoint
 from student.dataset import TripleDataset, collate_triples, read_splits
 from student.inference import imagenet_normalize
 from student.losses import build_loss
+from student.tracking import TensorBoardLog
 from student.train_config import CrashOnce, TrainConfig, config_from_args
 from student.train_loop import STATE_FILE, EarlyStop
 from tests.cli import run_job
@@ -304,3 +305,28 @@ def test_storage_credentials_stay_out_of_what_ray_shows() -> None:
     )
     assert config.storage_options == {"secret": "hunter2"}
     assert "hunter2" not in repr(config)
+
+
+def test_tensorboard_records_go_to_the_run_or_to_a_shared_log_dir(tmp_path: Path) -> None:
+    common = ["--data", "s3://b/run", "--name", "n", "--storage-option", "key=k"]
+    config = config_from_args(common)
+    assert config.tensorboard_url() == "s3://b/run/train/n/tensorboard"
+    assert config.tensorboard_storage().options == {"key": "k"}
+    shared = config_from_args([*common, "--tensorboard", str(tmp_path / "tb")])
+    assert shared.tensorboard_url() == f"{tmp_path}/tb/n"  # one log dir, a folder per run
+    assert shared.tensorboard_storage().options == {}  # the S3 options are not for a local dir
+
+
+def test_a_resumed_writer_hides_the_epochs_it_runs_again(tmp_path: Path) -> None:
+    """What a restart after a lost worker does: the new writer, resuming after epoch 1, hides the
+    lost group's epoch 2, which it runs again."""
+    storage = Storage(str(tmp_path / "run"))
+    with TensorBoardLog(storage, last_epoch=0) as lost:
+        for epoch in (1, 2):
+            lost.log({"epoch": epoch, "val_loss": 1.0 / epoch})
+    with TensorBoardLog(storage, last_epoch=1) as resumed:
+        for epoch in (2, 3):
+            resumed.log({"epoch": epoch, "val_loss": 0.1 * epoch})
+    assert len(storage.list("")) == 2  # one event file per writer
+    scalars = tensorboard_scalars(storage, tmp_path / "copy")
+    assert scalars == {"val_loss": [(1, 1.0), (2, pytest.approx(0.2)), (3, pytest.approx(0.3))]}
