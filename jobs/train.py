@@ -127,16 +127,16 @@ def best_checkpoint(result: Result) -> Checkpoint | None:
 
 def completion(config: TrainConfig, state: dict[str, Any], record: Result) -> str:
     """The line for a run that has nothing left to do, with where its best checkpoint is."""
-    best = best_checkpoint(record)
+    best = record.get_best_checkpoint("val_loss", "min")
+    assert best is not None  # `state` came from one of its checkpoints
     val_loss = min(entry["val_loss"] for entry in state["history"])
-    where = "" if best is None else f" at {checkpoint_url(config, best)}"
     if state["epoch"] >= config.epochs:
         why, advice = f"epoch {state['epoch']} of {config.epochs}", "more --epochs"
     else:
         why, advice = f"early stop at epoch {state['epoch']}", "a larger --patience"
     return (
-        f"run {config.name!r} is already complete ({why}; best val_loss {val_loss:.5f}{where}); "
-        f"nothing to do. Pass {advice} to train it further."
+        f"run {config.name!r} is already complete ({why}; best val_loss {val_loss:.5f} at "
+        f"{checkpoint_url(config, best)}); nothing to do. Pass {advice} to train it further."
     )
 
 
