@@ -22,6 +22,7 @@ import pyarrow.fs
 import torch
 from fsspec.implementations.local import LocalFileSystem
 from ray.train import (
+    Checkpoint,
     CheckpointConfig,
     FailureConfig,
     LoggingConfig,
@@ -38,7 +39,6 @@ from common.cli import ray_log_level, run_cli
 from common.errors import UserError, first_line
 from common.ray_connect import connect_ray
 from common.storage import Storage
-from student.checkpoint import resolve_checkpoint
 from student.dataset import Splits, read_splits, teacher_resolution
 from student.train_config import TrainConfig, check_init, check_weights, config_from_args
 from student.train_loop import (
@@ -56,6 +56,8 @@ def validate(config: TrainConfig) -> Splits:
     storage = config.storage()
     splits = read_splits(storage, config.teacher_hash)
     check_init(config)
+    if config.tensorboard:
+        config.tensorboard_storage().check_writable()
     size = teacher_resolution(storage, splits.train[0])
     if size is not None and size < config.crop_size:
         raise UserError(f"--crop-size {config.crop_size}: the targets are only {size}px")
@@ -69,16 +71,12 @@ def ray_filesystem(storage: Storage) -> pyarrow.fs.FileSystem | None:
     return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(storage.fs))
 
 
-def resume_state(config: TrainConfig) -> dict[str, Any] | None:
-    """The training state of the checkpoint Ray Train will resume this run from (the latest in
-    its record of the run), checked in full; None for a new run.
-
-    Checking here, once, turns a damaged checkpoint into one error line: in the workers it
-    would fail every restart Ray Train makes.
-    """
+def run_record(config: TrainConfig) -> Result | None:
+    """Ray Train's record of this run name (its checkpoints and their metrics); None for a new
+    run. A record that cannot be used is one error line: Ray Train would fail on it too."""
     storage = config.storage()
     try:
-        record = Result.from_path(
+        return Result.from_path(
             storage.path(f"train/{config.name}"), storage_filesystem=ray_filesystem(storage)
         )
     except RuntimeError:  # no run folder or no record in it: Ray Train starts afresh too
@@ -86,29 +84,53 @@ def resume_state(config: TrainConfig) -> dict[str, Any] | None:
     except CheckpointManagerInitializationError as exc:  # damaged, or names a deleted folder
         cause = f"Ray Train's record of the run cannot be used ({first_line(exc)})"
         raise cannot_resume(config, UserError(cause)) from None
-    if record.checkpoint is None:
+
+
+def resume_state(config: TrainConfig, record: Result | None) -> dict[str, Any] | None:
+    """The training state of the checkpoint Ray Train will resume this run from (the latest in
+    its `record`), checked in full; None for a new run.
+
+    Checking here, once, turns a damaged checkpoint into one error line: in the workers it
+    would fail every restart Ray Train makes.
+    """
+    if record is None or record.checkpoint is None:
         return None
-    name = posixpath.basename(record.checkpoint.path.rstrip("/"))
-    url = storage.url(f"train/{config.name}/{name}")
     try:
-        restored = load_checkpoint(url, config, torch.device("cpu"), False, storage.options)
+        restored = load_checkpoint(
+            checkpoint_url(config, record.checkpoint),
+            config,
+            torch.device("cpu"),
+            False,
+            config.storage_options,
+        )
     except UserError as exc:
         raise cannot_resume(config, exc) from None
     return restored.state
 
 
-def completion(config: TrainConfig, state: dict[str, Any]) -> str:
+def checkpoint_url(config: TrainConfig, checkpoint: Checkpoint) -> str:
+    """The URL of one of the run's checkpoints (Ray Train knows its filesystem path)."""
+    name = posixpath.basename(checkpoint.path.rstrip("/"))
+    return config.storage().url(f"train/{config.name}/{name}")
+
+
+def best_checkpoint(result: Result) -> Checkpoint | None:
+    """The kept checkpoint with the lowest validation loss, as Ray Train ranks them."""
+    return result.get_best_checkpoint("val_loss", "min") if result.best_checkpoints else None
+
+
+def completion(config: TrainConfig, state: dict[str, Any], record: Result) -> str:
     """The line for a run that has nothing left to do, with where its best checkpoint is."""
-    storage = config.storage()
-    best = resolve_checkpoint(storage.url(f"train/{config.name}"), storage.options)
-    val_loss = min(record["val_loss"] for record in state["history"])
+    best = record.get_best_checkpoint("val_loss", "min")
+    assert best is not None  # `state` came from one of its checkpoints
+    val_loss = min(entry["val_loss"] for entry in state["history"])
     if state["epoch"] >= config.epochs:
         why, advice = f"epoch {state['epoch']} of {config.epochs}", "more --epochs"
     else:
         why, advice = f"early stop at epoch {state['epoch']}", "a larger --patience"
     return (
         f"run {config.name!r} is already complete ({why}; best val_loss {val_loss:.5f} at "
-        f"{best}); nothing to do. Pass {advice} to train it further."
+        f"{checkpoint_url(config, best)}); nothing to do. Pass {advice} to train it further."
     )
 
 
@@ -147,23 +169,28 @@ def train(config: TrainConfig, splits: Splits) -> Result:
 
 
 def describe(config: TrainConfig, result: Result) -> str:
-    """Where the checkpoints and metrics of a finished run are."""
+    """Where the checkpoints, metrics and TensorBoard records of a finished run are."""
     storage = config.storage()
-    run = f"train/{config.name}"
-    lines = [f"metrics: {storage.url(metrics_key(config.name))}"]
-    best = result.get_best_checkpoint("val_loss", "min") if result.best_checkpoints else None
-    for label, checkpoint in (("latest checkpoint", result.checkpoint), ("best checkpoint", best)):
+    lines = [
+        f"metrics: {storage.url(metrics_key(config.name))}",
+        f"tensorboard: {config.tensorboard_url()}",
+    ]
+    for label, checkpoint in (
+        ("latest checkpoint", result.checkpoint),
+        ("best checkpoint", best_checkpoint(result)),
+    ):
         if checkpoint is not None:
-            name = posixpath.basename(checkpoint.path.rstrip("/"))
-            lines.append(f"{label}: {storage.url(f'{run}/{name}')}")
+            lines.append(f"{label}: {checkpoint_url(config, checkpoint)}")
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = config_from_args(argv)
-    state = resume_state(config)
+    record = run_record(config)
+    state = resume_state(config, record)
     if state is not None and finished(state, config):
-        print(completion(config, state))
+        assert record is not None
+        print(completion(config, state, record))
         return 0
     splits = validate(config)
     config = check_weights(config, fresh=state is None)

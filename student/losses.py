@@ -12,7 +12,7 @@ Both images are in ImageNet-normalized space, which is also what VGG19 expects.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -72,8 +72,20 @@ class GramLoss(nn.Module):
         return loss
 
 
+class LossTerms(NamedTuple):
+    """The two terms of a distillation loss, each with its weight: training logs them apart,
+    so a run shows how much the Gram term adds at its normalization."""
+
+    mse: Tensor  # mse_weight * MSE(student, teacher)
+    gram: Tensor  # gram_weight * G(student, teacher); zero for l1
+
+    @property
+    def total(self) -> Tensor:
+        return self.mse + self.gram
+
+
 class DistillationLoss(nn.Module):
-    """mse_weight * MSE(student, teacher) + gram_weight * G(student, teacher)."""
+    """mse_weight * MSE(student, teacher) + gram_weight * G(student, teacher), term by term."""
 
     def __init__(self, mse_weight: float, gram_weight: float, gram: GramLoss | None) -> None:
         super().__init__()
@@ -83,12 +95,12 @@ class DistillationLoss(nn.Module):
         self.gram_weight = gram_weight
         self.gram = gram
 
-    def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
-        """student, teacher [B, 3, H, W] in ImageNet-normalized space -> scalar loss."""
-        loss = self.mse_weight * F.mse_loss(student, teacher)
-        if self.gram is not None:
-            loss = loss + self.gram_weight * self.gram(student, teacher)
-        return loss
+    def forward(self, student: Tensor, teacher: Tensor) -> LossTerms:
+        """student, teacher [B, 3, H, W] in ImageNet-normalized space -> the scalar terms."""
+        mse = self.mse_weight * F.mse_loss(student, teacher)
+        if self.gram is None:
+            return LossTerms(mse, torch.zeros_like(mse))
+        return LossTerms(mse, self.gram_weight * self.gram(student, teacher))
 
 
 def build_loss(

@@ -14,6 +14,7 @@ from typing import Any
 
 from common.cli import VERBOSE, add_storage_option, parse_storage_options, positive_int
 from common.errors import UserError
+from common.inputs import options_for
 from common.storage import Storage, absolute_url, open_fs
 from student.backbone import ResNetEncoder, load_imagenet_resnet50
 from student.losses import LOSS_WEIGHTS, load_vgg19_features
@@ -66,12 +67,16 @@ class TrainConfig:
     loader_workers: int = 2
     max_failures: int = 3
     model: STTRConfig = field(default_factory=STTRConfig)
+    # a TensorBoard log dir shared by runs (local path or URL): see `tensorboard_url`
+    tensorboard: str | None = None
     crash_once: CrashOnce | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", absolute_url(self.data))
         if self.loss not in LOSS_WEIGHTS:
             raise UserError(f"--loss {self.loss!r}: expected one of {', '.join(LOSS_WEIGHTS)}")
+        if self.tensorboard:
+            object.__setattr__(self, "tensorboard", absolute_url(self.tensorboard))
         for name in ("backbone_weights", "vgg_weights"):
             value = getattr(self, name)
             if value and value != RANDOM:
@@ -113,6 +118,18 @@ class TrainConfig:
     def storage(self) -> Storage:
         """The run root holding the data, and the checkpoints under train/<name>/."""
         return Storage(self.data, self.storage_options)
+
+    def tensorboard_url(self) -> str:
+        """Where this run's TensorBoard event files go: `<tensorboard>/<name>`, so that one log
+        dir (e.g. the one a TensorBoard server watches) holds many runs, each under its name;
+        without `tensorboard`, the run folder's `tensorboard/`."""
+        if self.tensorboard:
+            return f"{self.tensorboard.rstrip('/')}/{self.name}"
+        return self.storage().url(f"train/{self.name}/tensorboard")
+
+    def tensorboard_storage(self) -> Storage:
+        url = self.tensorboard_url()
+        return Storage(url, options_for(url, self.storage_options))
 
     @property
     def init_is_path(self) -> bool:
@@ -210,6 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="torchvision VGG19 weights (path or URL) for the Gram term of l2/l3, or 'random' "
         "(default: the torch hub cache, else a download unless HF_HUB_OFFLINE is set)",
     )
+    parser.add_argument(
+        "--tensorboard",
+        metavar="URL",
+        help="TensorBoard log dir shared by runs (path or URL, e.g. the one a TensorBoard "
+        "server watches): the run's event files go to URL/<name>/; without it, to "
+        "<data>/train/<name>/tensorboard/",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seeds model init, crops and order")
     parser.add_argument("--loader-workers", type=int, default=2, help="DataLoader processes")
     parser.add_argument(
@@ -268,4 +292,5 @@ def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
         loader_workers=args.loader_workers,
         max_failures=args.max_failures,
         model=model,
+        tensorboard=args.tensorboard,
     )
