@@ -1,10 +1,14 @@
-"""Stylize one content image with one style image, with the StyleID teacher or a trained student.
+"""Stylize content images with one style image, with the StyleID teacher or a trained student.
 
     python -m jobs.stylize --content photo.jpg --style painting.jpg --out out.png [--model tiny]
     python -m jobs.stylize --student RUN/train/NAME/CHECKPOINT --content ... --style ... --out ...
+    python -m jobs.stylize --student CKPT --content photos/ --style painting.jpg --out styled/
 
 The teacher works on centre-cropped squares of --resolution; the student keeps the content's
-aspect ratio, its longer side scaled to --max-side.
+aspect ratio, its longer side scaled to --max-side, and takes a folder or glob of contents in
+one call (one PNG per content under --out, named after it, with a progress bar). The student
+runs channels-last, and in bfloat16 where that is faster than fp32 on this machine (within
+35 dB PSNR of fp32; see the README); --precision fp32 forces the reference output.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import argparse
 import posixpath
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -21,12 +25,15 @@ from PIL import Image
 from tqdm import tqdm
 
 from common.cli import VERBOSE, add_storage_option, parse_storage_options, run_cli
+from common.errors import UserError
 from common.images import decode_image, load_square, png_bytes, to_tensor
-from common.inputs import options_for
+from common.inputs import expand_images, options_for
 from common.storage import open_fs, read_url
 from student.checkpoint import load_student
-from student.inference import stylize
+from student.inference import PRECISIONS, for_inference, resolve_precision, stylize
 from teacher_workers.options import TeacherOptions, add_teacher_arguments, teacher_options
+
+Writer = Callable[[str, torch.Tensor], None]  # (content URL, result [3, H, W]) -> written
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -36,9 +43,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[VERBOSE],
     )
-    parser.add_argument("--content", required=True, help="content image path or URL")
+    parser.add_argument(
+        "--content",
+        required=True,
+        help="content image path or URL; with --student also a folder or glob of images",
+    )
     parser.add_argument("--style", required=True, help="style image path or URL")
-    parser.add_argument("--out", required=True, help="output PNG path or URL")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="output PNG path or URL; a folder when --content names a folder or glob",
+    )
     add_storage_option(parser)
     student = parser.add_argument_group("student (instead of the teacher)")
     student.add_argument("--student", default=None, help="student checkpoint directory")
@@ -47,6 +62,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=512,
         help="scale images so their longer side is at most this (0: keep)",
+    )
+    student.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="student arithmetic: auto (default) times bf16 against fp32 here and takes the "
+        "faster; both stay within 35 dB PSNR of fp32, which is the reference output",
     )
     add_teacher_arguments(parser)
     return parser.parse_args(argv)
@@ -73,25 +95,66 @@ def with_teacher(
         return engine.stylize_tile(content[None], style[None], progress=bar.update)[0, 0]
 
 
-def with_student(args: argparse.Namespace, options: dict[str, Any]) -> torch.Tensor:
-    content = read_image(args.content, options, args.max_side)
+def is_many(url: str, options: dict[str, Any]) -> bool:
+    """Whether --content names a folder or a glob (outputs go to a folder) rather than a file."""
+    fs, path = open_fs(url, options_for(url, options))
+    return any(ch in path for ch in "*?[") or fs.isdir(path)
+
+
+def output_names(contents: list[str]) -> list[str]:
+    """One PNG name per content (its file name, suffix .png); a clash is a `UserError`."""
+    names = [posixpath.splitext(posixpath.basename(url))[0] + ".png" for url in contents]
+    clashes = sorted({name for name in names if names.count(name) > 1})
+    if clashes:
+        raise UserError(f"--content: several images would be written as {', '.join(clashes)}")
+    return names
+
+
+def with_student(
+    args: argparse.Namespace, options: dict[str, Any], contents: list[str], write: Writer
+) -> None:
+    """Stylize every content with one model and one style, writing each result as it is done."""
     style = read_image(args.style, options, args.max_side)
     model, _ = load_student(args.student, options_for(args.student, options))
-    return stylize(model, content, style)
+    model = for_inference(model)
+    precision = resolve_precision(args.precision, next(model.parameters()).device)
+    bar = tqdm(contents, desc=f"student ({precision})", unit="image", disable=len(contents) == 1)
+    for url in bar:
+        content = read_image(url, options, args.max_side)
+        write(url, stylize(model, content, style, precision))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     options = parse_storage_options(args.storage_option)
     teacher = teacher_options(args)
+    many = is_many(args.content, options)
+    if many and not args.student:
+        raise UserError("--content: a folder or glob of contents needs --student")
+    contents = expand_images([args.content], options, "content") if many else [args.content]
+    names = output_names(contents)
     out_fs, out_path = open_fs(args.out, options_for(args.out, options))
+    folder = out_path if many else posixpath.dirname(out_path)
+    if folder:
+        out_fs.makedirs(folder, exist_ok=True)
+    targets = {
+        url: posixpath.join(out_path, name) if many else out_path
+        for url, name in zip(contents, names, strict=True)
+    }
+
+    def write(url: str, result: torch.Tensor) -> None:
+        out_fs.pipe_file(targets[url], png_bytes(result))
+
     start = time.perf_counter()
-    result = with_student(args, options) if args.student else with_teacher(args, teacher, options)
-    parent = posixpath.dirname(out_path)
-    if parent:
-        out_fs.makedirs(parent, exist_ok=True)
-    out_fs.pipe_file(out_path, png_bytes(result))
-    print(f"wrote {args.out} ({time.perf_counter() - start:.1f} s)")
+    if args.student:
+        with_student(args, options, contents, write)
+    else:
+        write(args.content, with_teacher(args, teacher, options))
+    seconds = time.perf_counter() - start
+    if many:
+        print(f"wrote {len(contents)} images to {args.out} ({seconds / len(contents):.2f} s each)")
+    else:
+        print(f"wrote {args.out} ({seconds:.1f} s)")
     return 0
 
 

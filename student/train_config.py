@@ -7,6 +7,7 @@ checkpoint exist?) are separate functions the entry point calls before building 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -17,6 +18,7 @@ from common.errors import UserError
 from common.inputs import options_for
 from common.storage import Storage, absolute_url, open_fs
 from student.backbone import ResNetEncoder, load_imagenet_resnet50
+from student.decoded_cache import DecodedCache
 from student.losses import LOSS_WEIGHTS, load_vgg19_features
 from student.model import SIZE_MULTIPLE, STYLE_LAYER, STTRConfig
 from student.pretrained import RANDOM
@@ -65,6 +67,8 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"
     loader_workers: int = 2
+    # a local folder on every node (made absolute) for decoded images, or None: decode per epoch
+    decoded_cache: str | None = None
     max_failures: int = 3
     model: STTRConfig = field(default_factory=STTRConfig)
     # a TensorBoard log dir shared by runs (local path or URL): see `tensorboard_url`
@@ -73,6 +77,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", absolute_url(self.data))
+        if self.decoded_cache:
+            object.__setattr__(self, "decoded_cache", os.path.abspath(self.decoded_cache))
         if self.loss not in LOSS_WEIGHTS:
             raise UserError(f"--loss {self.loss!r}: expected one of {', '.join(LOSS_WEIGHTS)}")
         if self.tensorboard:
@@ -114,6 +120,10 @@ class TrainConfig:
         for name, value in values.items():
             if value < minimum:
                 raise UserError(f"--{name.replace('_', '-')} {value}: must be at least {minimum}")
+
+    def cache(self) -> DecodedCache | None:
+        """The `--decoded-cache` folder, or None to decode every epoch."""
+        return DecodedCache(self.decoded_cache) if self.decoded_cache else None
 
     def storage(self) -> Storage:
         """The run root holding the data, and the checkpoints under train/<name>/."""
@@ -237,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seeds model init, crops and order")
     parser.add_argument("--loader-workers", type=int, default=2, help="DataLoader processes")
     parser.add_argument(
+        "--decoded-cache",
+        metavar="DIR",
+        help="local folder (on every node) where each training image is kept decoded after its "
+        "first read, so later epochs skip PNG decoding (several times more samples per core)",
+    )
+    parser.add_argument(
         "--max-failures",
         type=int,
         default=3,
@@ -290,6 +306,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
         seed=args.seed,
         precision=args.precision,
         loader_workers=args.loader_workers,
+        decoded_cache=args.decoded_cache,
         max_failures=args.max_failures,
         model=model,
         tensorboard=args.tensorboard,

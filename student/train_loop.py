@@ -325,7 +325,9 @@ class WorkerRun:
 
     def loader(self, lines: list, train: bool) -> DataLoader:
         """This rank's share of a split, in a seeded order that changes with the epoch."""
-        dataset = TripleDataset(self.storage, lines, self.config.crop_size, train, self.config.seed)
+        dataset = TripleDataset(
+            self.storage, lines, self.config.crop_size, train, self.config.seed, self.config.cache()
+        )
         sampler = DistributedSampler(
             dataset, num_replicas=self.world, rank=self.rank, shuffle=train, seed=self.config.seed
         )
