@@ -2,7 +2,8 @@
 
 Presets (`tiny`, `sd15-random`) are built from configs shipped in `configs/`, so tests and GPU
 benchmarks run where no weights can be downloaded. Only what StyleID needs is kept: the UNet,
-the VAE, the alphas of the noise schedule and the text embedding of the empty prompt.
+the VAE, the alphas of the noise schedule and the text embedding of the empty prompt; LSAST,
+which encodes learned prompts, also keeps the text encoder and the ids of its two prompts.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from teacher_workers.model_source import check_folder, hub_hint
 
 if TYPE_CHECKING:
     from transformers import CLIPTextModel, PreTrainedTokenizerBase
+
+    from teacher_workers.lsast_prompts import PromptTokens
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,8 @@ class TeacherModel:
     prompt_embeds: torch.Tensor  # [1, 77, cross_attention_dim]
     scheduler_config: dict
     name: str
+    text_encoder: CLIPTextModel | None = None  # kept only when asked for (LSAST)
+    prompt_tokens: PromptTokens | None = None
 
     @property
     def device(self) -> torch.device:
@@ -94,14 +99,21 @@ def load_teacher(
     device: str | torch.device = "cpu",
     revision: str | None = None,
     seed: int = 0,
+    text_encoder: bool = False,
 ) -> TeacherModel:
-    """Teacher components for a preset name, a local diffusers directory or a Hub id."""
+    """Teacher components for a preset name, a local diffusers directory or a Hub id; with
+    `text_encoder`, the frozen text encoder and prompt ids too."""
     check_model_name(model)
     device = torch.device(device)
     teacher = (
-        _build_preset(model, seed) if model in PRESETS else _load_pretrained(model, revision, dtype)
+        _build_preset(model, seed, text_encoder)
+        if model in PRESETS
+        else _load_pretrained(model, revision, dtype, text_encoder)
     )
-    for module in (teacher.unet, teacher.vae):
+    modules = [teacher.unet, teacher.vae]
+    if teacher.text_encoder is not None:
+        modules.append(teacher.text_encoder)
+    for module in modules:
         cast(module, device, dtype).eval().requires_grad_(False)
     teacher.prompt_embeds = teacher.prompt_embeds.to(device=device, dtype=dtype)
     return teacher
@@ -119,8 +131,9 @@ def _alphas(scheduler_config: dict) -> torch.Tensor:
     return scheduler.alphas_cumprod.to(torch.float64)
 
 
-def _build_preset(name: str, seed: int) -> TeacherModel:
-    """Random-weight UNet/VAE and prompt embedding with SD-1.x shapes, from the shipped configs."""
+def _build_preset(name: str, seed: int, text_encoder: bool) -> TeacherModel:
+    """Random-weight UNet/VAE and prompt embedding with SD-1.x shapes, from the shipped configs;
+    a random text encoder with hand-made prompt ids (there is no tokenizer) when asked."""
     folder = CONFIG_DIR / PRESETS[name]
     configs = {
         part: json.loads((folder / f"{part}.json").read_text())
@@ -137,13 +150,26 @@ def _build_preset(name: str, seed: int) -> TeacherModel:
         name,
         sum(p.numel() for p in unet.parameters()) / 1e6,
     )
-    return TeacherModel(
+    teacher = TeacherModel(
         unet, vae, _alphas(configs["scheduler"]), prompt, configs["scheduler"], name
     )
+    if text_encoder:
+        from transformers import CLIPTextConfig, CLIPTextModel
+
+        from teacher_workers.lsast_prompts import PromptTokens
+
+        config = json.loads((folder / "text_encoder.json").read_text())
+        config.pop("_class_name")
+        teacher.text_encoder = CLIPTextModel(CLIPTextConfig(**config))
+        teacher.prompt_tokens = PromptTokens.hand_made(config["vocab_size"])
+    return teacher
 
 
-def _load_pretrained(model: str, revision: str | None, dtype: torch.dtype) -> TeacherModel:
-    """SD-1.x components via `from_pretrained`; the text encoder is used once and dropped.
+def _load_pretrained(
+    model: str, revision: str | None, dtype: torch.dtype, keep_text_encoder: bool
+) -> TeacherModel:
+    """SD-1.x components via `from_pretrained`; the text encoder is used once and dropped,
+    unless `keep_text_encoder`.
 
     A folder is checked first, so a missing part or a damaged weight file is named in one
     line; a Hub id is read through the Hugging Face cache (offline with HF_HUB_OFFLINE=1).
@@ -167,7 +193,13 @@ def _load_pretrained(model: str, revision: str | None, dtype: torch.dtype) -> Te
     tokenizer = load("tokenizer", CLIPTokenizer.from_pretrained)
     text_encoder = load("text_encoder", CLIPTextModel.from_pretrained)
     prompt = empty_prompt_embedding(tokenizer, text_encoder)
-    return TeacherModel(unet, vae, _alphas(scheduler_config), prompt, scheduler_config, model)
+    teacher = TeacherModel(unet, vae, _alphas(scheduler_config), prompt, scheduler_config, model)
+    if keep_text_encoder:
+        from teacher_workers.lsast_prompts import PromptTokens
+
+        teacher.text_encoder = text_encoder
+        teacher.prompt_tokens = PromptTokens.from_tokenizer(tokenizer)
+    return teacher
 
 
 def empty_prompt_embedding(
