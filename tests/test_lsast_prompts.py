@@ -63,7 +63,7 @@ def test_generator_has_the_authors_size_and_round_trips_as_safetensors(teacher):
         "attention.ff.net.0.proj.bias",
     }
     assert torch.equal(loaded(), gen())
-    with pytest.raises(UserError, match="prompts.safetensors is not a safetensors prompt file"):
+    with pytest.raises(UserError, match="is not a safetensors prompt file"):
         generator_from_bytes(b"not safetensors", "prompts.safetensors")
 
 
