@@ -4,7 +4,9 @@ as the authors' UNet takes `context[0]`, `[1]`, `[2]` in its input, middle and o
 
 Every `attn2` gets a `GroupedCrossAttnProcessor` reading one shared `ContextStore`, which the
 caller fills before a UNet/ControlNet call (`contexts(...)`) and clears after; with the store
-empty the processors are diffusers' own, so an installed model still runs plainly.
+empty the processors are diffusers' own, so an installed model still runs plainly. `grouped`
+installs them for a while only, so a model shared by several engines (or by StyleID) is left
+as it was found.
 """
 
 from __future__ import annotations
@@ -84,3 +86,13 @@ def contexts(store: ContextStore, values: Contexts) -> Iterator[None]:
         yield
     finally:
         store.contexts = None
+
+
+@contextmanager
+def grouped(model: nn.Module, store: ContextStore) -> Iterator[list[int]]:
+    """`install_grouped` for the duration; the model's own processors come back afterwards."""
+    original = model.attn_processors
+    try:
+        yield install_grouped(model, store)
+    finally:
+        model.set_attn_processor(original)
