@@ -15,7 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.errors import UserError, first_line
+from common.errors import ImageError, first_line
+
+
+class PromptFileError(ImageError):
+    """A learned-style prompt file that cannot be used: in a generation run it is recorded and
+    skipped like a corrupt style image, elsewhere it is one error line."""
+
 
 N_PROMPTS = 30  # num_vectors_per_token (10) x 3 in the authors' EmbeddingManager
 HEADS, HEAD_DIM, DROPOUT = 8, 64, 0.1
@@ -134,7 +140,7 @@ def generator_bytes(generator: LSASTPromptGenerator) -> bytes:
 
 
 def generator_from_bytes(data: bytes, what: str) -> LSASTPromptGenerator:
-    """A generator from `generator_bytes` output; anything else is a `UserError` naming `what`.
+    """A generator from `generator_bytes` output; anything else is a `PromptFileError`.
 
     Widths come from the tensors' shapes, so a 768-wide SD generator and a tiny test one load
     the same way."""
@@ -144,7 +150,9 @@ def generator_from_bytes(data: bytes, what: str) -> LSASTPromptGenerator:
     try:
         state = load(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
-        raise UserError(f"{what} is not a safetensors prompt file ({first_line(exc)})") from None
+        raise PromptFileError(
+            f"{what} is not a safetensors prompt file ({first_line(exc)})"
+        ) from None
     try:
         init = state["initial_embeddings"]
         dim = init.shape[-1]
@@ -155,7 +163,7 @@ def generator_from_bytes(data: bytes, what: str) -> LSASTPromptGenerator:
         )
         generator.load_state_dict(state)
     except (KeyError, RuntimeError, IndexError) as exc:
-        raise UserError(
+        raise PromptFileError(
             f"{what} does not hold LSAST prompt-generator weights ({first_line(exc)})"
         ) from None
     return generator.to(init.dtype)

@@ -32,6 +32,7 @@ from common.manifest import (
 )
 from common.planning import Tile
 from common.storage import Storage, read_url
+from teacher_workers.lsast_generator import LSASTPromptGenerator, generator_from_bytes
 from teacher_workers.options import TeacherOptions
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,12 @@ class TileResult:
 
 @dataclass(frozen=True)
 class Image:
+    """An input as the engine takes it: a content or StyleID style image, or (LSAST) a learned
+    style's prompt generator; `image_id` is the digest of its bytes either way."""
+
     url: str
     image_id: str
-    pixels: torch.Tensor  # [3, R, R] in [0, 1]
+    pixels: torch.Tensor | LSASTPromptGenerator  # [3, R, R] in [0, 1], or a generator
 
 
 def tile_to_json(tile: Tile) -> str:
@@ -71,13 +75,14 @@ def tile_from_json(text: str) -> Tile:
 
 
 class TileRunner:
-    """Holds one StyleID engine and the run's storage; runs tiles one after another."""
+    """Holds one teacher engine and the run's storage; runs tiles one after another."""
 
     def __init__(
         self, options: TeacherOptions, root: str, storage_options: dict[str, Any], teacher_hash: str
     ) -> None:
         self.engine = options.build()
-        self.resolution = options.styleid.resolution
+        self.kind = options.kind
+        self.resolution = options.resolution
         self.storage = Storage(root, options_for(root, storage_options))
         self.input_options = storage_options
         self.teacher_hash = teacher_hash
@@ -125,11 +130,17 @@ class TileRunner:
         for url in urls:
             try:
                 data = read_url(url, options_for(url, self.input_options))
-                images.append(Image(url, content_id(data), load_square(data, self.resolution, url)))
+                images.append(Image(url, content_id(data), self._decode(data, url, role)))
             except (ImageError, UnreadableInput) as exc:
                 log.warning("skipping %s %s: %s", role, url, exc)
                 failures.append(FailureLine(url, role, str(exc), self.teacher_hash))
         return images
+
+    def _decode(self, data: bytes, url: str, role: str) -> torch.Tensor | LSASTPromptGenerator:
+        """An input's bytes as the engine takes them (a bad one raises an `ImageError`)."""
+        if role == "style" and self.kind == "lsast":
+            return generator_from_bytes(data, url).eval()
+        return load_square(data, self.resolution, url)
 
     def _key(self, content: Image, style: Image) -> str:
         return target_key(self.teacher_hash, style.image_id, content.image_id)
@@ -141,9 +152,10 @@ class TileRunner:
         contents = list({c.url: c for c, _ in missing}.values())
         styles = list({s.url: s for _, s in missing}.values())
         index = [(contents.index(c), styles.index(s)) for c, s in missing]
+        style_inputs = [s.pixels for s in styles]
         images = self.engine.stylize_pairs(
             torch.stack([c.pixels for c in contents]),
-            torch.stack([s.pixels for s in styles]),
+            style_inputs if self.kind == "lsast" else torch.stack(style_inputs),
             index,
         )
         written = {}
@@ -167,6 +179,7 @@ class TileRunner:
             target=key,
             split=split,
             teacher_hash=self.teacher_hash,
+            teacher=self.kind,
             sha256=sha256_hex(data),
             seconds=seconds if png is not None else None,
         )
