@@ -350,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-# `lsast-learn-style` (pyproject.toml [project.scripts]) and `python -m jobs.learn_style`
+# `styleid-learn-style` (pyproject.toml [project.scripts]) and `python -m jobs.learn_style`
 cli = partial(run_cli, main)
 
 if __name__ == "__main__":
