@@ -184,14 +184,15 @@ class LSASTEngine:
         cfg = self.config
         device = self.teacher.device
         conds = torch.stack([self.style_contexts(style) for style in styles])
-        z0 = self.encode(contents)
+        step = cfg.batch_size
+        z0 = torch.cat([self.encode(contents[i : i + step]) for i in range(0, len(contents), step)])
         hints = canny_hint(contents, cfg.canny_low, cfg.canny_high).to(device)
         noise = torch.stack(
             [image_noise(im, z0.shape[1:], cfg.seed, "forward") for im in contents]
         ).to(device)
         out = []
-        for start in range(0, len(pairs), cfg.batch_size):
-            part = pairs[start : start + cfg.batch_size]
+        for start in range(0, len(pairs), step):
+            part = pairs[start : start + step]
             ci = torch.tensor([c for c, _ in part], device=device)
             si = torch.tensor([s for _, s in part], device=device)
             latents = self.sample(z0[ci], noise[ci], hints[ci], conds[si], progress)
