@@ -19,7 +19,7 @@ from common.ids import config_hash
 from teacher_workers.config import DEFAULT_LAYERS, StyleIDConfig, teacher_hash
 from teacher_workers.engine import StyleIDEngine
 from teacher_workers.lsast_config import DEFAULT_CONTROLNET, LSAST_ENGINE_VERSION, LSASTConfig
-from teacher_workers.lsast_control import check_controlnet_name
+from teacher_workers.lsast_control import TINY_CONTROLNET, check_controlnet_name
 from teacher_workers.lsast_prompts import STAGE_INDEXING
 from teacher_workers.model_source import pin_model
 from teacher_workers.models import (
@@ -161,7 +161,10 @@ def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
     )
     lsast = parser.add_argument_group("LSAST teacher (--teacher lsast)")
     lsast.add_argument(
-        "--controlnet", default=DEFAULT_CONTROLNET, help="canny ControlNet: Hub id, folder or tiny"
+        "--controlnet",
+        default=None,
+        help=f"canny ControlNet: Hub id, folder or tiny (ControlNetModel.from_unet of the "
+        f"model); default {DEFAULT_CONTROLNET}, or tiny for a preset --model",
     )
     lsast.add_argument("--strength", type=float, default=0.7, help="img2img strength")
     lsast.add_argument("--guidance", type=float, default=10.0, help="classifier-free guidance")
@@ -192,7 +195,8 @@ def teacher_options(args: argparse.Namespace) -> TeacherOptions:
             prompt_dropout=args.prompt_dropout,
             resolution=args.resolution,
             seed=41 if args.seed is None else args.seed,
-            controlnet=args.controlnet,
+            controlnet=args.controlnet
+            or (TINY_CONTROLNET if args.model in PRESETS else DEFAULT_CONTROLNET),
             batch_size=args.batch_size or 4,
         )
         return TeacherOptions(
