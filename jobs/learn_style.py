@@ -16,10 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import ray.train
@@ -65,6 +67,16 @@ CURVE = "loss.png"
 
 
 @dataclass(frozen=True)
+class CrashAt:
+    """Testing hook: the last rank exits at the start of `step` unless `marker` exists (it
+    creates it first, so the restarted worker group goes on): a lost worker must resume from
+    the last checkpoint."""
+
+    step: int
+    marker: str
+
+
+@dataclass(frozen=True)
 class LearnConfig:
     """One style-learning run; `settings` must match when a run resumes."""
 
@@ -84,6 +96,7 @@ class LearnConfig:
     checkpoint_every: int = 500
     seed: int = 0
     max_failures: int = 3
+    crash_at: CrashAt | None = None
 
     def storage(self) -> Storage:
         return Storage(self.out, options_for(self.out, self.storage_options))
@@ -273,6 +286,7 @@ def learn_loop_per_worker(loop_config: dict[str, Any]) -> str | None:
     loss_fn = StyleLoss(teacher, config.stage_indexing, config.grad_through_down_mid)
     saved, window, start = step if latest is not None else None, [], time.perf_counter()
     while step < config.steps:
+        maybe_crash(config.crash_at, step, rank, context.get_world_size())
         loss = loss_fn(model, images, draw(len(images), step_seed(config.seed, step, rank)))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -295,6 +309,16 @@ def learn_loop_per_worker(loop_config: dict[str, Any]) -> str | None:
     return None
 
 
+def maybe_crash(crash: CrashAt | None, step: int, rank: int, world: int) -> None:
+    """The `crash_at` testing hook."""
+    if crash is None or crash.step != step or rank != world - 1:
+        return
+    marker = Path(crash.marker)
+    if not marker.exists():
+        marker.write_text(f"rank {rank} exited at step {step}\n")
+        os._exit(1)
+
+
 def load_style(url: str, config: LearnConfig) -> torch.Tensor:
     """One style image as the generator trains on it."""
     return style_image(
@@ -314,7 +338,11 @@ def pinned(config: LearnConfig) -> LearnConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    config = pinned(parse_args(argv))
+    return learn(pinned(parse_args(argv)))
+
+
+def learn(config: LearnConfig) -> int:
+    """Check the run, then train on Ray (nothing to do: say so without starting Ray)."""
     storage = config.storage()
     latest = read_latest(storage)
     if latest is not None:

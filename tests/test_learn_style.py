@@ -4,6 +4,7 @@ Ray cluster (DDP over two workers, safetensors checkpoints, resume by re-running
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,17 @@ from PIL import Image
 
 from common.errors import UserError
 from common.storage import Storage
-from jobs.learn_style import LATEST, PROMPTS, LearnConfig, main, restore, save_checkpoint
+from jobs.learn_style import (
+    LATEST,
+    PROMPTS,
+    CrashAt,
+    LearnConfig,
+    learn,
+    main,
+    parse_args,
+    restore,
+    save_checkpoint,
+)
 from teacher_workers.lsast_generator import generator_from_bytes, new_generator
 from teacher_workers.lsast_training import Draw, StyleLoss, draw, style_image
 from teacher_workers.models import TeacherModel, load_teacher
@@ -130,8 +141,9 @@ def write_styles(folder: Path, n: int = 3) -> Path:
 def test_learn_style_on_ray_resumes_a_run_and_keeps_its_last_checkpoint(
     ray_cluster: Any, teacher, tmp_path, capsys
 ) -> None:
-    """One Ray Train run (the costly part) resumes a run stopped at step 1 and takes step 2
-    with DDP over two workers; the re-runs after it need no Ray."""
+    """One Ray Train run (the costly part) resumes a run stopped at step 1, loses a worker at
+    step 2, resumes from that checkpoint and takes step 3, with DDP over two workers; the
+    re-runs after it need no Ray."""
     styles, out = write_styles(tmp_path / "art"), tmp_path / "learned"
     args = ["--styles", str(styles), "--out", str(out), "--resolution", "64", "--workers", "2"]
     args += ["--checkpoint-every", "1", "--lr", "1e-3"]
@@ -144,10 +156,15 @@ def test_learn_style_on_ray_resumes_a_run_and_keeps_its_last_checkpoint(
     storage = Storage(str(out))
     save_checkpoint(storage, config, 1, stopped, optimizer, [record], None)
 
-    assert main([*args, "--steps", "2"]) == 0
+    marker = tmp_path / "crashed"
+    crashing = dataclasses.replace(
+        parse_args([*args, "--steps", "3"]), crash_at=CrashAt(2, str(marker))
+    )
+    assert learn(crashing) == 0
+    assert marker.exists()  # a worker was lost after step 2's checkpoint
     latest = json.loads(storage.read_bytes(LATEST))
-    assert latest["step"] == 2 and latest["history"][0] == record
-    assert storage.list("checkpoints/step-00000001") == []  # only the last is kept
+    assert [r["step"] for r in latest["history"]] == [1, 2, 3] and latest["history"][0] == record
+    assert storage.list("checkpoints/step-00000002") == []  # only the last is kept
     learned = generator_from_bytes(storage.read_bytes(PROMPTS), "prompts")
     assert learned().shape == (30, 32)
     assert not torch.equal(
@@ -156,8 +173,8 @@ def test_learn_style_on_ray_resumes_a_run_and_keeps_its_last_checkpoint(
     )
     assert (out / "loss.png").stat().st_size > 0
 
-    assert main([*args, "--steps", "2"]) == 0
-    assert "already learned to step 2" in capsys.readouterr().out
+    assert main([*args, "--steps", "3"]) == 0
+    assert "already learned to step 3" in capsys.readouterr().out
     with pytest.raises(UserError, match="other settings"):
         main([*args, "--steps", "4", "--stage-indexing", "paper"])
     (out / LATEST).write_text("{broken")
