@@ -1,6 +1,8 @@
 """Generate teacher targets for (content, style) pairs on a Ray cluster.
 
     python -m jobs.generate --content photos/ --styles paintings/ --out runs/demo
+    python -m jobs.generate --teacher lsast --content photos/ --style-prompts styles/van-gogh \
+        --model MODEL --controlnet lllyasviel/control_v11p_sd15_canny --out runs/lsast
     ray job submit --address http://HEAD:8265 --working-dir . --runtime-env runtime_env.yaml \
         -- python -m jobs.generate --model MODEL \
         --content s3://b/coco --faces s3://b/faces --styles s3://b/wikiart \
@@ -47,6 +49,7 @@ from common.ray_connect import connect_ray
 from common.run_info import write_run_info
 from common.storage import Storage
 from teacher_workers.generation import PoolConfig, generate
+from teacher_workers.lsast_styles import prompt_file_urls
 from teacher_workers.node_fit import wait_for_fit
 from teacher_workers.options import TeacherOptions, add_teacher_arguments, teacher_options
 from teacher_workers.sizing import auto_tile
@@ -65,10 +68,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     io.add_argument(
         "--content", nargs="+", required=True, help="content images: files, folders, globs"
     )
-    io.add_argument("--styles", nargs="+", required=True, help="style images")
+    io.add_argument("--styles", nargs="+", default=[], help="style images (StyleID)")
+    io.add_argument(
+        "--style-prompts",
+        nargs="+",
+        default=[],
+        help="learned styles (LSAST): prompt files or jobs.learn_style output folders",
+    )
     io.add_argument("--faces", nargs="+", default=[], help="face images (recipe planner)")
     io.add_argument("--golden-content", nargs="+", default=[], help="held-out golden contents")
-    io.add_argument("--golden-styles", nargs="+", default=[], help="held-out golden styles")
+    io.add_argument(
+        "--golden-styles", nargs="+", default=[], help="held-out golden styles (LSAST: learned)"
+    )
     io.add_argument("--out", required=True, help="output root URL (local dir, s3://, ...)")
     add_storage_option(io)
     plan = parser.add_argument_group("planning")
@@ -124,14 +135,29 @@ def expand_optional(arguments: list[str], options: dict, role: str) -> list[str]
     return expand_images(arguments, options, role) if arguments else []
 
 
+def expand_styles(args: argparse.Namespace, options: dict) -> tuple[list[str], list[str]]:
+    """Style URLs and golden style URLs: images for StyleID, prompt files for LSAST (each
+    read and checked here, so a missing or corrupt one is one line before any work)."""
+    if args.teacher == "lsast":
+        if args.styles:
+            raise UserError("--teacher lsast takes learned styles (--style-prompts), not --styles")
+        golden = prompt_file_urls(args.golden_styles, options) if args.golden_styles else []
+        return prompt_file_urls(args.style_prompts, options), golden
+    if args.style_prompts:
+        raise UserError("--style-prompts are learned styles for --teacher lsast")
+    if not args.styles:
+        raise UserError("--styles is required (style images for StyleID)")
+    golden = expand_optional(args.golden_styles, options, "golden style")
+    return expand_images(args.styles, options, "style"), golden
+
+
 def plan(args: argparse.Namespace, options: dict) -> tuple[list[Pair], list]:
     """Expand inputs and plan the pairs, with the recipe's combinations as tile blocks (all
     failures here are one-line `UserError`s)."""
     contents = expand_images(args.content, options, "content")
-    styles = expand_images(args.styles, options, "style")
+    styles, golden_s = expand_styles(args, options)
     faces = expand_optional(args.faces, options, "face")
     golden_c = expand_optional(args.golden_content, options, "golden content")
-    golden_s = expand_optional(args.golden_styles, options, "golden style")
     check_golden_leak([*golden_c, *golden_s], [*contents, *faces, *styles], options)
     if args.planner == "grid":
         pairs = plan_grid(
@@ -197,8 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     pool = replace(pool, gpus_per_worker=gpus)
     wait_for_fit(pool.cpus_per_worker, gpus, pool.startup_timeout_s)
     teacher = placed_options(teacher, gpus)
-    if tile is None:
-        tile = auto_tile(teacher, args.gpu_memory_gb) if gpus > 0 else (12, 8)
+    if tile is None:  # StyleID's stored features bound a tile; LSAST stores none
+        styleid_gpu = gpus > 0 and teacher.kind == "styleid"
+        tile = auto_tile(teacher, args.gpu_memory_gb) if styleid_gpu else (12, 8)
     teacher_hash = teacher.hash(torch.device(teacher.device))
     # Only pairs no manifest lists are tiled: a failed pair is tried again, and a pair listed
     # by an earlier run (of other inputs or tiles) is never made or listed twice.

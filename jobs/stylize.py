@@ -1,6 +1,8 @@
-"""Stylize content images with one style image, with the StyleID teacher or a trained student.
+"""Stylize content images with one style, with a teacher (StyleID or LSAST) or a student.
 
     python -m jobs.stylize --content photo.jpg --style painting.jpg --out out.png [--model tiny]
+    python -m jobs.stylize --teacher lsast --content photo.jpg --style-prompts styles/van-gogh \
+        --out out.png --model MODEL --controlnet lllyasviel/control_v11p_sd15_canny
     python -m jobs.stylize --student RUN/train/NAME/CHECKPOINT --content ... --style ... --out ...
     python -m jobs.stylize --student CKPT --content photos/ --style painting.jpg --out styled/
 
@@ -31,6 +33,7 @@ from common.inputs import expand_images, options_for
 from common.storage import open_fs, read_url
 from student.checkpoint import load_student
 from student.inference import PRECISIONS, for_inference, resolve_precision, stylize
+from teacher_workers.lsast_styles import prompt_file_urls, read_prompts
 from teacher_workers.options import TeacherOptions, add_teacher_arguments, teacher_options
 
 Writer = Callable[[str, torch.Tensor], None]  # (content URL, result [3, H, W]) -> written
@@ -48,7 +51,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         required=True,
         help="content image path or URL; with --student also a folder or glob of images",
     )
-    parser.add_argument("--style", required=True, help="style image path or URL")
+    parser.add_argument("--style", default=None, help="style image path or URL")
+    parser.add_argument(
+        "--style-prompts",
+        default=None,
+        help="a learned style for --teacher lsast: prompt file or jobs.learn_style output folder",
+    )
     parser.add_argument(
         "--out",
         required=True,
@@ -82,9 +90,39 @@ def read_image(url: str, options: dict[str, Any], max_side: int) -> torch.Tensor
     return to_tensor(image)
 
 
+def check_style(args: argparse.Namespace) -> None:
+    """LSAST takes a learned style, StyleID and the student a style image."""
+    lsast = args.teacher == "lsast" and not args.student
+    given, wanted, other = (
+        (args.style_prompts, "--style-prompts", "--style")
+        if lsast
+        else (args.style, "--style", "--style-prompts")
+    )
+    if not given:
+        raise UserError(f"{wanted} is required" + (" with --teacher lsast" if lsast else ""))
+    if (args.style if lsast else args.style_prompts) is not None:
+        raise UserError(f"{other} does not apply here; pass {wanted}")
+
+
+def with_lsast(
+    args: argparse.Namespace, teacher: TeacherOptions, options: dict[str, Any]
+) -> torch.Tensor:
+    content = load_square(
+        read_url(args.content, options_for(args.content, options)),
+        teacher.resolution,
+        args.content,
+    )
+    style = read_prompts(prompt_file_urls([args.style_prompts], options)[0], options)
+    engine = teacher.build()
+    with tqdm(total=engine.unet_passes(1), desc="LSAST", unit="step") as bar:
+        return engine.stylize_pairs(content[None], [style], [(0, 0)], progress=bar.update)[0]
+
+
 def with_teacher(
     args: argparse.Namespace, teacher: TeacherOptions, options: dict[str, Any]
 ) -> torch.Tensor:
+    if teacher.kind == "lsast":
+        return with_lsast(args, teacher, options)
     size = teacher.styleid.resolution
     content = load_square(
         read_url(args.content, options_for(args.content, options)), size, args.content
@@ -128,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     options = parse_storage_options(args.storage_option)
     teacher = teacher_options(args)
+    check_style(args)
     many = is_many(args.content, options)
     if many and not args.student:
         raise UserError("--content: a folder or glob of contents needs --student")

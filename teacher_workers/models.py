@@ -3,7 +3,8 @@ or a random-weight preset.
 
 Presets (`tiny`, `sd15-random`) are built from configs shipped in `configs/`, so tests and GPU
 benchmarks run where no weights can be downloaded. Only what StyleID needs is kept: the UNet,
-the VAE, the alphas of the noise schedule and the text embedding of the empty prompt.
+the VAE, the alphas of the noise schedule and the text embedding of the empty prompt; LSAST,
+which encodes learned prompts, also keeps the text encoder and the ids of its two prompts.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from teacher_workers.model_source import (
 if TYPE_CHECKING:
     from transformers import CLIPTextModel, PreTrainedTokenizerBase
 
+    from teacher_workers.lsast_prompts import PromptTokens
+
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -55,6 +58,8 @@ class TeacherModel:
     prompt_embeds: torch.Tensor  # [1, 77, cross_attention_dim]
     scheduler_config: dict
     name: str
+    text_encoder: CLIPTextModel | None = None  # kept only when asked for (LSAST)
+    prompt_tokens: PromptTokens | None = None
 
     @property
     def device(self) -> torch.device:
@@ -105,18 +110,23 @@ def load_teacher(
     revision: str | None = None,
     seed: int = 0,
     config: str | None = None,
+    text_encoder: bool = False,
 ) -> TeacherModel:
     """Teacher components for a preset name, a local diffusers directory, a Hub id or a
-    single-file checkpoint configured by `config` (see `model_source.config_source`)."""
+    single-file checkpoint configured by `config` (see `model_source.config_source`); with
+    `text_encoder`, the frozen text encoder and prompt ids too."""
     check_model_name(model)
     device = torch.device(device)
     if model in PRESETS:
-        teacher = _build_preset(model, seed)
+        teacher = _build_preset(model, seed, text_encoder)
     elif is_single_file(model):
-        teacher = _load_single_file(model, config_source(model, config), revision)
+        teacher = _load_single_file(model, config_source(model, config), revision, text_encoder)
     else:
-        teacher = _load_pretrained(model, revision, dtype)
-    for module in (teacher.unet, teacher.vae):
+        teacher = _load_pretrained(model, revision, dtype, text_encoder)
+    modules = [teacher.unet, teacher.vae]
+    if teacher.text_encoder is not None:
+        modules.append(teacher.text_encoder)
+    for module in modules:
         cast(module, device, dtype).eval().requires_grad_(False)
     teacher.prompt_embeds = teacher.prompt_embeds.to(device=device, dtype=dtype)
     return teacher
@@ -134,8 +144,9 @@ def _alphas(scheduler_config: dict) -> torch.Tensor:
     return scheduler.alphas_cumprod.to(torch.float64)
 
 
-def _build_preset(name: str, seed: int) -> TeacherModel:
-    """Random-weight UNet/VAE and prompt embedding with SD-1.x shapes, from the shipped configs."""
+def _build_preset(name: str, seed: int, text_encoder: bool) -> TeacherModel:
+    """Random-weight UNet/VAE and prompt embedding with SD-1.x shapes, from the shipped configs;
+    a random text encoder with hand-made prompt ids (there is no tokenizer) when asked."""
     folder = CONFIG_DIR / PRESETS[name]
     configs = {
         part: json.loads((folder / f"{part}.json").read_text())
@@ -152,13 +163,26 @@ def _build_preset(name: str, seed: int) -> TeacherModel:
         name,
         sum(p.numel() for p in unet.parameters()) / 1e6,
     )
-    return TeacherModel(
+    teacher = TeacherModel(
         unet, vae, _alphas(configs["scheduler"]), prompt, configs["scheduler"], name
     )
+    if text_encoder:
+        from transformers import CLIPTextConfig, CLIPTextModel
+
+        from teacher_workers.lsast_prompts import PromptTokens
+
+        config = json.loads((folder / "text_encoder.json").read_text())
+        config.pop("_class_name")
+        teacher.text_encoder = CLIPTextModel(CLIPTextConfig(**config))
+        teacher.prompt_tokens = PromptTokens.hand_made(config["vocab_size"])
+    return teacher
 
 
-def _load_pretrained(model: str, revision: str | None, dtype: torch.dtype) -> TeacherModel:
-    """SD-1.x components via `from_pretrained`; the text encoder is used once and dropped.
+def _load_pretrained(
+    model: str, revision: str | None, dtype: torch.dtype, keep_text_encoder: bool
+) -> TeacherModel:
+    """SD-1.x components via `from_pretrained`; the text encoder is used once and dropped,
+    unless `keep_text_encoder`.
 
     A folder is checked first, so a missing part or a damaged weight file is named in one
     line; a Hub id is read through the Hugging Face cache (offline with HF_HUB_OFFLINE=1).
@@ -182,10 +206,25 @@ def _load_pretrained(model: str, revision: str | None, dtype: torch.dtype) -> Te
     tokenizer = load("tokenizer", CLIPTokenizer.from_pretrained)
     text_encoder = load("text_encoder", CLIPTextModel.from_pretrained)
     prompt = empty_prompt_embedding(tokenizer, text_encoder)
-    return TeacherModel(unet, vae, _alphas(scheduler_config), prompt, scheduler_config, model)
+    teacher = TeacherModel(unet, vae, _alphas(scheduler_config), prompt, scheduler_config, model)
+    if keep_text_encoder:
+        keep_prompt_parts(teacher, tokenizer, text_encoder)
+    return teacher
 
 
-def _load_single_file(model: str, config: str, revision: str | None) -> TeacherModel:
+def keep_prompt_parts(
+    teacher: TeacherModel, tokenizer: PreTrainedTokenizerBase, text_encoder: CLIPTextModel
+) -> None:
+    """Keep what LSAST's learned prompts go through: the text encoder and the prompt ids."""
+    from teacher_workers.lsast_prompts import PromptTokens
+
+    teacher.text_encoder = text_encoder
+    teacher.prompt_tokens = PromptTokens.from_tokenizer(tokenizer)
+
+
+def _load_single_file(
+    model: str, config: str, revision: str | None, keep_text_encoder: bool
+) -> TeacherModel:
     """SD-1.x components from one LDM-layout checkpoint through diffusers' `from_single_file`,
     configured by a local folder (a Hub id is looked up in the cache only): nothing is fetched.
 
@@ -212,9 +251,12 @@ def _load_single_file(model: str, config: str, revision: str | None) -> TeacherM
         ) from None
     prompt = empty_prompt_embedding(pipeline.tokenizer, pipeline.text_encoder.float())
     scheduler_config = dict(pipeline.scheduler.config)
-    return TeacherModel(
+    teacher = TeacherModel(
         pipeline.unet, pipeline.vae, _alphas(scheduler_config), prompt, scheduler_config, model
     )
+    if keep_text_encoder:
+        keep_prompt_parts(teacher, pipeline.tokenizer, pipeline.text_encoder)
+    return teacher
 
 
 def empty_prompt_embedding(

@@ -41,6 +41,7 @@ from common.manifest import (
 )
 from common.planning import Tile
 from common.storage import Storage, read_url
+from teacher_workers.lsast_generator import LSASTPromptGenerator, generator_from_bytes
 from teacher_workers.options import TeacherOptions
 
 log = logging.getLogger(__name__)
@@ -62,9 +63,12 @@ class TileResult:
 
 @dataclass(frozen=True)
 class Image:
+    """An input as the engine takes it: a content or StyleID style image, or (LSAST) a learned
+    style's prompt generator; `image_id` is the digest of its bytes either way."""
+
     url: str
     image_id: str
-    pixels: torch.Tensor  # [3, R, R] in [0, 1]
+    pixels: torch.Tensor | LSASTPromptGenerator  # [3, R, R] in [0, 1], or a generator
 
 
 def tile_to_json(tile: Tile) -> str:
@@ -90,7 +94,7 @@ def results(futures: list[Future[T]]) -> list[T]:
 
 
 class TileRunner:
-    """Holds one StyleID engine, the run's storage and an I/O pool; runs tiles, from up to
+    """Holds one teacher engine, the run's storage and an I/O pool; runs tiles, from up to
     `TILES_IN_FLIGHT` threads at once. With `io_threads=1`, one tile at a time does every step
     one after another (the serial pipeline the benchmark compares with)."""
 
@@ -103,7 +107,8 @@ class TileRunner:
         io_threads: int = IO_THREADS,
     ) -> None:
         self.engine = options.build()
-        self.resolution = options.styleid.resolution
+        self.kind = options.kind
+        self.resolution = options.resolution
         self.storage = Storage(root, options_for(root, storage_options))
         self.input_options = storage_options
         self.teacher_hash = teacher_hash
@@ -151,7 +156,7 @@ class TileRunner:
         the work unit, which writes no manifest part, so a re-run retries every pair.
         """
         images = []
-        reads = [self.io.submit(self._read, url) for url in urls]
+        reads = [self.io.submit(self._read, url, role) for url in urls]
         for url, future in zip(urls, reads, strict=True):
             try:
                 images.append(future.result())
@@ -160,9 +165,15 @@ class TileRunner:
                 failures.append(FailureLine(url, role, str(exc), self.teacher_hash))
         return images
 
-    def _read(self, url: str) -> Image:
+    def _read(self, url: str, role: str) -> Image:
         data = read_url(url, options_for(url, self.input_options))
-        return Image(url, content_id(data), load_square(data, self.resolution, url))
+        return Image(url, content_id(data), self._decode(data, url, role))
+
+    def _decode(self, data: bytes, url: str, role: str) -> torch.Tensor | LSASTPromptGenerator:
+        """An input's bytes as the engine takes them (a bad one raises an `ImageError`)."""
+        if role == "style" and self.kind == "lsast":
+            return generator_from_bytes(data, url).eval()
+        return load_square(data, self.resolution, url)
 
     def _key(self, content: Image, style: Image) -> str:
         return target_key(self.teacher_hash, style.image_id, content.image_id)
@@ -178,7 +189,8 @@ class TileRunner:
         styles = list({s.url: s for _, s in missing}.values())
         index = [(contents.index(c), styles.index(s)) for c, s in missing]
         content_pixels = torch.stack([c.pixels for c in contents])
-        style_pixels = torch.stack([s.pixels for s in styles])
+        style_inputs = [s.pixels for s in styles]
+        style_pixels = style_inputs if self.kind == "lsast" else torch.stack(style_inputs)
         asked = time.perf_counter()
         with self.engine_lock:
             waited = time.perf_counter() - asked
@@ -211,6 +223,7 @@ class TileRunner:
             target=key,
             split=split,
             teacher_hash=self.teacher_hash,
+            teacher=self.kind,
             sha256=sha256_hex(data),
             seconds=seconds if png is not None else None,
         )
