@@ -1,14 +1,16 @@
 """Fetch every model file a run needs, where the internet is, for a cluster that has none.
 
-    python -m jobs.prepare_models --out /mnt/models              # SD 1.5, VGG19 and ResNet-50
+    python -m jobs.prepare_models --out /mnt/models              # everything below
     python -m jobs.prepare_models --out s3://BUCKET/models       # staged locally, then uploaded
     python -m jobs.prepare_models --out /mnt/models --dry-run    # what it would fetch
 
-<out>/huggingface/hub/ is a Hugging Face cache holding the SD model: run with
-HF_HOME=<out>/huggingface HF_HUB_OFFLINE=1 and the same --model id, or --model its snapshot
-folder (printed at the end). <out>/torch/hub/checkpoints/ holds torchvision's ImageNet VGG19
-(style losses) and ResNet-50 (student encoders) weights: run with TORCH_HOME=<out>/torch.
-With none of --sd, --vgg, --resnet, all three are fetched.
+<out>/huggingface/hub/ is a Hugging Face cache holding the SD model and LSAST's canny
+ControlNet: run with HF_HOME=<out>/huggingface HF_HUB_OFFLINE=1 and the same --model and
+--controlnet ids, or --model its snapshot folder (printed at the end).
+<out>/torch/hub/checkpoints/ holds torchvision's ImageNet VGG19 (style losses) and ResNet-50
+(student encoders) weights, and with --metrics the evaluation's AlexNet (LPIPS) and pytorch-fid's
+Inception (FID): run with TORCH_HOME=<out>/torch. With none of --sd, --controlnet, --vgg,
+--resnet, --metrics, everything is fetched.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ import tempfile
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from common.cli import VERBOSE, add_storage_option, parse_storage_options, run_cli
 from common.errors import UserError, first_line
 from common.storage import Storage, is_local, open_fs
+from teacher_workers.lsast_config import DEFAULT_CONTROLNET
 from teacher_workers.model_source import DEFAULT_MODEL_ID
 
 # What the teacher loads from an SD-1.x repository, and nothing else (no fp16/EMA/.ckpt copies).
@@ -38,6 +41,7 @@ SD_FILES = (
     "tokenizer/*",
     "scheduler/*",
 )
+CONTROLNET_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
 HF_HOME_DIR = "huggingface"
 TORCH_CHECKPOINTS = "torch/hub/checkpoints"
 
@@ -59,8 +63,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"a Stable Diffusion 1.x Hub id (default {DEFAULT_MODEL_ID})",
     )
     parser.add_argument("--revision", default=None, help="revision of the --sd model")
+    parser.add_argument(
+        "--controlnet",
+        nargs="?",
+        const=DEFAULT_CONTROLNET,
+        default=None,
+        metavar="MODEL_ID",
+        help=f"LSAST's canny ControlNet, a Hub id (default {DEFAULT_CONTROLNET})",
+    )
     parser.add_argument("--vgg", action="store_true", help="torchvision's ImageNet VGG19")
     parser.add_argument("--resnet", action="store_true", help="torchvision's ImageNet ResNet-50")
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="the golden-set metrics' AlexNet (LPIPS) and Inception (FID) weights",
+    )
     parser.add_argument("--dry-run", action="store_true", help="list what would be fetched")
     parser.add_argument(
         "--staging", default=None, help="local folder to fetch into before an upload"
@@ -69,56 +86,80 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def chosen(args: argparse.Namespace) -> tuple[str | None, list[str]]:
-    """The SD id and torchvision weight URLs to fetch (all when none is named), validated."""
+class HubRepo(NamedTuple):
+    """A Hugging Face repository to cache, and the files a run reads from it."""
+
+    flag: str
+    repo_id: str
+    revision: str | None
+    files: tuple[str, ...]
+
+
+def chosen(args: argparse.Namespace) -> tuple[list[HubRepo], list[str]]:
+    """The Hub repositories and torch hub weight URLs to fetch (all when none is named),
+    validated."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
     from torchvision.models import ResNet50_Weights, VGG19_Weights
 
-    everything = not (args.sd or args.vgg or args.resnet)
+    from student.golden_metrics import ALEXNET, INCEPTION
+
+    everything = not (args.sd or args.controlnet or args.vgg or args.resnet or args.metrics)
     sd = DEFAULT_MODEL_ID if everything else args.sd
+    controlnet = DEFAULT_CONTROLNET if everything else args.controlnet
     if args.revision and not sd:
         raise UserError("--revision applies to the --sd model, which is not being fetched")
-    if sd:
+    repos = [
+        HubRepo(flag, repo_id, revision, files)
+        for flag, repo_id, revision, files in (
+            ("--sd", sd, args.revision, SD_FILES),
+            ("--controlnet", controlnet, None, CONTROLNET_FILES),
+        )
+        if repo_id
+    ]
+    for repo in repos:
         try:
-            validate_repo_id(sd)
+            validate_repo_id(repo.repo_id)
         except HFValidationError as exc:
-            raise UserError(f"--sd {sd!r} is not a Hugging Face id: {first_line(exc)}") from None
+            raise UserError(
+                f"{repo.flag} {repo.repo_id!r} is not a Hugging Face id: {first_line(exc)}"
+            ) from None
     urls = [
-        weights.url
-        for wanted, weights in (
-            (args.vgg, VGG19_Weights.IMAGENET1K_V1),
-            (args.resnet, ResNet50_Weights.IMAGENET1K_V1),
+        url
+        for wanted, url in (
+            (args.vgg, VGG19_Weights.IMAGENET1K_V1.url),
+            (args.resnet, ResNet50_Weights.IMAGENET1K_V1.url),
+            (args.metrics, ALEXNET.url),
+            (args.metrics, INCEPTION.url),
         )
         if wanted or everything
     ]
-    return sd, urls
+    return repos, urls
 
 
-def plan_lines(sd: str | None, revision: str | None, urls: list[str], out: str) -> list[str]:
+def plan_lines(repos: list[HubRepo], urls: list[str], out: str) -> list[str]:
     """One line per download: what, from where, to where (below `out`)."""
-    lines = []
-    if sd:
-        lines.append(
-            f"{sd} (revision {revision or 'main'}): {', '.join(SD_FILES)} "
-            f"-> {out}/{HF_HOME_DIR}/hub"
-        )
+    lines = [
+        f"{repo.repo_id} (revision {repo.revision or 'main'}): {', '.join(repo.files)} "
+        f"-> {out}/{HF_HOME_DIR}/hub"
+        for repo in repos
+    ]
     lines += [f"{url} -> {out}/{TORCH_CHECKPOINTS}/{posixpath.basename(url)}" for url in urls]
     return lines
 
 
-def fetch_sd(sd: str, revision: str | None, folder: Path) -> Path:
-    """The SD files into a Hugging Face cache under `folder`; returns the snapshot folder."""
+def fetch_repo(repo: HubRepo, folder: Path) -> Path:
+    """A repository's files into a Hugging Face cache under `folder`; returns the snapshot."""
     from huggingface_hub import snapshot_download
 
     try:
         snapshot = snapshot_download(
-            sd,
-            revision=revision,
+            repo.repo_id,
+            revision=repo.revision,
             cache_dir=folder / HF_HOME_DIR / "hub",
-            allow_patterns=list(SD_FILES),
+            allow_patterns=list(repo.files),
         )
     except Exception as exc:  # network, authentication and missing repositories alike
-        raise UserError(f"cannot download {sd}: {first_line(exc)}") from None
+        raise UserError(f"cannot download {repo.repo_id}: {first_line(exc)}") from None
     return Path(snapshot)
 
 
@@ -158,38 +199,39 @@ def upload(folder: Path, url: str, options: dict[str, Any]) -> int:
     return len(files)
 
 
-def prepare(sd: str | None, revision: str | None, urls: list[str], folder: Path) -> list[str]:
+def prepare(repos: list[HubRepo], urls: list[str], folder: Path) -> list[str]:
     """Fetch into `folder`; returns how a run finds each thing."""
     hints = []
-    if sd:
-        snapshot = fetch_sd(sd, revision, folder)
+    for repo in repos:
+        snapshot = fetch_repo(repo, folder)
+        flag = "--model" if repo.flag == "--sd" else repo.flag
         hints.append(
-            f"SD: HF_HOME={folder / HF_HOME_DIR} HF_HUB_OFFLINE=1 with --model {sd}, "
-            f"or --model {snapshot}"
+            f"{repo.repo_id}: HF_HOME={folder / HF_HOME_DIR} HF_HUB_OFFLINE=1 with "
+            f"{flag} {repo.repo_id}, or {flag} {snapshot}"
         )
     for url in urls:
         fetch_url(url, folder)
     if urls:
-        hints.append(f"torchvision weights: TORCH_HOME={folder / 'torch'}")
+        hints.append(f"torch hub weights: TORCH_HOME={folder / 'torch'}")
     return hints
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     options = parse_storage_options(args.storage_option)
-    sd, urls = chosen(args)
+    repos, urls = chosen(args)
     remote = not is_local(args.out)
     if remote:
         Storage(args.out, options).check_writable()
     if args.dry_run:
-        print("\n".join(plan_lines(sd, args.revision, urls, args.out)))
+        print("\n".join(plan_lines(repos, urls, args.out)))
         return 0
     if not remote:
-        hints = prepare(sd, args.revision, urls, Path(args.out).expanduser().resolve())
+        hints = prepare(repos, urls, Path(args.out).expanduser().resolve())
         print("\n".join(hints))
         return 0
     with tempfile.TemporaryDirectory(dir=args.staging) as staging:
-        prepare(sd, args.revision, urls, Path(staging))
+        prepare(repos, urls, Path(staging))
         count = upload(Path(staging), args.out, options)
     print(f"uploaded {count} files to {args.out}; copy or mount it on the cluster, then set")
     print(f"HF_HOME=<there>/{HF_HOME_DIR} HF_HUB_OFFLINE=1 and TORCH_HOME=<there>/torch")

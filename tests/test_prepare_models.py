@@ -10,23 +10,40 @@ import pytest
 
 from common.errors import UserError
 from jobs import prepare_models
-from jobs.prepare_models import SD_FILES, main, upload
+from jobs.prepare_models import CONTROLNET_FILES, SD_FILES, main, upload
 from teacher_workers.model_source import DEFAULT_MODEL_ID
 
 VGG_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 RESNET_URL = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
+ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
+INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
+CONTROLNET = "lllyasviel/control_v11p_sd15_canny"
 
 
-def test_dry_run_plans_all_three_models_and_writes_nothing(tmp_path, capsys):
+def test_dry_run_plans_every_model_a_run_needs_and_writes_nothing(tmp_path, capsys):
+    """SD, LSAST's ControlNet, the losses' and encoders' weights and the metrics' networks."""
     out = tmp_path / "models"
     assert main(["--out", str(out), "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines == [
+    assert lines[:5] == [
         f"{DEFAULT_MODEL_ID} (revision main): {', '.join(SD_FILES)} -> {out}/huggingface/hub",
+        f"{CONTROLNET} (revision main): {', '.join(CONTROLNET_FILES)} -> {out}/huggingface/hub",
         f"{VGG_URL} -> {out}/torch/hub/checkpoints/vgg19-dcbb9e9d.pth",
         f"{RESNET_URL} -> {out}/torch/hub/checkpoints/resnet50-0676ba61.pth",
+        f"{ALEXNET_URL} -> {out}/torch/hub/checkpoints/alexnet-owt-7be5be79.pth",
     ]
+    assert lines[5].endswith(f"/{INCEPTION_FILE} -> {out}/torch/hub/checkpoints/{INCEPTION_FILE}")
+    assert len(lines) == 6
     assert not out.exists()
+
+
+def test_the_controlnet_and_the_metrics_weights_can_be_fetched_alone(tmp_path, capsys):
+    args = ["--out", str(tmp_path), "--dry-run"]
+    assert main([*args, "--controlnet", "org/canny", "--metrics"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("org/canny (revision main): config.json, ")
+    assert lines[1].startswith(ALEXNET_URL) and INCEPTION_FILE in lines[2]
+    assert len(lines) == 3
 
 
 def test_naming_some_models_fetches_only_those(tmp_path, capsys):
@@ -43,6 +60,7 @@ def test_naming_some_models_fetches_only_those(tmp_path, capsys):
     [
         (["--vgg", "--revision", "v2"], "--revision applies to the --sd model"),
         (["--sd", "a/b/c"], "--sd 'a/b/c' is not a Hugging Face id"),
+        (["--controlnet", "a/b/c"], "--controlnet 'a/b/c' is not a Hugging Face id"),
     ],
 )
 def test_bad_options_are_one_clear_line(tmp_path, args, message):
