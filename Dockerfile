@@ -29,4 +29,9 @@ RUN pip install --no-cache-dir -c /tmp/constraints.txt \
         tqdm \
         numpy \
         pyyaml \
+        torchmetrics \
+        pytorch-fid \
+        matplotlib \
+        tensorboard \
+        opencv-python-headless \
         boto3

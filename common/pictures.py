@@ -80,3 +80,16 @@ def training_curves(
             ax.set_xticks([])
             ax.set_yticks([])
     return png(figure)
+
+
+def loss_curve(steps: Sequence[int], losses: Sequence[float], title: str) -> bytes:
+    """One loss per optimiser step (e.g. learning an LSAST style), on a grid."""
+    figure = Figure(figsize=(CURVES_SIZE[0], CURVES_SIZE[1] / 2), layout="constrained")
+    ax = figure.subplots()
+    ax.plot(steps, losses, marker="o" if len(steps) < 50 else None)
+    ax.set_title(title)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.grid(True, alpha=0.3)
+    return png(figure)

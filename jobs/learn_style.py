@@ -39,9 +39,8 @@ from common.cli import (
     run_cli,
 )
 from common.errors import UserError, first_line
-from common.images import encode_png
 from common.inputs import expand_images, options_for
-from common.pictures import line_chart
+from common.pictures import loss_curve
 from common.ray_connect import connect_ray
 from common.storage import Storage, absolute_url, read_url
 from jobs.train import ray_filesystem
@@ -212,10 +211,8 @@ def save_checkpoint(
     storage.write_bytes(step_key(step, "optimizer.safetensors"), save(optimizer_tensors(optimizer)))
     storage.write_bytes(PROMPTS, weights)
     storage.write_bytes(LOSS, "".join(json.dumps(r) + "\n" for r in history).encode())
-    curve = line_chart(
-        {"loss": [(r["step"], r["loss"]) for r in history]}, "LSAST style loss", "step"
-    )
-    storage.write_bytes(CURVE, encode_png(curve))
+    steps, losses = [r["step"] for r in history], [r["loss"] for r in history]
+    storage.write_bytes(CURVE, loss_curve(steps, losses, "LSAST style loss"))
     record = {"step": step, "settings": config.settings(), "history": history}
     storage.write_bytes(LATEST, json.dumps(record, indent=1).encode())
     if previous is not None and previous != step:
