@@ -9,7 +9,6 @@ import sys
 from collections.abc import Callable, Sequence
 
 from common.errors import UserError
-from common.storage import SECRET_WORDS
 
 log = logging.getLogger(__name__)
 
@@ -42,41 +41,6 @@ def add_storage_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup
         help="fsspec option for non-local URLs, repeatable "
         "(e.g. client_kwargs.endpoint_url=http://host:9000)",
     )
-
-
-def parse_storage_options(pairs: Sequence[str]) -> dict[str, object]:
-    """Turn `k=v` strings into fsspec storage options; dotted keys nest
-    (client_kwargs.endpoint_url=...)."""
-    options: dict[str, object] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UserError(f"--storage-option expects key=value, got {pair!r}")
-        target = options
-        *parents, leaf = key.split(".")
-        for parent in parents:
-            child = target.setdefault(parent, {})
-            if not isinstance(child, dict):
-                raise UserError(f"--storage-option {key!r} conflicts with an earlier option")
-            target = child
-        target[leaf] = _parse_scalar(value)
-        if any(word in leaf.lower() for word in SECRET_WORDS):
-            log.warning(
-                "--storage-option %s: a secret on the command line shows in `ray job "
-                "list` and shell history; prefer the AWS/fsspec credential chain",
-                leaf,
-            )
-    return options
-
-
-def _parse_scalar(value: str) -> object:
-    """Storage options are mostly strings; booleans and integers are given their type."""
-    if value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    try:
-        return int(value)
-    except ValueError:
-        return value
 
 
 def positive_int(text: str) -> int:

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import posixpath
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 import fsspec
+import tyro
 from fsspec.implementations.local import LocalFileSystem
 
 from common.errors import MissingInput, UnreadableInput, UserError, first_line
 
+log = logging.getLogger(__name__)
 SECRET_WORDS = ("secret", "token", "password", "key", "credential", "session")
 # Local read errors that say the machine or a network filesystem is failing, not the file:
 # a retry may succeed, so they fail the work unit instead of marking the input unusable.
@@ -53,6 +57,65 @@ def redact(options: Mapping[str, Any]) -> dict[str, Any]:
     return safe
 
 
+@dataclass(frozen=True, eq=False, repr=False)
+class StorageOptions(Mapping[str, Any]):
+    """The run's fsspec options for object-store URLs, parsed once from `--storage-option`
+    flags; `open_fs`, `read_url` and `Storage` apply them to every non-local URL they open.
+
+    It is a read-only mapping (a plain dict of options works wherever it does) whose repr hides
+    secrets, because Ray shows the configs it ships to workers.
+    """
+
+    storage_option: Annotated[
+        tuple[str, ...], tyro.conf.UseAppendAction, tyro.conf.arg(metavar="K=V")
+    ] = ()
+    """fsspec option for non-local URLs, repeatable (e.g.
+    client_kwargs.endpoint_url=http://host:9000); prefer the AWS/fsspec credential chain to
+    secrets here"""
+    _values: dict[str, Any] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for pair in self.storage_option:
+            key, sep, value = pair.partition("=")
+            if not sep or not key:
+                raise UserError(f"--storage-option expects key=value, got {pair!r}")
+            target = self._values
+            *parents, leaf = key.split(".")
+            for parent in parents:
+                target = target.setdefault(parent, {})
+                if not isinstance(target, dict):
+                    raise UserError(f"--storage-option {key!r} conflicts with an earlier option")
+            target[leaf] = _scalar(value)
+            if any(word in leaf.lower() for word in SECRET_WORDS):
+                log.warning(
+                    "--storage-option %s: a secret on the command line shows in `ray job "
+                    "list` and shell history; prefer the AWS/fsspec credential chain",
+                    leaf,
+                )
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"StorageOptions({redact(self._values)})"
+
+
+def _scalar(value: str) -> object:
+    """Storage options are mostly strings; booleans and integers are given their type."""
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
 def is_local(url: str) -> bool:
     """Local paths take no storage options (those are for the object store)."""
     return "://" not in url or url.startswith("file://")
@@ -68,11 +131,12 @@ def absolute_url(url: str) -> str:
 def open_fs(
     url: str, options: Mapping[str, Any] | None = None
 ) -> tuple[fsspec.AbstractFileSystem, str]:
-    """Filesystem and path for a URL; an unknown protocol or missing backend is a `UserError`."""
+    """Filesystem and path for a URL, with the storage `options` unless it is local (those are
+    for the object store); an unknown protocol or missing backend is a `UserError`."""
     if not url or not isinstance(url, str):
         raise UserError(f"expected a path or URL, got {url!r}")
     try:
-        return fsspec.core.url_to_fs(url, **dict(options or {}))
+        return fsspec.core.url_to_fs(url, **({} if is_local(url) else dict(options or {})))
     except (ValueError, ImportError) as exc:
         raise UserError(f"cannot open {url!r}: {exc}") from None
 
@@ -103,7 +167,8 @@ class Storage:
     """The output root of a run: read, write, test and list objects by key."""
 
     def __init__(self, root: str, options: Mapping[str, Any] | None = None) -> None:
-        self.options = dict(options or {})
+        # the run's options, for this root and any other URL read beside it
+        self.options: Mapping[str, Any] = options or {}
         self.fs, path = open_fs(root, self.options)
         self.root_path = path.rstrip("/")
         self.root = absolute_url(root).rstrip("/")

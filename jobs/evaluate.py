@@ -14,10 +14,9 @@ import argparse
 from collections.abc import Sequence
 from functools import partial
 
-from common.cli import add_storage_option, parse_storage_options, run_cli
-from common.inputs import options_for
+from common.cli import add_storage_option, run_cli
 from common.run_info import read_run_info
-from common.storage import Storage
+from common.storage import Storage, StorageOptions
 from student.reporting import write_evaluation
 from teacher_workers.sizing import teacher_parameters
 
@@ -49,8 +48,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    options = parse_storage_options(args.storage_option)
-    storage = Storage(args.data, options_for(args.data, options))
+    options = StorageOptions(tuple(args.storage_option))
+    storage = Storage(args.data, options)
     run = (read_run_info(storage) or {}).get("config", {})
     model = run.get("model", "tiny")
     where = write_evaluation(

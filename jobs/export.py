@@ -12,10 +12,10 @@ import argparse
 from collections.abc import Sequence
 from functools import partial
 
-from common.cli import add_storage_option, parse_storage_options, run_cli
+from common.cli import add_storage_option, run_cli
 from common.errors import UserError
-from common.inputs import options_for
-from student.checkpoint import load_student
+from common.storage import StorageOptions
+from student.checkpoint import load_student, resolve_checkpoint
 from student.export import check_onnx, export_onnx, require_onnx
 
 TOLERANCE = 1e-4  # max |ONNX - PyTorch| in normalized units; float32 on the CPU gives ~1e-6
@@ -55,10 +55,10 @@ def parse_sizes(texts: Sequence[str]) -> list[tuple[int, int]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    options = parse_storage_options(args.storage_option)
+    options = StorageOptions(tuple(args.storage_option))
     sizes = parse_sizes(args.check_sizes)
     require_onnx()
-    model, _ = load_student(args.student, options_for(args.student, options))
+    model, _ = load_student(resolve_checkpoint(args.student, options), options)
     export_onnx(model, args.onnx, example_size=args.example_size)
     if sizes:
         diff = check_onnx(model, args.onnx, sizes)

@@ -27,12 +27,11 @@ import torch
 from common.cli import (
     add_storage_option,
     check_number,
-    parse_storage_options,
     positive_int,
     run_cli,
 )
 from common.errors import UserError
-from common.inputs import check_golden_leak, expand_images, options_for
+from common.inputs import check_golden_leak, expand_images
 from common.manifest import forget_failures, listed_pairs
 from common.planning import (
     VAL_FRACTION,
@@ -44,7 +43,7 @@ from common.planning import (
 )
 from common.ray_connect import connect_ray
 from common.run_info import write_run_info
-from common.storage import Storage
+from common.storage import Storage, StorageOptions
 from teacher_workers.generation import PoolConfig, generate
 from teacher_workers.node_fit import wait_for_fit
 from teacher_workers.options import TeacherOptions, add_teacher_arguments, teacher_options
@@ -181,14 +180,14 @@ def placed_options(teacher: TeacherOptions, gpus: float) -> TeacherOptions:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    storage_options = parse_storage_options(args.storage_option)
+    storage_options = StorageOptions(tuple(args.storage_option))
     teacher = teacher_options(args)
     tile = None if args.tile == "auto" else parse_pair(args.tile, "x", "--tile")
     pool = pool_config(args)
     check_number("--gpu-memory-gb", args.gpu_memory_gb)
     teacher = teacher.pinned()
     pairs, blocks = plan(args, storage_options)
-    storage = Storage(args.out, options_for(args.out, storage_options))
+    storage = Storage(args.out, storage_options)
     storage.check_writable()
     connect_ray()
     gpus = gpus_per_worker(pool, teacher)

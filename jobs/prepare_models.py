@@ -21,9 +21,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from common.cli import add_storage_option, parse_storage_options, run_cli
+from common.cli import add_storage_option, run_cli
 from common.errors import UserError, first_line
-from common.storage import Storage, is_local, open_fs
+from common.storage import Storage, StorageOptions, is_local, open_fs
 from teacher_workers.models import DEFAULT_MODEL_ID
 
 # What the teacher loads from an SD-1.x repository, and nothing else (no fp16/EMA/.ckpt copies).
@@ -175,7 +175,7 @@ def prepare(sd: str | None, revision: str | None, urls: list[str], folder: Path)
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    options = parse_storage_options(args.storage_option)
+    options = StorageOptions(tuple(args.storage_option))
     sd, urls = chosen(args)
     remote = not is_local(args.out)
     if remote:

@@ -20,11 +20,10 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from common.cli import add_storage_option, parse_storage_options, run_cli
+from common.cli import add_storage_option, run_cli
 from common.images import decode_image, load_square, png_bytes, to_tensor
-from common.inputs import options_for
-from common.storage import open_fs, read_url
-from student.checkpoint import load_student
+from common.storage import StorageOptions, open_fs, read_url
+from student.checkpoint import load_student, resolve_checkpoint
 from student.inference import stylize
 from teacher_workers.options import TeacherOptions, add_teacher_arguments, teacher_options
 
@@ -53,7 +52,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def read_image(url: str, options: dict[str, Any], max_side: int) -> torch.Tensor:
     """[3, H, W] in [0, 1], downscaled (LANCZOS) so the longer side is at most `max_side`."""
-    image = decode_image(read_url(url, options_for(url, options)), url)
+    image = decode_image(read_url(url, options), url)
     if max_side and max(image.size) > max_side:
         image.thumbnail((max_side, max_side), resample=Image.Resampling.LANCZOS)
     return to_tensor(image)
@@ -63,10 +62,8 @@ def with_teacher(
     args: argparse.Namespace, teacher: TeacherOptions, options: dict[str, Any]
 ) -> torch.Tensor:
     size = teacher.styleid.resolution
-    content = load_square(
-        read_url(args.content, options_for(args.content, options)), size, args.content
-    )
-    style = load_square(read_url(args.style, options_for(args.style, options)), size, args.style)
+    content = load_square(read_url(args.content, options), size, args.content)
+    style = load_square(read_url(args.style, options), size, args.style)
     engine = teacher.build()
     with tqdm(total=engine.unet_passes(1, 1), desc="StyleID", unit="UNet pass") as bar:
         return engine.stylize_tile(content[None], style[None], progress=bar.update)[0, 0]
@@ -75,15 +72,15 @@ def with_teacher(
 def with_student(args: argparse.Namespace, options: dict[str, Any]) -> torch.Tensor:
     content = read_image(args.content, options, args.max_side)
     style = read_image(args.style, options, args.max_side)
-    model, _ = load_student(args.student, options_for(args.student, options))
+    model, _ = load_student(resolve_checkpoint(args.student, options), options)
     return stylize(model, content, style)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    options = parse_storage_options(args.storage_option)
+    options = StorageOptions(tuple(args.storage_option))
     teacher = teacher_options(args)
-    out_fs, out_path = open_fs(args.out, options_for(args.out, options))
+    out_fs, out_path = open_fs(args.out, options)
     start = time.perf_counter()
     result = with_student(args, options) if args.student else with_teacher(args, teacher, options)
     parent = posixpath.dirname(out_path)

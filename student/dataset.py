@@ -18,7 +18,6 @@ from torch.utils.data import Dataset
 
 from common.errors import ImageError, UserError
 from common.images import center_crop_resize, decode_image, load_square, to_tensor
-from common.inputs import options_for
 from common.manifest import ManifestLine, no_manifests, read_manifest
 from common.run_info import read_run_info
 from common.storage import Storage, read_url
@@ -200,7 +199,7 @@ def load_triple(storage: Storage, line: ManifestLine) -> Triple:
     size = min(target_image.size)
 
     def square(url: str) -> torch.Tensor:
-        return load_square(read_url(url, options_for(url, storage.options)), size, url)
+        return load_square(read_url(url, storage.options), size, url)
 
     return Triple(
         content=square(line.content),

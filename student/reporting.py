@@ -11,7 +11,6 @@ from PIL import Image
 
 from common.errors import UserError
 from common.images import encode_png
-from common.inputs import options_for
 from common.manifest import read_manifest
 from common.pictures import line_chart, stack_vertically
 from common.storage import Storage, read_url
@@ -22,7 +21,7 @@ from student.evaluation import PerceptualMeter, evaluate_golden, summarize
 def read_training_metrics(url: str, options: dict[str, Any]) -> list[dict[str, Any]]:
     """Per-epoch records of a training run; none (and a flat chart) if the file is absent."""
     try:
-        text = read_url(url, options_for(url, options)).decode()
+        text = read_url(url, options).decode()
     except UserError:
         return []
     return [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -61,9 +60,9 @@ def write_evaluation(
             f"{storage.url('manifests')}: no golden pairs; generate with "
             "--golden-content and --golden-styles"
         )
-    student_url = resolve_checkpoint(student_url, options_for(student_url, options))
+    student_url = resolve_checkpoint(student_url, options)
     meter = PerceptualMeter(vgg_weights, options)  # before the model: a missing VGG19 fails fast
-    model, config = load_student(student_url, options_for(student_url, options))
+    model, config = load_student(student_url, options)
     scores, sheet = evaluate_golden(storage, lines, model, meter)
     metrics_url = metrics_url or posixpath.join(
         posixpath.dirname(student_url.rstrip("/")), "metrics.jsonl"

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from common.cli import add_storage_option, parse_storage_options, positive_int
+from common.cli import add_storage_option, positive_int
 from common.errors import UserError
-from common.storage import Storage, absolute_url, open_fs
+from common.storage import Storage, StorageOptions, absolute_url, open_fs
 from student.backbone import ResNetEncoder, load_imagenet_resnet50
 from student.losses import LOSS_WEIGHTS, load_vgg19_features
 from student.model import SIZE_MULTIPLE, STYLE_LAYER, STTRConfig
@@ -248,7 +248,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
         data=args.data,
         name=args.name,
         teacher_hash=args.teacher_hash,
-        storage_options=parse_storage_options(args.storage_option),
+        storage_options=StorageOptions(tuple(args.storage_option)),
         workers=args.workers,
         gpu=args.gpu,
         epochs=args.epochs,

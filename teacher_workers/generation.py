@@ -10,7 +10,6 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import ray
 from tqdm import tqdm
@@ -99,7 +98,6 @@ def generate(
     tiles: Sequence[Tile],
     options: TeacherOptions,
     storage: Storage,
-    storage_options: dict[str, Any],
     teacher_hash: str,
     pool: PoolConfig,
     listed: int = 0,
@@ -121,7 +119,7 @@ def generate(
             fn_constructor_kwargs={
                 "options": options,
                 "root": storage.root,
-                "storage_options": storage_options,
+                "storage_options": storage.options,
                 "teacher_hash": teacher_hash,
             },
             compute=ray.data.ActorPoolStrategy(

@@ -21,7 +21,6 @@ import torch
 from common.errors import ImageError, UnreadableInput
 from common.ids import content_id, sha256_hex
 from common.images import load_square, png_bytes
-from common.inputs import options_for
 from common.manifest import (
     FailureLine,
     ManifestLine,
@@ -78,8 +77,7 @@ class TileRunner:
     ) -> None:
         self.engine = options.build()
         self.resolution = options.styleid.resolution
-        self.storage = Storage(root, options_for(root, storage_options))
-        self.input_options = storage_options
+        self.storage = Storage(root, storage_options)  # its options open the inputs too
         self.teacher_hash = teacher_hash
 
     def run(self, tile: Tile) -> TileResult:
@@ -124,7 +122,7 @@ class TileRunner:
         images = []
         for url in urls:
             try:
-                data = read_url(url, options_for(url, self.input_options))
+                data = read_url(url, self.storage.options)
                 images.append(Image(url, content_id(data), load_square(data, self.resolution, url)))
             except (ImageError, UnreadableInput) as exc:
                 log.warning("skipping %s %s: %s", role, url, exc)
