@@ -1,17 +1,21 @@
-"""Helpers shared by the `python -m jobs.X` entry points."""
+"""Helpers shared by the `python -m jobs.X` entry points, whose command lines `tyro` generates
+from typed configs: a field is a flag (`batch_size` is `--batch-size`, default and the string
+under it as help), a nested config marked `tyro.conf.OmitArgPrefixes` adds its flags as a group,
+and `__post_init__` checks values (a `UserError`). Adding a flag is adding a field."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import sys
 from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import tyro
 
 from common.errors import UserError
 
-log = logging.getLogger(__name__)
-
+T = TypeVar("T")
 USER_ERROR = 2  # the exit code of a command that ended with one `error:` line
 
 
@@ -31,32 +35,38 @@ def run_cli(
     sys.exit(code or 0)
 
 
-def add_storage_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """The repeatable `--storage-option K=V` flag every command that touches storage takes."""
-    parser.add_argument(
-        "--storage-option",
-        action="append",
-        default=[],
-        metavar="K=V",
-        help="fsspec option for non-local URLs, repeatable "
-        "(e.g. client_kwargs.endpoint_url=http://host:9000)",
+def parse(config: type[T], argv: Sequence[str] | None, module: str, doc: str | None) -> T:
+    """`config` from the command line of `python -m <module>` (`doc` heads its --help); a bad
+    value is a `UserError` from the config, a malformed flag tyro's message and exit code 2."""
+    return tyro.cli(config, args=argv, prog=f"python -m {module}", description=doc)
+
+
+def pair_flag(sep: str, flag: str, metavar: str, auto: str | None = None) -> object:
+    """A flag holding two positive integers written A<sep>B (`--workers 1:4`, `--tile 12x8`);
+    with `auto`, that word stands for None."""
+
+    def parse_pair(args: list[str]) -> tuple[int, int] | None:
+        first, _, second = args[0].partition(sep)
+        if args[0] == auto:
+            return None
+        if not (first.isdigit() and second.isdigit()):
+            raise UserError(f"{flag} must look like A{sep}B with integers, got {args[0]!r}")
+        if int(first) < 1 or int(second) < 1:
+            raise UserError(f"{flag} values must be >= 1, got {args[0]!r}")
+        return int(first), int(second)
+
+    return tyro.constructors.PrimitiveConstructorSpec(
+        nargs=1,
+        metavar=metavar,
+        instance_from_str=parse_pair,
+        is_instance=lambda value: value is None or isinstance(value, tuple),
+        str_from_instance=lambda value: [auto if value is None else sep.join(map(str, value))],
     )
-
-
-def positive_int(text: str) -> int:
-    """argparse type for counts that must be >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def check_number(flag: str, value: float, minimum: float = 0.0, inclusive: bool = False) -> float:
     """A finite number above `minimum` (or equal, with `inclusive`), else a `UserError` naming the
-    flag: argparse's `float` takes -1, nan and inf."""
+    flag: a float flag takes -1, nan and inf."""
     above = value >= minimum if inclusive else value > minimum
     if not (math.isfinite(value) and above):
         rule = ">=" if inclusive else ">"

@@ -13,8 +13,9 @@ import logging
 import os
 import posixpath
 import uuid
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections import UserDict
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import fsspec
@@ -58,62 +59,35 @@ def redact(options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, eq=False, repr=False)
-class StorageOptions(Mapping[str, Any]):
-    """The run's fsspec options for object-store URLs, parsed once from `--storage-option`
-    flags; `open_fs`, `read_url` and `Storage` apply them to every non-local URL they open.
-
-    It is a read-only mapping (a plain dict of options works wherever it does) whose repr hides
-    secrets, because Ray shows the configs it ships to workers.
-    """
+class StorageOptions(UserDict):
+    """The run's fsspec options (`--storage-option`), parsed once; `open_fs`, `read_url` and
+    `Storage` apply them to object-store URLs only. Its repr hides secrets (Ray shows configs)."""
 
     storage_option: Annotated[
         tuple[str, ...], tyro.conf.UseAppendAction, tyro.conf.arg(metavar="K=V")
     ] = ()
-    """fsspec option for non-local URLs, repeatable (e.g.
-    client_kwargs.endpoint_url=http://host:9000); prefer the AWS/fsspec credential chain to
-    secrets here"""
-    _values: dict[str, Any] = field(init=False, default_factory=dict)
+    """fsspec option for object-store URLs, e.g. client_kwargs.endpoint_url=http://host:9000"""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "data", {})  # not a field: tyro would reset it to its default
         for pair in self.storage_option:
             key, sep, value = pair.partition("=")
             if not sep or not key:
                 raise UserError(f"--storage-option expects key=value, got {pair!r}")
-            target = self._values
+            target = self.data
             *parents, leaf = key.split(".")
             for parent in parents:
                 target = target.setdefault(parent, {})
                 if not isinstance(target, dict):
                     raise UserError(f"--storage-option {key!r} conflicts with an earlier option")
-            target[leaf] = _scalar(value)
+            # mostly strings; booleans and integers are given their type
+            scalar = int(value) if value.lstrip("-").isdigit() else value
+            target[leaf] = {"true": True, "false": False}.get(value.lower(), scalar)
             if any(word in leaf.lower() for word in SECRET_WORDS):
-                log.warning(
-                    "--storage-option %s: a secret on the command line shows in `ray job "
-                    "list` and shell history; prefer the AWS/fsspec credential chain",
-                    leaf,
-                )
-
-    def __getitem__(self, key: str) -> Any:
-        return self._values[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._values)
-
-    def __len__(self) -> int:
-        return len(self._values)
+                log.warning("--storage-option %s: a secret here shows in `ray job list`", leaf)
 
     def __repr__(self) -> str:
-        return f"StorageOptions({redact(self._values)})"
-
-
-def _scalar(value: str) -> object:
-    """Storage options are mostly strings; booleans and integers are given their type."""
-    if value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    try:
-        return int(value)
-    except ValueError:
-        return value
+        return f"StorageOptions({redact(self.data)})"
 
 
 def is_local(url: str) -> bool:

@@ -10,48 +10,46 @@ training or validation ever reads.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import partial
+from typing import Annotated
 
-from common.cli import add_storage_option, run_cli
+import tyro
+
+from common.cli import parse, run_cli
 from common.run_info import read_run_info
 from common.storage import Storage, StorageOptions
 from student.reporting import write_evaluation
 from teacher_workers.sizing import teacher_parameters
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m jobs.evaluate",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+@dataclass(frozen=True, kw_only=True)
+class Args:
+    """The flags of `python -m jobs.evaluate`."""
+
+    data: str
+    """run root with manifests/ and targets/"""
+    student: str
+    """student checkpoint directory (or training run folder: its best checkpoint)"""
+    name: str = "golden"
+    """output folder <data>/eval/<name>/"""
+    teacher_hash: str | None = None
+    """which teacher, if several"""
+    metrics: str | None = None
+    """training metrics.jsonl for curves.png (none: the one beside the checkpoint)"""
+    vgg_weights: str | None = None
+    """VGG19 weights (path or URL) for the content and style losses, or 'random'"""
+    storage: Annotated[StorageOptions, tyro.conf.OmitArgPrefixes] = field(
+        default_factory=StorageOptions
     )
-    parser.add_argument("--data", required=True, help="run root with manifests/ and targets/")
-    parser.add_argument("--student", required=True, help="student checkpoint directory")
-    parser.add_argument("--name", default="golden", help="output folder <data>/eval/<name>/")
-    parser.add_argument("--teacher-hash", default=None, help="which teacher, if several")
-    parser.add_argument(
-        "--metrics",
-        default=None,
-        help="training metrics.jsonl for curves.png (default: beside the checkpoint)",
-    )
-    parser.add_argument(
-        "--vgg-weights",
-        default=None,
-        help="torchvision VGG19 weights (path or URL) for the content and style losses, or "
-        "'random' (default: the torch hub cache, else a download unless HF_HUB_OFFLINE is set)",
-    )
-    add_storage_option(parser)
-    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    options = StorageOptions(tuple(args.storage_option))
-    storage = Storage(args.data, options)
-    run = (read_run_info(storage) or {}).get("config", {})
-    model = run.get("model", "tiny")
+    args = parse(Args, argv, "jobs.evaluate", __doc__)
+    storage = Storage(args.data, args.storage)
+    teacher = (read_run_info(storage) or {}).get("config", {}).get("teacher", {})
+    model = teacher.get("model", "tiny")
     where = write_evaluation(
         storage,
         args.student,
@@ -59,9 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.teacher_hash,
         args.metrics,
         args.vgg_weights,
-        options,
+        args.storage,
         teacher_model=model,
-        teacher_parameters=teacher_parameters(model, run.get("revision")),
+        teacher_parameters=teacher_parameters(model, teacher.get("revision")),
     )
     print(f"metrics, contact sheet and curves: {where}")
     return 0

@@ -8,11 +8,14 @@ multiples of 32, any size) and returns the stylized content in the same space.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import partial
+from typing import Annotated
 
-from common.cli import add_storage_option, run_cli
+import tyro
+
+from common.cli import parse, run_cli
 from common.errors import UserError
 from common.storage import StorageOptions
 from student.checkpoint import load_student, resolve_checkpoint
@@ -21,23 +24,21 @@ from student.export import check_onnx, export_onnx, require_onnx
 TOLERANCE = 1e-4  # max |ONNX - PyTorch| in normalized units; float32 on the CPU gives ~1e-6
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m jobs.export",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+@dataclass(frozen=True, kw_only=True)
+class Args:
+    """The flags of `python -m jobs.export`."""
+
+    student: str
+    """student checkpoint directory (or training run folder: its best checkpoint)"""
+    onnx: str
+    """output .onnx path or URL"""
+    example_size: int = 256
+    """tracing size (x32)"""
+    check_sizes: tuple[str, ...] = ("256x256", "192x320")
+    """HxW sizes to compare ONNX Runtime with PyTorch at"""
+    storage: Annotated[StorageOptions, tyro.conf.OmitArgPrefixes] = field(
+        default_factory=StorageOptions
     )
-    parser.add_argument("--student", required=True, help="student checkpoint directory")
-    parser.add_argument("--onnx", required=True, help="output .onnx path or URL")
-    parser.add_argument("--example-size", type=int, default=256, help="tracing size (x32)")
-    parser.add_argument(
-        "--check-sizes",
-        nargs="*",
-        default=["256x256", "192x320"],
-        help="HxW sizes to compare ONNX Runtime with PyTorch at",
-    )
-    add_storage_option(parser)
-    return parser.parse_args(argv)
 
 
 def parse_sizes(texts: Sequence[str]) -> list[tuple[int, int]]:
@@ -54,11 +55,10 @@ def parse_sizes(texts: Sequence[str]) -> list[tuple[int, int]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    options = StorageOptions(tuple(args.storage_option))
+    args = parse(Args, argv, "jobs.export", __doc__)
     sizes = parse_sizes(args.check_sizes)
     require_onnx()
-    model, _ = load_student(resolve_checkpoint(args.student, options), options)
+    model, _ = load_student(resolve_checkpoint(args.student, args.storage), args.storage)
     export_onnx(model, args.onnx, example_size=args.example_size)
     if sizes:
         diff = check_onnx(model, args.onnx, sizes)

@@ -13,15 +13,17 @@ With none of --sd, --vgg, --resnet, all three are fetched.
 
 from __future__ import annotations
 
-import argparse
 import posixpath
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from common.cli import add_storage_option, run_cli
+import tyro
+
+from common.cli import parse, run_cli
 from common.errors import UserError, first_line
 from common.storage import Storage, StorageOptions, is_local, open_fs
 from teacher_workers.models import DEFAULT_MODEL_ID
@@ -42,33 +44,43 @@ HF_HOME_DIR = "huggingface"
 TORCH_CHECKPOINTS = "torch/hub/checkpoints"
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m jobs.prepare_models",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--out", required=True, help="local folder or URL (s3://...)")
-    parser.add_argument(
-        "--sd",
-        nargs="?",
-        const=DEFAULT_MODEL_ID,
-        default=None,
-        metavar="MODEL_ID",
-        help=f"a Stable Diffusion 1.x Hub id (default {DEFAULT_MODEL_ID})",
-    )
-    parser.add_argument("--revision", default=None, help="revision of the --sd model")
-    parser.add_argument("--vgg", action="store_true", help="torchvision's ImageNet VGG19")
-    parser.add_argument("--resnet", action="store_true", help="torchvision's ImageNet ResNet-50")
-    parser.add_argument("--dry-run", action="store_true", help="list what would be fetched")
-    parser.add_argument(
-        "--staging", default=None, help="local folder to fetch into before an upload"
-    )
-    add_storage_option(parser)
-    return parser.parse_args(argv)
+# `--sd` alone is the default model; `--sd ID` names one
+SD_FLAG = tyro.constructors.PrimitiveConstructorSpec(
+    nargs=(0, 1),
+    metavar="[MODEL_ID]",
+    instance_from_str=lambda args: args[0] if args else DEFAULT_MODEL_ID,
+    is_instance=lambda value: value is None or isinstance(value, str),
+    str_from_instance=lambda value: [value] if value else [],
+)
 
 
-def chosen(args: argparse.Namespace) -> tuple[str | None, list[str]]:
+@dataclass(frozen=True, kw_only=True)
+class Args:
+    """The flags of `python -m jobs.prepare_models`."""
+
+    out: str
+    """local folder or URL (s3://...)"""
+    sd: Annotated[
+        str | None,
+        SD_FLAG,
+        tyro.conf.arg(help=f"a Stable Diffusion 1.x Hub id (alone: {DEFAULT_MODEL_ID})"),
+    ] = None
+    revision: str | None = None
+    """revision of the --sd model"""
+    vgg: bool = False
+    """torchvision's ImageNet VGG19"""
+    resnet: bool = False
+    """torchvision's ImageNet ResNet-50"""
+    dry_run: bool = False
+    """list what would be fetched"""
+    staging: str | None = None
+    """local folder to fetch into before an upload"""
+    storage: Annotated[StorageOptions, tyro.conf.OmitArgPrefixes] = field(
+        default_factory=StorageOptions
+    )
+
+
+def chosen(args: Args) -> tuple[str | None, list[str]]:
     """The SD id and torchvision weight URLs to fetch (all when none is named), validated."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
     from torchvision.models import ResNet50_Weights, VGG19_Weights
@@ -174,12 +186,11 @@ def prepare(sd: str | None, revision: str | None, urls: list[str], folder: Path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    options = StorageOptions(tuple(args.storage_option))
+    args = parse(Args, argv, "jobs.prepare_models", __doc__)
     sd, urls = chosen(args)
     remote = not is_local(args.out)
     if remote:
-        Storage(args.out, options).check_writable()
+        Storage(args.out, args.storage).check_writable()
     if args.dry_run:
         print("\n".join(plan_lines(sd, args.revision, urls, args.out)))
         return 0
@@ -189,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory(dir=args.staging) as staging:
         prepare(sd, args.revision, urls, Path(staging))
-        count = upload(Path(staging), args.out, options)
+        count = upload(Path(staging), args.out, args.storage)
     print(f"uploaded {count} files to {args.out}; copy or mount it on the cluster, then set")
     print(f"HF_HOME=<there>/{HF_HOME_DIR} HF_HUB_OFFLINE=1 and TORCH_HOME=<there>/torch")
     return 0

@@ -9,48 +9,49 @@ aspect ratio, its longer side scaled to --max-side.
 
 from __future__ import annotations
 
-import argparse
 import posixpath
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Annotated
 
 import torch
+import tyro
 from PIL import Image
 from tqdm import tqdm
 
-from common.cli import add_storage_option, run_cli
+from common.cli import parse, run_cli
 from common.images import decode_image, load_square, png_bytes, to_tensor
 from common.storage import StorageOptions, open_fs, read_url
 from student.checkpoint import load_student, resolve_checkpoint
 from student.inference import stylize
-from teacher_workers.options import TeacherOptions, add_teacher_arguments, teacher_options
+from teacher_workers.options import TeacherOptions
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m jobs.stylize",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+@dataclass(frozen=True, kw_only=True)
+class Args:
+    """The flags of `python -m jobs.stylize`."""
+
+    content: str
+    """content image path or URL"""
+    style: str
+    """style image path or URL"""
+    out: str
+    """output PNG path or URL"""
+    storage: Annotated[StorageOptions, tyro.conf.OmitArgPrefixes] = field(
+        default_factory=StorageOptions
     )
-    parser.add_argument("--content", required=True, help="content image path or URL")
-    parser.add_argument("--style", required=True, help="style image path or URL")
-    parser.add_argument("--out", required=True, help="output PNG path or URL")
-    add_storage_option(parser)
-    student = parser.add_argument_group("student (instead of the teacher)")
-    student.add_argument("--student", default=None, help="student checkpoint directory")
-    student.add_argument(
-        "--max-side",
-        type=int,
-        default=512,
-        help="scale images so their longer side is at most this (0: keep)",
+    student: str | None = None
+    """student checkpoint directory (or training run folder), instead of the teacher"""
+    max_side: int = 512
+    """student: scale images so their longer side is at most this (0: keep)"""
+    teacher: Annotated[TeacherOptions, tyro.conf.OmitArgPrefixes] = field(
+        default_factory=TeacherOptions
     )
-    add_teacher_arguments(parser)
-    return parser.parse_args(argv)
 
 
-def read_image(url: str, options: dict[str, Any], max_side: int) -> torch.Tensor:
+def read_image(url: str, options: StorageOptions, max_side: int) -> torch.Tensor:
     """[3, H, W] in [0, 1], downscaled (LANCZOS) so the longer side is at most `max_side`."""
     image = decode_image(read_url(url, options), url)
     if max_side and max(image.size) > max_side:
@@ -58,31 +59,27 @@ def read_image(url: str, options: dict[str, Any], max_side: int) -> torch.Tensor
     return to_tensor(image)
 
 
-def with_teacher(
-    args: argparse.Namespace, teacher: TeacherOptions, options: dict[str, Any]
-) -> torch.Tensor:
-    size = teacher.styleid.resolution
-    content = load_square(read_url(args.content, options), size, args.content)
-    style = load_square(read_url(args.style, options), size, args.style)
-    engine = teacher.build()
+def with_teacher(args: Args) -> torch.Tensor:
+    size = args.teacher.styleid.resolution
+    content = load_square(read_url(args.content, args.storage), size, args.content)
+    style = load_square(read_url(args.style, args.storage), size, args.style)
+    engine = args.teacher.build()
     with tqdm(total=engine.unet_passes(1, 1), desc="StyleID", unit="UNet pass") as bar:
         return engine.stylize_tile(content[None], style[None], progress=bar.update)[0, 0]
 
 
-def with_student(args: argparse.Namespace, options: dict[str, Any]) -> torch.Tensor:
-    content = read_image(args.content, options, args.max_side)
-    style = read_image(args.style, options, args.max_side)
-    model, _ = load_student(resolve_checkpoint(args.student, options), options)
+def with_student(args: Args, student: str) -> torch.Tensor:
+    content = read_image(args.content, args.storage, args.max_side)
+    style = read_image(args.style, args.storage, args.max_side)
+    model, _ = load_student(resolve_checkpoint(student, args.storage), args.storage)
     return stylize(model, content, style)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    options = StorageOptions(tuple(args.storage_option))
-    teacher = teacher_options(args)
-    out_fs, out_path = open_fs(args.out, options)
+    args = parse(Args, argv, "jobs.stylize", __doc__)
+    out_fs, out_path = open_fs(args.out, args.storage)
     start = time.perf_counter()
-    result = with_student(args, options) if args.student else with_teacher(args, teacher, options)
+    result = with_student(args, args.student) if args.student else with_teacher(args)
     parent = posixpath.dirname(out_path)
     if parent:
         out_fs.makedirs(parent, exist_ok=True)

@@ -28,13 +28,13 @@ from ray.train.torch import TorchTrainer
 # not exported by ray.train; the one error of Result.from_path that re-running cannot fix
 from ray.train.v2._internal.exceptions import CheckpointManagerInitializationError
 
-from common.cli import run_cli
+from common.cli import parse, run_cli
 from common.errors import UserError, first_line
 from common.ray_connect import connect_ray
 from common.storage import Storage
 from student.checkpoint import resolve_checkpoint
 from student.dataset import Splits, read_splits, teacher_resolution
-from student.train_config import TrainConfig, check_init, check_weights, config_from_args
+from student.train_config import TrainConfig, check_init, check_weights
 from student.train_loop import (
     cannot_resume,
     finished,
@@ -42,6 +42,11 @@ from student.train_loop import (
     metrics_key,
     train_loop_per_worker,
 )
+
+
+def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
+    """The run's config from its command line; a bad value raises `UserError`."""
+    return parse(TrainConfig, argv, "jobs.train", __doc__)
 
 
 def validate(config: TrainConfig) -> Splits:

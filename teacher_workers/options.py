@@ -6,12 +6,13 @@ actors, which build their own engine on their own GPU.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field, replace
+from typing import Annotated
 
 import torch
+import tyro
 
-from teacher_workers.config import DEFAULT_LAYERS, StyleIDConfig, teacher_hash
+from teacher_workers.config import StyleIDConfig, teacher_hash
 from teacher_workers.engine import StyleIDEngine
 from teacher_workers.model_source import pin_model
 from teacher_workers.models import (
@@ -23,18 +24,37 @@ from teacher_workers.models import (
     resolve_device,
 )
 
+OFFLOAD_WORDS = {"auto": None, "yes": True, "no": False}
+# `--offload auto|yes|no` for the engine's offload=None|True|False
+OFFLOAD = tyro.constructors.PrimitiveConstructorSpec(
+    nargs=1,
+    metavar="{auto,yes,no}",
+    instance_from_str=lambda args: OFFLOAD_WORDS[args[0]],
+    is_instance=lambda value: value is None or isinstance(value, bool),
+    str_from_instance=lambda value: [next(k for k, v in OFFLOAD_WORDS.items() if v is value)],
+    choices=tuple(OFFLOAD_WORDS),
+)
+
 
 @dataclass(frozen=True)
 class TeacherOptions:
     """Model, numerics and StyleID settings of a teacher run."""
 
     model: str = "tiny"
+    """tiny | sd15-random | a Hugging Face id | a local diffusers directory"""
     revision: str | None = None
-    dtype: str = "auto"
+    """model revision on the Hub"""
+    dtype: Annotated[
+        str, tyro.conf.arg(help=f"auto = float16 on GPU, float32 on CPU; or {' | '.join(DTYPES)}")
+    ] = "auto"
     device: str = "auto"
-    styleid: StyleIDConfig = field(default_factory=StyleIDConfig)
-    offload: bool | None = None
-    digest: str | None = None  # a model folder's content digest, set by `pinned`
+    """auto | cpu | cuda | cuda:N"""
+    styleid: Annotated[StyleIDConfig, tyro.conf.OmitArgPrefixes] = field(
+        default_factory=StyleIDConfig
+    )
+    offload: Annotated[bool | None, OFFLOAD] = None
+    """keep attention features in pinned CPU memory (auto: decided per tile from free GPU memory)"""
+    digest: tyro.conf.Suppress[str | None] = None  # a model folder's content digest, by `pinned`
 
     def __post_init__(self) -> None:
         check_model_name(self.model)
@@ -69,67 +89,3 @@ class TeacherOptions:
         dtype = parse_dtype(self.resolved_dtype(device))
         teacher = load_teacher(self.model, dtype, device, self.revision, seed=self.styleid.seed)
         return StyleIDEngine(teacher, self.styleid, offload=self.offload)
-
-
-def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
-    """The teacher flags shared by `jobs.stylize` and `jobs.generate`."""
-    group = parser.add_argument_group("teacher")
-    group.add_argument(
-        "--model",
-        default="tiny",
-        help="tiny | sd15-random | a Hugging Face id | a local diffusers directory",
-    )
-    group.add_argument("--revision", default=None, help="model revision on the Hub")
-    group.add_argument(
-        "--dtype",
-        default="auto",
-        choices=("auto", *DTYPES),
-        help="auto = float16 on GPU, float32 on CPU",
-    )
-    group.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    group.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
-    group.add_argument("--gamma", type=float, default=0.75, help="query preservation")
-    group.add_argument(
-        "--T", dest="temperature", type=float, default=1.5, help="attention temperature"
-    )
-    group.add_argument("--resolution", type=int, default=512, help="square teacher resolution")
-    group.add_argument(
-        "--layers",
-        nargs="+",
-        default=list(DEFAULT_LAYERS),
-        help="injected self-attention layers (diffusers module names)",
-    )
-    group.add_argument("--no-adain", action="store_true", help="ablation: no initial AdaIN")
-    group.add_argument("--no-injection", action="store_true", help="ablation: no K/V injection")
-    group.add_argument(
-        "--encode",
-        default="mean",
-        choices=("mean", "sample"),
-        help="VAE posterior mean, or a seeded sample",
-    )
-    group.add_argument("--seed", type=int, default=0)
-    group.add_argument("--batch-size", type=int, default=8, help="images or pairs per UNet call")
-    group.add_argument(
-        "--offload",
-        choices=("auto", "yes", "no"),
-        default="auto",
-        help="keep attention features in pinned CPU memory",
-    )
-
-
-def teacher_options(args: argparse.Namespace) -> TeacherOptions:
-    """Validated options from parsed flags (a bad value is a `UserError`)."""
-    styleid = StyleIDConfig(
-        steps=args.steps,
-        gamma=args.gamma,
-        temperature=args.temperature,
-        layers=tuple(args.layers),
-        adain=not args.no_adain,
-        inject=not args.no_injection,
-        resolution=args.resolution,
-        encode=args.encode,
-        seed=args.seed,
-        batch_size=args.batch_size,
-    )
-    offload = {"auto": None, "yes": True, "no": False}[args.offload]
-    return TeacherOptions(args.model, args.revision, args.dtype, args.device, styleid, offload)
