@@ -1,69 +1,169 @@
-"""Student speed: inference images/s (eager PyTorch vs ONNX Runtime) and training images/s
-with 1 and 2 Ray Train workers.
+"""Student inference speed per path, and each path's output quality against fp32 PyTorch.
 
-    python -m benchmarks.student_speed --out benchmarks/results/student_cpu.json
-    python -m benchmarks.student_speed --device cuda --skip-training   # on a GPU machine
+    python -m benchmarks.student_speed --out benchmarks/results/student_cpu.json   # ~3 min
+    python -m benchmarks.student_speed --device cuda --paths fp32 bf16 --out ...   # a GPU
+    python -m benchmarks.student_speed --training ...   # also Ray Train images/s (slow)
 
-Inference uses the full STTR (random weights: speed does not depend on them). Training runs
-`python -m jobs.train` on a small generated run and reads images/s of its last epoch.
+Paths: `fp32` (eager, NCHW: the reference), `fp32-cl` (channels-last), `bf16-cl` (channels-last
+under bfloat16 autocast: `jobs.stylize --precision bf16`) and `onnxruntime` (the fp32 ONNX
+export with every graph optimisation, CPU only). Every path gets one warm-up call per size, then
+the paths take turns, `--repeats` rounds, so a busy machine slows them alike; the best call of
+each counts (seconds per image, batch 1) along with its process CPU time divided by the threads,
+which a shared machine disturbs less than wall time. Quality: each path stylizes the golden set
+(`samples/golden`, every content with every style) at each size; PSNR against fp32. The full
+STTR has random weights here (speed does not depend on them; seeded, so runs compare).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from benchmarks.machine import describe, report
+from common.images import load_square
 from student.export import export_onnx
+from student.inference import for_inference, imagenet_normalize, resolve_precision
 from student.model import STTRConfig, build_sttr
 from tests.synthetic_run import write_synthetic_run
 
 ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "samples" / "golden"
+QUALITY_BOUND_DB = 35.0
+PATHS = ("fp32", "fp32-cl", "bf16-cl", "onnxruntime")
+
+Runner = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def per_second(fn, repeats: int, device: torch.device) -> float:
-    """Calls per second of `fn` after one warm-up call."""
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return repeats / (time.perf_counter() - start)
+def runners(names: list[str], device: torch.device, threads: int, folder: str) -> dict:
+    """One callable per path: (content, style) ImageNet-normalized [1, 3, H, W] -> fp32 output."""
+    torch.manual_seed(0)
+    model = build_sttr(STTRConfig(), init="scratch").eval().to(device)
+    channels_last = for_inference(build_sttr(STTRConfig(), init="scratch").to(device))
+    channels_last.load_state_dict(model.state_dict())
+    layout = {"memory_format": torch.channels_last}
+
+    def eager(c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return model(c, s).float()
+
+    def eager_cl(c: torch.Tensor, s: torch.Tensor, bf16: bool = False) -> torch.Tensor:
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            return channels_last(c.contiguous(**layout), s.contiguous(**layout)).float()
+
+    found: dict[str, Runner] = {
+        "fp32": eager,
+        "fp32-cl": eager_cl,
+        "bf16-cl": lambda c, s: eager_cl(c, s, bf16=True),
+    }
+    if "onnxruntime" in names:
+        found["onnxruntime"] = onnx_runner(model, threads, f"{folder}/sttr.onnx")
+    return {name: found[name] for name in names}
 
 
-def inference(sizes: list[int], device: torch.device, repeats: int, dtype: torch.dtype) -> dict:
-    """Images/s at each size, eager and (on the CPU) ONNX Runtime, batch 1."""
+def onnx_runner(model: torch.nn.Module, threads: int, path: str) -> Runner:
+    """The fp32 export run by ONNX Runtime (CPU), all graph optimisations, `threads` threads."""
     import onnxruntime
 
-    model = build_sttr(STTRConfig(), init="scratch").eval().to(device, dtype)
-    results = {}
-    with tempfile.TemporaryDirectory() as folder:
-        onnx_path = f"{folder}/sttr.onnx"
-        if device.type == "cpu":
-            export_onnx(model, onnx_path)
-            session = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
-        for size in sizes:
-            x = torch.randn(1, 3, size, size, device=device, dtype=dtype)
-            with torch.inference_mode():
-                eager = per_second(lambda x=x: model(x, x), repeats, device)
-            row = {"eager_images_per_s": eager}
-            if device.type == "cpu":
-                feed = {"content": x.numpy(), "style": x.numpy()}
-                row["onnxruntime_images_per_s"] = per_second(
-                    lambda feed=feed: session.run(None, feed), repeats, device
-                )
-                row["onnx_over_eager"] = row["onnxruntime_images_per_s"] / eager
-            results[str(size)] = row
+    export_onnx(model, path)
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+    def run(c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        feed = {"content": c.cpu().numpy(), "style": s.cpu().numpy()}
+        return torch.from_numpy(session.run(None, feed)[0])
+
+    return run
+
+
+def timed(fn: Runner, x: torch.Tensor, device: torch.device) -> tuple[float, float]:
+    """Wall seconds and process CPU seconds of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn(x, x)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def speed(paths: dict, size: int, device: torch.device, repeats: int, threads: int) -> dict:
+    """Best wall and CPU seconds per image of each path at `size`, the paths taking turns."""
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(size)).to(device)
+    for fn in paths.values():
+        fn(x, x)  # warm-up: kernel selection, allocations, ONNX Runtime's first-run set-up
+    best = {name: [math.inf, math.inf] for name in paths}
+    for _ in range(repeats):
+        for name, fn in paths.items():
+            wall, cpu = timed(fn, x, device)
+            best[name] = [min(best[name][0], wall), min(best[name][1], cpu)]
+    return {
+        name: {"seconds_per_image": wall, "cpu_seconds_per_image_per_thread": cpu / threads}
+        for name, (wall, cpu) in best.items()
+    }
+
+
+def quality(paths: dict, size: int, device: torch.device) -> dict:
+    """PSNR (dB, images in [0, 1]) of each path against `fp32`, worst over the golden pairs."""
+    contents, styles = (golden(folder, size, device) for folder in ("content", "styles"))
+    worst = dict.fromkeys(paths, math.inf)
+    with torch.inference_mode():
+        for content in contents:
+            for style in styles:
+                reference = unit(paths["fp32"](content, style))
+                for name, fn in paths.items():
+                    if name != "fp32":
+                        worst[name] = min(worst[name], psnr(reference, unit(fn(content, style))))
+    return {name: value for name, value in worst.items() if name != "fp32"}
+
+
+def golden(folder: str, size: int, device: torch.device) -> list[torch.Tensor]:
+    """The golden set's images in `folder`, centre squares of `size`, ImageNet-normalized."""
+    return [
+        imagenet_normalize(load_square(path.read_bytes(), size))[None].to(device)
+        for path in sorted((GOLDEN / folder).glob("*.png"))
+    ]
+
+
+def unit(normalized: torch.Tensor) -> torch.Tensor:
+    """Model output back to [0, 1] pixels, as `student.inference.stylize` returns them."""
+    mean = torch.tensor([0.485, 0.456, 0.406], device=normalized.device).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], device=normalized.device).view(3, 1, 1)
+    return (normalized.float() * std + mean).clamp(0, 1)
+
+
+def psnr(reference: torch.Tensor, other: torch.Tensor) -> float:
+    mse = float(((reference - other) ** 2).mean())
+    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
+
+
+def inference(args: argparse.Namespace, device: torch.device) -> dict:
+    """Speed and quality of every path at every size, and the fastest path within the bound."""
+    with tempfile.TemporaryDirectory() as folder, torch.inference_mode():
+        paths = runners(args.paths, device, args.threads, folder)
+        results = {}
+        for size in args.sizes:
+            row = speed(paths, size, device, args.repeats, args.threads)
+            for name, value in quality(paths, size, device).items():
+                row[name]["psnr_vs_fp32_db"] = value
+            acceptable = [
+                name
+                for name, value in row.items()
+                if value.get("psnr_vs_fp32_db", math.inf) >= QUALITY_BOUND_DB
+            ]
+            fastest = min(acceptable, key=lambda name: row[name]["seconds_per_image"])
+            base = row["fp32"]["seconds_per_image"]
+            for value in row.values():
+                value["speedup_vs_fp32"] = base / value["seconds_per_image"]
+            results[str(size)] = {"paths": row, "fastest_within_35_db": fastest}
     return results
 
 
@@ -74,38 +174,12 @@ def training(workers: list[int], epochs: int, crop: int) -> dict:
         write_synthetic_run(Path(folder), n_content=7, n_style=5, size=crop)
         for n in workers:
             name = f"bench{n}"
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "jobs.train",
-                    "--data",
-                    folder,
-                    "--name",
-                    name,
-                    "--workers",
-                    str(n),
-                    "--epochs",
-                    str(epochs),
-                    "--crop-size",
-                    str(crop),
-                    "--batch-size",
-                    "4",
-                    "--init",
-                    "scratch",
-                    "--loader-workers",
-                    "0",
-                ],
-                cwd=ROOT,
-                check=True,
-                capture_output=True,
-            )
-            records = [
-                json.loads(line)
-                for line in (Path(folder) / "train" / name / "metrics.jsonl")
-                .read_text()
-                .splitlines()
-            ]
+            command = [sys.executable, "-m", "jobs.train", "--data", folder, "--name", name]
+            command += ["--workers", str(n), "--epochs", str(epochs), "--crop-size", str(crop)]
+            command += ["--batch-size", "4", "--init", "scratch", "--loader-workers", "0"]
+            subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+            metrics = Path(folder) / "train" / name / "metrics.jsonl"
+            records = [json.loads(line) for line in metrics.read_text().splitlines()]
             results[str(n)] = {
                 "images_per_s": records[-1]["images_per_s"],
                 "crop": crop,
@@ -119,26 +193,42 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument(
+        "--paths",
+        nargs="+",
+        choices=PATHS,
+        help="default: all, less bf16-cl where bf16 is emulated (`--precision auto` would not "
+        "take it: tens of seconds per 512 px image on an AVX2 CPU)",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds after the warm-up")
+    parser.add_argument("--training", action="store_true", help="also time jobs.train (slow)")
     parser.add_argument("--train-workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--train-epochs", type=int, default=2)
     parser.add_argument("--train-crop", type=int, default=128)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    if args.paths is None:
+        bf16 = resolve_precision("auto", device) == "bf16"
+        args.paths = [name for name in PATHS if bf16 or name != "bf16-cl"]
+    if "fp32" not in args.paths:
+        parser.error("--paths must include fp32, the reference")
     result = {
         "benchmark": "student_speed",
         **describe(device),
-        "dtype": args.dtype,
+        "threads": args.threads,
+        "method": f"one warm-up call per path and size, then {args.repeats} rounds with the "
+        "paths taking turns; best call per path; batch 1, random-weight full STTR",
         "parameters": sum(p.numel() for p in build_sttr(STTRConfig(), "scratch").parameters()),
-        "inference_batch_1": inference(
-            args.sizes, device, args.repeats, getattr(torch, args.dtype)
-        ),
+        "quality": "worst PSNR over the golden set's content x style pairs, against fp32",
+        "load_average_before": [round(x, 2) for x in os.getloadavg()],
+        "inference_batch_1": inference(args, device),
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
-    if not args.skip_training:
+    if args.training:
         result["training"] = training(args.train_workers, args.train_epochs, args.train_crop)
     report(result, args.out)
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Annotated, TypeVar
 
 import tyro
 
@@ -18,12 +20,42 @@ from common.errors import UserError
 T = TypeVar("T")
 USER_ERROR = 2  # the exit code of a command that ended with one `error:` line
 
+# `--verbose` as the environment carries it: to the steps of `jobs.pipeline` and to
+# `connect_ray`; `ray job submit` users may set it in the job's runtime_env instead.
+VERBOSE_ENV = "STYLEID_VERBOSE"
+
+
+def verbose() -> bool:
+    """Whether this job prints Ray's own log lines (see `JobArgs.verbose`)."""
+    return os.environ.get(VERBOSE_ENV) == "1"
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobArgs:
+    """The flag every job takes; each job's `Args` extends it. `run_cli` acts on it before
+    parsing, so that Ray's loggers are quiet from the first line."""
+
+    verbose: Annotated[
+        bool,
+        tyro.conf.arg(
+            help="print Ray's own log lines here too (by default only their errors; the rest "
+            "stays in Ray's session logs, whose folder the job names)"
+        ),
+    ] = False
+
 
 def run_cli(
     main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None
 ) -> None:
-    """Run an entry point; a `UserError` becomes one `error: ...` line and exit code 2."""
+    """Run an entry point; a `UserError` becomes one `error: ...` line and exit code 2.
+
+    Quiet unless `--verbose`: Ray's loggers in this process print only errors (`connect_ray`
+    does the same for Ray's workers), ours print from INFO up.
+    """
+    if "--verbose" in (sys.argv[1:] if argv is None else argv):
+        os.environ[VERBOSE_ENV] = "1"
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("ray").setLevel(ray_log_level())
     try:
         code = main(argv)
     except UserError as exc:
@@ -33,6 +65,12 @@ def run_cli(
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code or 0)
+
+
+def ray_log_level() -> int:
+    """The level of Ray's own loggers in a job's processes: Ray's default (INFO) with
+    `--verbose`, else ERROR."""
+    return logging.INFO if verbose() else logging.ERROR
 
 
 def parse(config: type[T], argv: Sequence[str] | None, module: str, doc: str | None) -> T:

@@ -40,6 +40,7 @@ class ManifestLine:
     teacher_hash: str
     sha256: str
     seconds: float | None  # teacher time per pair; None when found from an earlier attempt
+    teacher: str = "styleid"  # which teacher made the target: styleid | lsast
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -50,10 +51,11 @@ class ManifestLine:
 
     @classmethod
     def from_json(cls, text: str) -> ManifestLine:
-        """Parse one line; missing or unknown fields raise `ValueError`."""
+        """Parse one line; missing or unknown fields raise `ValueError` (lines written before
+        LSAST have no `teacher`: StyleID made them)."""
         data = json.loads(text)
         names = {f.name for f in fields(cls)}
-        if set(data) != names:
+        if set(data) | {"teacher"} != names:
             raise ValueError(f"manifest line fields {sorted(data)} != {sorted(names)}")
         return cls(**data)
 

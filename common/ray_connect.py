@@ -3,6 +3,11 @@
 `ray job submit` sets RAY_ADDRESS for the driver. Without it we start a fresh local cluster on
 127.0.0.1 rather than let `ray.init()` look for one: a stale address file left by an old
 `ray start` makes that search hang, and a local run should not join someone else's cluster.
+
+Quiet unless `--verbose` (`common.cli.VERBOSE`): Ray's own loggers print only errors, in the
+driver and in every worker, and Ray Data's console lines stay in its log file; what workers
+print of their own (a training epoch, a skipped input) still reaches the driver. One line names
+the folder of Ray's logs.
 """
 
 from __future__ import annotations
@@ -11,19 +16,47 @@ import logging
 import os
 
 import ray
+import ray.data  # configures Ray Data's loggers, which `connect_ray` quiets
+
+from common.cli import ray_log_level, verbose
 
 
 def connect_ray() -> None:
     """Initialise Ray once per process (a no-op when it already is, e.g. in tests)."""
     if ray.is_initialized():
         return
+
+    quiet = not verbose()
+
+    def setup_worker() -> None:
+        """Ray's `worker_process_setup_hook`: runs in each worker and actor at its start.
+        Defined in here so that it travels by value: a worker that cannot import it (other code
+        than the driver's) would fail to start."""
+        # Ray's state API finds its cluster by RAY_ADDRESS, and fails where a machine runs
+        # several: Ray Train's placement-group cleaner would die with a traceback
+        os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+        if quiet:  # nothing else quiets Ray's loggers in workers (the cleaner warns each second)
+            logging.getLogger("ray").setLevel(logging.ERROR)
+            # Ray Train names the logger of its "Reporting training result ..." line, one per
+            # epoch, by its file path: outside "ray", and not one RunConfig's logging_config sets
+            module = os.path.join("train", "v2", "_internal", "execution", "context.py")
+            logging.getLogger(os.path.join(os.path.dirname(ray.__file__), module)).setLevel(
+                logging.ERROR
+            )
+
+    options = {
+        "logging_level": ray_log_level(),
+        "runtime_env": {"worker_process_setup_hook": setup_worker},
+    }
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, logging_level=logging.WARNING)
+        context = ray.init(address=address, **options)
     else:
-        ray.init(
-            address="local",
-            _node_ip_address="127.0.0.1",
-            include_dashboard=False,
-            logging_level=logging.WARNING,
+        context = ray.init(
+            address="local", _node_ip_address="127.0.0.1", include_dashboard=False, **options
         )
+    if quiet:
+        for handler in logging.getLogger("ray.data").handlers:
+            if isinstance(handler, logging.StreamHandler):  # not its file handler
+                handler.setLevel(logging.ERROR)
+        print(f"Ray's logs: {context.address_info['session_dir']}/logs (--verbose prints them)")

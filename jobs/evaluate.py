@@ -17,15 +17,24 @@ from typing import Annotated
 
 import tyro
 
-from common.cli import parse, run_cli
+from common.cli import JobArgs, parse, run_cli
 from common.run_info import read_run_info
 from common.storage import Storage, StorageOptions
 from student.reporting import write_evaluation
+from teacher_workers.model_source import config_source
 from teacher_workers.sizing import teacher_parameters
 
 
+def weights_flag(network: str, used_for: str) -> object:
+    """The help of a pretrained network's weights flag."""
+    return tyro.conf.arg(
+        help=f"{network} weights (path or URL) for {used_for}, or 'random' (none: the torch hub "
+        "cache, else a download unless HF_HUB_OFFLINE is set)"
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
-class Args:
+class Args(JobArgs):
     """The flags of `python -m jobs.evaluate`."""
 
     data: str
@@ -38,8 +47,13 @@ class Args:
     """which teacher, if several"""
     metrics: str | None = None
     """training metrics.jsonl for curves.png (none: the one beside the checkpoint)"""
-    vgg_weights: str | None = None
-    """VGG19 weights (path or URL) for the content and style losses, or 'random'"""
+    vgg_weights: Annotated[
+        str | None, weights_flag("VGG19", "CFSD and the content and style losses")
+    ] = None
+    lpips_weights: Annotated[str | None, weights_flag("AlexNet", "LPIPS")] = None
+    inception_weights: Annotated[
+        str | None, weights_flag("pytorch-fid Inception", "FID, on large golden sets only")
+    ] = None
     storage: Annotated[StorageOptions, tyro.conf.OmitArgPrefixes] = field(
         default_factory=StorageOptions
     )
@@ -56,10 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.name,
         args.teacher_hash,
         args.metrics,
-        args.vgg_weights,
+        {"vgg": args.vgg_weights, "lpips": args.lpips_weights, "inception": args.inception_weights},
         args.storage,
         teacher_model=model,
-        teacher_parameters=teacher_parameters(model, teacher.get("revision")),
+        teacher_parameters=teacher_parameters(
+            config_source(model, teacher.get("model_config")), teacher.get("revision")
+        ),
     )
     print(f"metrics, contact sheet and curves: {where}")
     return 0

@@ -15,7 +15,7 @@ from typing import Annotated
 
 import tyro
 
-from common.cli import parse, run_cli
+from common.cli import JobArgs, parse, run_cli
 from common.errors import UserError
 from common.storage import StorageOptions
 from student.checkpoint import load_student, resolve_checkpoint
@@ -25,7 +25,7 @@ TOLERANCE = 1e-4  # max |ONNX - PyTorch| in normalized units; float32 on the CPU
 
 
 @dataclass(frozen=True, kw_only=True)
-class Args:
+class Args(JobArgs):
     """The flags of `python -m jobs.export`."""
 
     student: str

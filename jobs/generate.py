@@ -1,6 +1,8 @@
 """Generate teacher targets for (content, style) pairs on a Ray cluster.
 
     python -m jobs.generate --content photos/ --styles paintings/ --out runs/demo
+    python -m jobs.generate --teacher lsast --content photos/ --style-prompts styles/van-gogh \
+        --model MODEL --controlnet lllyasviel/control_v11p_sd15_canny --out runs/lsast
     ray job submit --address http://HEAD:8265 --working-dir . --runtime-env runtime_env.yaml \
         -- python -m jobs.generate --model MODEL \
         --content s3://b/coco --faces s3://b/faces --styles s3://b/wikiart \
@@ -25,7 +27,7 @@ import ray
 import torch
 import tyro
 
-from common.cli import check_number, pair_flag, parse, run_cli
+from common.cli import JobArgs, check_number, pair_flag, parse, run_cli
 from common.errors import UserError
 from common.inputs import check_golden_leak, expand_images
 from common.manifest import forget_failures, listed_pairs
@@ -41,6 +43,7 @@ from common.ray_connect import connect_ray
 from common.run_info import write_run_info
 from common.storage import Storage, StorageOptions
 from teacher_workers.generation import PoolConfig, generate
+from teacher_workers.lsast_styles import prompt_file_urls
 from teacher_workers.node_fit import wait_for_fit
 from teacher_workers.options import TeacherOptions
 from teacher_workers.sizing import auto_tile
@@ -49,19 +52,21 @@ log = logging.getLogger("jobs.generate")
 
 
 @dataclass(frozen=True, kw_only=True)
-class Args:
+class Args(JobArgs):
     """The flags of `python -m jobs.generate`."""
 
     content: tuple[str, ...]
     """content images: files, folders, globs"""
-    styles: tuple[str, ...]
-    """style images"""
+    styles: tuple[str, ...] = ()
+    """style images (StyleID)"""
+    style_prompts: tuple[str, ...] = ()
+    """learned styles (LSAST): prompt files or jobs.learn_style output folders"""
     faces: tuple[str, ...] = ()
     """face images (recipe planner)"""
     golden_content: tuple[str, ...] = ()
     """held-out golden contents"""
     golden_styles: tuple[str, ...] = ()
-    """held-out golden styles"""
+    """held-out golden styles (LSAST: learned)"""
     out: str
     """output root URL (local dir, s3://, ...)"""
     storage: Annotated[StorageOptions, tyro.conf.OmitArgPrefixes] = field(
@@ -91,17 +96,34 @@ class Args:
 
 
 def parse_args(argv: Sequence[str] | None) -> Args:
-    return parse(Args, argv, "jobs.generate", __doc__)
+    """The flags, with the teacher they choose (see `TeacherOptions.chosen`)."""
+    args = parse(Args, argv, "jobs.generate", __doc__)
+    return replace(args, teacher=args.teacher.chosen())
+
+
+def expand_styles(args: Args) -> tuple[list[str], list[str]]:
+    """Style URLs and golden style URLs: images for StyleID, prompt files for LSAST (each
+    read and checked here, so a missing or corrupt one is one line before any work)."""
+    if args.teacher.kind == "lsast":
+        if args.styles:
+            raise UserError("--teacher lsast takes learned styles (--style-prompts), not --styles")
+        golden = prompt_file_urls(args.golden_styles, args.storage) if args.golden_styles else []
+        return prompt_file_urls(args.style_prompts, args.storage), golden
+    if args.style_prompts:
+        raise UserError("--style-prompts are learned styles for --teacher lsast")
+    if not args.styles:
+        raise UserError("--styles is required (style images for StyleID)")
+    golden = expand_images(args.golden_styles, args.storage, "golden style")
+    return expand_images(args.styles, args.storage, "style"), golden
 
 
 def plan(args: Args) -> tuple[list[Pair], list]:
     """Expand inputs and plan the pairs, with the recipe's combinations as tile blocks (all
     failures here are one-line `UserError`s)."""
     contents = expand_images(args.content, args.storage, "content")
-    styles = expand_images(args.styles, args.storage, "style")
+    styles, golden_s = expand_styles(args)
     faces = expand_images(args.faces, args.storage, "face")
     golden_c = expand_images(args.golden_content, args.storage, "golden content")
-    golden_s = expand_images(args.golden_styles, args.storage, "golden style")
     check_golden_leak([*golden_c, *golden_s], [*contents, *faces, *styles], args.storage)
     if args.planner == "grid":
         pairs = plan_grid(
@@ -154,7 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     pool = replace(args.pool, gpus_per_worker=gpus)
     wait_for_fit(pool.cpus_per_worker, gpus, pool.startup_timeout_s)
     teacher = placed_options(teacher, gpus)
-    tile = args.tile or (auto_tile(teacher, args.gpu_memory_gb) if gpus > 0 else (12, 8))
+    # StyleID's stored features bound a tile; LSAST stores none
+    styleid_gpu = gpus > 0 and teacher.kind == "styleid"
+    tile = args.tile or (auto_tile(teacher, args.gpu_memory_gb) if styleid_gpu else (12, 8))
     teacher_hash = teacher.hash(torch.device(teacher.device))
     # Only pairs no manifest lists are tiled: a failed pair is tried again, and a pair listed
     # by an earlier run (of other inputs or tiles) is never made or listed twice.

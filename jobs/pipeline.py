@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from common.cli import USER_ERROR, parse, run_cli
+from common.cli import USER_ERROR, JobArgs, parse, run_cli
 from common.errors import UserError
 from common.inputs import expand_images
 from jobs import generate as generate_job
@@ -33,7 +33,7 @@ PRESETS = ("tiny", "sd15-random")
 
 
 @dataclass(frozen=True, kw_only=True)
-class Args:
+class Args(JobArgs):
     """The flags of `python -m jobs.pipeline`; defaults shared with a step are the step's."""
 
     out: str = "runs/demo"
@@ -113,10 +113,13 @@ def steps(args: Args, sets: dict[str, Path]) -> list[tuple[str, list[str]]]:
         enc_layers=args.student_layers,
         dec_layers=args.student_layers,
     ) + (["--gpu"] if args.gpu else [])
-    # a random-weight teacher's targets are not art, so no VGG19 is needed to measure them
+    # a random-weight teacher's targets are not art, so no pretrained network is needed to
+    # measure them (metrics.json says which weights were random)
     vgg = args.vgg_weights or ("random" if args.model in PRESETS else None)
-    evaluate = flags(data=args.out, student=f"{args.out}/train/{args.name}", name="golden") + (
-        ["--vgg-weights", vgg] if vgg else []
+    evaluate = (
+        flags(data=args.out, student=f"{args.out}/train/{args.name}", name="golden")
+        + (["--vgg-weights", vgg] if vgg else [])
+        + (["--lpips-weights", "random"] if args.model in PRESETS else [])
     )
     return [("generate", generate), ("train", train), ("evaluate", evaluate)]
 

@@ -23,10 +23,10 @@ from typing import Annotated, Any
 
 import tyro
 
-from common.cli import parse, run_cli
+from common.cli import JobArgs, parse, run_cli
 from common.errors import UserError, first_line
 from common.storage import Storage, StorageOptions, is_local, open_fs
-from teacher_workers.models import DEFAULT_MODEL_ID
+from teacher_workers.model_source import DEFAULT_MODEL_ID
 
 # What the teacher loads from an SD-1.x repository, and nothing else (no fp16/EMA/.ckpt copies).
 SD_FILES = (
@@ -55,7 +55,7 @@ SD_FLAG = tyro.constructors.PrimitiveConstructorSpec(
 
 
 @dataclass(frozen=True, kw_only=True)
-class Args:
+class Args(JobArgs):
     """The flags of `python -m jobs.prepare_models`."""
 
     out: str

@@ -1,44 +1,57 @@
-"""Stylize one content image with one style image, with the StyleID teacher or a trained student.
+"""Stylize content images with one style, with a teacher (StyleID or LSAST) or a student.
 
     python -m jobs.stylize --content photo.jpg --style painting.jpg --out out.png [--model tiny]
+    python -m jobs.stylize --teacher lsast --content photo.jpg --style-prompts styles/van-gogh \
+        --out out.png --model MODEL --controlnet lllyasviel/control_v11p_sd15_canny
     python -m jobs.stylize --student RUN/train/NAME/CHECKPOINT --content ... --style ... --out ...
+    python -m jobs.stylize --student CKPT --content photos/ --style painting.jpg --out styled/
 
 The teacher works on centre-cropped squares of --resolution; the student keeps the content's
-aspect ratio, its longer side scaled to --max-side.
+aspect ratio, its longer side scaled to --max-side, and takes a folder or glob of contents in
+one call (one PNG per content under --out, named after it, with a progress bar). The student
+runs channels-last, and in bfloat16 where that is faster than fp32 on this machine (within
+35 dB PSNR of fp32; see the README); --precision fp32 forces the reference output.
 """
 
 from __future__ import annotations
 
 import posixpath
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 import tyro
 from PIL import Image
 from tqdm import tqdm
 
-from common.cli import parse, run_cli
+from common.cli import JobArgs, parse, run_cli
+from common.errors import UserError
 from common.images import decode_image, load_square, png_bytes, to_tensor
+from common.inputs import expand_images
 from common.storage import StorageOptions, open_fs, read_url
 from student.checkpoint import load_student, resolve_checkpoint
-from student.inference import stylize
+from student.inference import PRECISIONS, for_inference, resolve_precision, stylize
+from teacher_workers.lsast_styles import prompt_file_urls, read_prompts
 from teacher_workers.options import TeacherOptions
+
+Writer = Callable[[str, torch.Tensor], None]  # (content URL, result [3, H, W]) -> written
 
 
 @dataclass(frozen=True, kw_only=True)
-class Args:
+class Args(JobArgs):
     """The flags of `python -m jobs.stylize`."""
 
     content: str
-    """content image path or URL"""
-    style: str
+    """content image path or URL; with --student also a folder or glob of images"""
+    style: str | None = None
     """style image path or URL"""
+    style_prompts: str | None = None
+    """a learned style for --teacher lsast: prompt file or jobs.learn_style output folder"""
     out: str
-    """output PNG path or URL"""
+    """output PNG path or URL; a folder when --content names a folder or glob"""
     storage: Annotated[StorageOptions, tyro.conf.OmitArgPrefixes] = field(
         default_factory=StorageOptions
     )
@@ -46,6 +59,13 @@ class Args:
     """student checkpoint directory (or training run folder), instead of the teacher"""
     max_side: int = 512
     """student: scale images so their longer side is at most this (0: keep)"""
+    precision: Annotated[
+        Literal[PRECISIONS],  # type: ignore[valid-type]
+        tyro.conf.arg(
+            help="student arithmetic: auto times bf16 against fp32 here and takes the faster; "
+            "both stay within 35 dB PSNR of fp32, which is the reference output"
+        ),
+    ] = "auto"
     teacher: Annotated[TeacherOptions, tyro.conf.OmitArgPrefixes] = field(
         default_factory=TeacherOptions
     )
@@ -59,32 +79,102 @@ def read_image(url: str, options: StorageOptions, max_side: int) -> torch.Tensor
     return to_tensor(image)
 
 
-def with_teacher(args: Args) -> torch.Tensor:
-    size = args.teacher.styleid.resolution
-    content = load_square(read_url(args.content, args.storage), size, args.content)
-    style = load_square(read_url(args.style, args.storage), size, args.style)
-    engine = args.teacher.build()
+def check_style(args: Args) -> None:
+    """LSAST takes a learned style, StyleID and the student a style image."""
+    lsast = args.teacher.kind == "lsast" and not args.student
+    given, wanted, other = (
+        (args.style_prompts, "--style-prompts", "--style")
+        if lsast
+        else (args.style, "--style", "--style-prompts")
+    )
+    if not given:
+        raise UserError(f"{wanted} is required" + (" with --teacher lsast" if lsast else ""))
+    if (args.style if lsast else args.style_prompts) is not None:
+        raise UserError(f"{other} does not apply here; pass {wanted}")
+
+
+def with_lsast(args: Args, teacher: TeacherOptions, options: StorageOptions) -> torch.Tensor:
+    content = load_square(
+        read_url(args.content, options),
+        teacher.resolution,
+        args.content,
+    )
+    style = read_prompts(prompt_file_urls([args.style_prompts], options)[0], options)
+    engine = teacher.build()
+    with tqdm(total=engine.unet_passes(1), desc="LSAST", unit="step") as bar:
+        return engine.stylize_pairs(content[None], [style], [(0, 0)], progress=bar.update)[0]
+
+
+def with_teacher(args: Args, teacher: TeacherOptions, options: StorageOptions) -> torch.Tensor:
+    if teacher.kind == "lsast":
+        return with_lsast(args, teacher, options)
+    size = teacher.styleid.resolution
+    content = load_square(read_url(args.content, options), size, args.content)
+    style = load_square(read_url(args.style, options), size, args.style)
+    engine = teacher.build()
     with tqdm(total=engine.unet_passes(1, 1), desc="StyleID", unit="UNet pass") as bar:
         return engine.stylize_tile(content[None], style[None], progress=bar.update)[0, 0]
 
 
-def with_student(args: Args, student: str) -> torch.Tensor:
-    content = read_image(args.content, args.storage, args.max_side)
-    style = read_image(args.style, args.storage, args.max_side)
-    model, _ = load_student(resolve_checkpoint(student, args.storage), args.storage)
-    return stylize(model, content, style)
+def is_many(url: str, options: StorageOptions) -> bool:
+    """Whether --content names a folder or a glob (outputs go to a folder) rather than a file."""
+    fs, path = open_fs(url, options)
+    return any(ch in path for ch in "*?[") or fs.isdir(path)
+
+
+def output_names(contents: list[str]) -> list[str]:
+    """One PNG name per content (its file name, suffix .png); a clash is a `UserError`."""
+    names = [posixpath.splitext(posixpath.basename(url))[0] + ".png" for url in contents]
+    clashes = sorted({name for name in names if names.count(name) > 1})
+    if clashes:
+        raise UserError(f"--content: several images would be written as {', '.join(clashes)}")
+    return names
+
+
+def with_student(args: Args, options: StorageOptions, contents: list[str], write: Writer) -> None:
+    """Stylize every content with one model and one style, writing each result as it is done."""
+    style = read_image(args.style, options, args.max_side)
+    model, _ = load_student(resolve_checkpoint(args.student, options), options)
+    model = for_inference(model)
+    precision = resolve_precision(args.precision, next(model.parameters()).device)
+    bar = tqdm(contents, desc=f"student ({precision})", unit="image", disable=len(contents) == 1)
+    for url in bar:
+        content = read_image(url, options, args.max_side)
+        write(url, stylize(model, content, style, precision))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(Args, argv, "jobs.stylize", __doc__)
-    out_fs, out_path = open_fs(args.out, args.storage)
+    args = replace(args, teacher=args.teacher.chosen())
+    options, teacher = args.storage, args.teacher
+    check_style(args)
+    many = is_many(args.content, options)
+    if many and not args.student:
+        raise UserError("--content: a folder or glob of contents needs --student")
+    contents = expand_images([args.content], options, "content") if many else [args.content]
+    names = output_names(contents)
+    out_fs, out_path = open_fs(args.out, options)
+    folder = out_path if many else posixpath.dirname(out_path)
+    if folder:
+        out_fs.makedirs(folder, exist_ok=True)
+    targets = {
+        url: posixpath.join(out_path, name) if many else out_path
+        for url, name in zip(contents, names, strict=True)
+    }
+
+    def write(url: str, result: torch.Tensor) -> None:
+        out_fs.pipe_file(targets[url], png_bytes(result))
+
     start = time.perf_counter()
-    result = with_student(args, args.student) if args.student else with_teacher(args)
-    parent = posixpath.dirname(out_path)
-    if parent:
-        out_fs.makedirs(parent, exist_ok=True)
-    out_fs.pipe_file(out_path, png_bytes(result))
-    print(f"wrote {args.out} ({time.perf_counter() - start:.1f} s)")
+    if args.student:
+        with_student(args, options, contents, write)
+    else:
+        write(args.content, with_teacher(args, teacher, options))
+    seconds = time.perf_counter() - start
+    if many:
+        print(f"wrote {len(contents)} images to {args.out} ({seconds / len(contents):.2f} s each)")
+    else:
+        print(f"wrote {args.out} ({seconds:.1f} s)")
     return 0
 
 

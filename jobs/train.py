@@ -14,25 +14,33 @@ from __future__ import annotations
 
 import logging
 import posixpath
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Annotated, Any
 
 import pyarrow.fs
 import torch
+import tyro
 from fsspec.implementations.local import LocalFileSystem
-from ray.train import CheckpointConfig, FailureConfig, Result, RunConfig, ScalingConfig
+from ray.train import (
+    Checkpoint,
+    CheckpointConfig,
+    FailureConfig,
+    LoggingConfig,
+    Result,
+    RunConfig,
+    ScalingConfig,
+)
 from ray.train.torch import TorchTrainer
 
 # not exported by ray.train; the one error of Result.from_path that re-running cannot fix
 from ray.train.v2._internal.exceptions import CheckpointManagerInitializationError
 
-from common.cli import parse, run_cli
+from common.cli import JobArgs, parse, ray_log_level, run_cli
 from common.errors import UserError, first_line
 from common.ray_connect import connect_ray
 from common.storage import Storage
-from student.checkpoint import resolve_checkpoint
 from student.dataset import Splits, read_splits, teacher_resolution
 from student.train_config import TrainConfig, check_init, check_weights
 from student.train_loop import (
@@ -44,9 +52,16 @@ from student.train_loop import (
 )
 
 
+@dataclass(frozen=True, kw_only=True)
+class Args(JobArgs):
+    """The flags of `python -m jobs.train`: the run's config and `--verbose`."""
+
+    config: Annotated[TrainConfig, tyro.conf.OmitArgPrefixes]
+
+
 def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
     """The run's config from its command line; a bad value raises `UserError`."""
-    return parse(TrainConfig, argv, "jobs.train", __doc__)
+    return parse(Args, argv, "jobs.train", __doc__).config
 
 
 def validate(config: TrainConfig) -> Splits:
@@ -55,6 +70,8 @@ def validate(config: TrainConfig) -> Splits:
     storage = config.storage()
     splits = read_splits(storage, config.teacher_hash)
     check_init(config)
+    if config.tensorboard:
+        config.tensorboard_storage().check_writable()
     size = teacher_resolution(storage, splits.train[0])
     if size is not None and size < config.crop_size:
         raise UserError(f"--crop-size {config.crop_size}: the targets are only {size}px")
@@ -68,59 +85,66 @@ def ray_filesystem(storage: Storage) -> pyarrow.fs.FileSystem | None:
     return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(storage.fs))
 
 
-@contextmanager
-def quiet(logger_name: str) -> Iterator[None]:
-    """Hide a library's INFO lines, e.g. Ray Train announcing the run record it reads."""
-    log = logging.getLogger(logger_name)
-    level = log.level
-    log.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
-
-
-def resume_state(config: TrainConfig) -> dict[str, Any] | None:
-    """The training state of the checkpoint Ray Train will resume this run from (the latest in
-    its record of the run), checked in full; None for a new run.
-
-    Checking here, once, turns a damaged checkpoint into one error line: in the workers it
-    would fail every restart Ray Train makes.
-    """
+def run_record(config: TrainConfig) -> Result | None:
+    """Ray Train's record of this run name (its checkpoints and their metrics); None for a new
+    run. A record that cannot be used is one error line: Ray Train would fail on it too."""
     storage = config.storage()
     try:
-        with quiet("ray.train"):
-            record = Result.from_path(
-                storage.path(f"train/{config.name}"), storage_filesystem=ray_filesystem(storage)
-            )
+        return Result.from_path(
+            storage.path(f"train/{config.name}"), storage_filesystem=ray_filesystem(storage)
+        )
     except RuntimeError:  # no run folder or no record in it: Ray Train starts afresh too
         return None
     except CheckpointManagerInitializationError as exc:  # damaged, or names a deleted folder
         cause = f"Ray Train's record of the run cannot be used ({first_line(exc)})"
         raise cannot_resume(config, UserError(cause)) from None
-    if record.checkpoint is None:
+
+
+def resume_state(config: TrainConfig, record: Result | None) -> dict[str, Any] | None:
+    """The training state of the checkpoint Ray Train will resume this run from (the latest in
+    its `record`), checked in full; None for a new run.
+
+    Checking here, once, turns a damaged checkpoint into one error line: in the workers it
+    would fail every restart Ray Train makes.
+    """
+    if record is None or record.checkpoint is None:
         return None
-    name = posixpath.basename(record.checkpoint.path.rstrip("/"))
-    url = storage.url(f"train/{config.name}/{name}")
     try:
-        restored = load_checkpoint(url, config, torch.device("cpu"), False, storage.options)
+        restored = load_checkpoint(
+            checkpoint_url(config, record.checkpoint),
+            config,
+            torch.device("cpu"),
+            False,
+            config.storage_options,
+        )
     except UserError as exc:
         raise cannot_resume(config, exc) from None
     return restored.state
 
 
-def completion(config: TrainConfig, state: dict[str, Any]) -> str:
+def checkpoint_url(config: TrainConfig, checkpoint: Checkpoint) -> str:
+    """The URL of one of the run's checkpoints (Ray Train knows its filesystem path)."""
+    name = posixpath.basename(checkpoint.path.rstrip("/"))
+    return config.storage().url(f"train/{config.name}/{name}")
+
+
+def best_checkpoint(result: Result) -> Checkpoint | None:
+    """The kept checkpoint with the lowest validation loss, as Ray Train ranks them."""
+    return result.get_best_checkpoint("val_loss", "min") if result.best_checkpoints else None
+
+
+def completion(config: TrainConfig, state: dict[str, Any], record: Result) -> str:
     """The line for a run that has nothing left to do, with where its best checkpoint is."""
-    storage = config.storage()
-    best = resolve_checkpoint(storage.url(f"train/{config.name}"), storage.options)
-    val_loss = min(record["val_loss"] for record in state["history"])
+    best = record.get_best_checkpoint("val_loss", "min")
+    assert best is not None  # `state` came from one of its checkpoints
+    val_loss = min(entry["val_loss"] for entry in state["history"])
     if state["epoch"] >= config.epochs:
         why, advice = f"epoch {state['epoch']} of {config.epochs}", "more --epochs"
     else:
         why, advice = f"early stop at epoch {state['epoch']}", "a larger --patience"
     return (
         f"run {config.name!r} is already complete ({why}; best val_loss {val_loss:.5f} at "
-        f"{best}); nothing to do. Pass {advice} to train it further."
+        f"{checkpoint_url(config, best)}); nothing to do. Pass {advice} to train it further."
     )
 
 
@@ -132,6 +156,8 @@ def run_config(config: TrainConfig) -> RunConfig:
         storage_path=storage.path("train"),
         storage_filesystem=ray_filesystem(storage),
         failure_config=FailureConfig(max_failures=config.max_failures),
+        # Ray Train's controller and workers: quiet as the rest of Ray (see `connect_ray`)
+        logging_config=LoggingConfig(log_level=logging.getLevelName(ray_log_level())),
         # the best checkpoint by validation loss, and always the latest (to resume from)
         checkpoint_config=CheckpointConfig(
             num_to_keep=1, checkpoint_score_attribute="val_loss", checkpoint_score_order="min"
@@ -157,23 +183,28 @@ def train(config: TrainConfig, splits: Splits) -> Result:
 
 
 def describe(config: TrainConfig, result: Result) -> str:
-    """Where the checkpoints and metrics of a finished run are."""
+    """Where the checkpoints, metrics and TensorBoard records of a finished run are."""
     storage = config.storage()
-    run = f"train/{config.name}"
-    lines = [f"metrics: {storage.url(metrics_key(config.name))}"]
-    best = result.get_best_checkpoint("val_loss", "min") if result.best_checkpoints else None
-    for label, checkpoint in (("latest checkpoint", result.checkpoint), ("best checkpoint", best)):
+    lines = [
+        f"metrics: {storage.url(metrics_key(config.name))}",
+        f"tensorboard: {config.tensorboard_url()}",
+    ]
+    for label, checkpoint in (
+        ("latest checkpoint", result.checkpoint),
+        ("best checkpoint", best_checkpoint(result)),
+    ):
         if checkpoint is not None:
-            name = posixpath.basename(checkpoint.path.rstrip("/"))
-            lines.append(f"{label}: {storage.url(f'{run}/{name}')}")
+            lines.append(f"{label}: {checkpoint_url(config, checkpoint)}")
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = config_from_args(argv)
-    state = resume_state(config)
+    record = run_record(config)
+    state = resume_state(config, record)
     if state is not None and finished(state, config):
-        print(completion(config, state))
+        assert record is not None
+        print(completion(config, state, record))
         return 0
     splits = validate(config)
     config = check_weights(config, fresh=state is None)

@@ -2,13 +2,16 @@
 
 Content and style are read from their manifest URLs and centre-cropped + resized (LANCZOS) to
 the target's size, which is the teacher resolution: the student sees exactly what the teacher
-saw. A pair whose files are missing or unreadable yields `None`; `collate_triples` drops it and
-counts it, so one bad file costs one item, never the run.
+saw. With a `DecodedCache` each image is decoded once per node and later epochs crop the stored
+uint8 arrays, which gives the same samples several times faster. A pair whose files are missing
+or unreadable yields `None`; `collate_triples` drops it and counts it, so one bad file costs one
+item, never the run.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -17,16 +20,17 @@ import torch
 from torch.utils.data import Dataset
 
 from common.errors import ImageError, UserError
-from common.images import center_crop_resize, decode_image, load_square, to_tensor
+from common.images import center_crop_resize, decode_image
 from common.manifest import ManifestLine, no_manifests, read_manifest
 from common.run_info import read_run_info
 from common.storage import Storage, read_url
+from student.decoded_cache import DecodedCache
 
 logger = logging.getLogger(__name__)
 
 
 class Triple(NamedTuple):
-    """One training example, each tensor [3, H, W] in [0, 1]."""
+    """One training example, each tensor [3, H, W]: float32 in [0, 1], or uint8 as decoded."""
 
     content: torch.Tensor
     style: torch.Tensor
@@ -127,7 +131,8 @@ class TripleDataset(Dataset):
     """Triples of one split: random crops and flips for training, centre crops otherwise.
 
     Augmentation is drawn from (seed, epoch, index) alone, so it does not depend on which
-    worker or DataLoader process loads an item, and a resumed epoch repeats it exactly.
+    worker or DataLoader process loads an item, and a resumed epoch repeats it exactly. Images
+    are cropped while still uint8 (a quarter of the pixels to convert at a half-size crop).
     """
 
     def __init__(
@@ -137,8 +142,10 @@ class TripleDataset(Dataset):
         crop_size: int,
         train: bool,
         seed: int = 0,
+        cache: DecodedCache | None = None,
     ) -> None:
         self.storage = storage
+        self.cache = cache
         self.lines = lines
         self.crop_size = crop_size
         self.train = train
@@ -159,11 +166,12 @@ class TripleDataset(Dataset):
         except (UserError, OSError) as exc:  # ImageError is a UserError
             logger.warning("skipping %s: %s", self.storage.url(line.target), exc)
             return None
-        return self.augment(triple, index) if self.train else self.centre(triple)
+        cropped = self.augment(triple, index) if self.train else self.centre(triple)
+        return Triple(*(to_unit_range(image) for image in cropped))
 
     def load(self, line: ManifestLine) -> Triple:
-        """Whole images at the teacher resolution; unreadable or too small files raise."""
-        triple = load_triple(self.storage, line)
+        """Whole uint8 images at the teacher resolution; unreadable or too small files raise."""
+        triple = decode_triple(self.storage, line, self.cache)
         size = triple.target.shape[-1]
         if size < self.crop_size:
             raise ImageError(f"{line.target}: {size}px is smaller than the crop {self.crop_size}")
@@ -195,17 +203,46 @@ class TripleDataset(Dataset):
 def load_triple(storage: Storage, line: ManifestLine) -> Triple:
     """Content and style as the teacher saw them (centre square at the target's size) and the
     target, each [3, S, S] in [0, 1]; unreadable files raise."""
-    target_image = decode_image(storage.read_bytes(line.target), line.target)
-    size = min(target_image.size)
+    return Triple(*(to_unit_range(image) for image in decode_triple(storage, line)))
 
-    def square(url: str) -> torch.Tensor:
-        return load_square(read_url(url, storage.options), size, url)
 
+def decode_triple(
+    storage: Storage, line: ManifestLine, cache: DecodedCache | None = None
+) -> Triple:
+    """`load_triple`'s images as uint8 [3, S, S], read from `cache` when it holds them (and
+    stored there when it does not)."""
+
+    def cached(
+        kind: str, source_hash: str, size: int | None, decode: Callable[[], np.ndarray]
+    ) -> torch.Tensor:
+        path = cache.path(kind, source_hash, size) if cache else None
+        array = cache.get(path, size) if cache else None
+        if array is None:
+            array = decode()
+            if cache:
+                cache.put(path, array)
+        return torch.from_numpy(np.array(array, dtype=np.uint8)).permute(2, 0, 1)
+
+    def target() -> np.ndarray:
+        image = decode_image(storage.read_bytes(line.target), line.target)
+        return np.asarray(center_crop_resize(image, min(image.size)), dtype=np.uint8)
+
+    def square(url: str, size: int) -> np.ndarray:
+        image = decode_image(read_url(url, storage.options), url)
+        return np.asarray(center_crop_resize(image, size), dtype=np.uint8)
+
+    target_image = cached("target", line.sha256, None, target)
+    size = target_image.shape[-1]
     return Triple(
-        content=square(line.content),
-        style=square(line.style),
-        target=to_tensor(center_crop_resize(target_image, size)),
+        content=cached("content", line.content_id, size, lambda: square(line.content, size)),
+        style=cached("style", line.style_id, size, lambda: square(line.style, size)),
+        target=target_image,
     )
+
+
+def to_unit_range(image: torch.Tensor) -> torch.Tensor:
+    """uint8 [3, H, W] -> float32 in [0, 1], exactly as `common.images.to_tensor` converts."""
+    return image.float().div_(255.0)
 
 
 def crop(image: torch.Tensor, top: int, left: int, size: int) -> torch.Tensor:

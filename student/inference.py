@@ -1,7 +1,16 @@
-"""Run the student on images in [0, 1]: ImageNet normalization and size handling."""
+"""Run the student on images in [0, 1]: ImageNet normalization, size handling and precision.
+
+The student runs channels-last (oneDNN's native convolution layout). bfloat16 autocast stays
+within 35 dB PSNR of fp32 on the golden set (`benchmarks.student_speed`), but whether it is
+faster depends on the processor: GPUs and CPUs with bf16 instructions (AVX512-BF16, AMX) gain,
+while an AVX2-only CPU emulates bf16 and runs matmuls and convolutions several times slower
+than fp32. "auto" therefore times one transformer-sized matmul both ways on the device at hand
+and takes the faster.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -13,6 +22,8 @@ from student.model import SIZE_MULTIPLE
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+PRECISIONS = ("auto", "bf16", "fp32")
+BF16_MARGIN = 1.2  # "auto" takes bf16 only when clearly faster: timing has noise
 
 
 def _stats(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -68,18 +79,58 @@ def resize_style(style: Tensor) -> Tensor:
     return F.interpolate(style, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
+def matmul_seconds(device: torch.device, dtype: torch.dtype) -> float:
+    """Best of three: one [256, 256] x [256, 1024] matmul (256 tokens through an STTR
+    feed-forward layer's first half) in process CPU time, which a busy machine disturbs less
+    than wall time; small, so an emulated bf16 costs a fraction of a second to find out."""
+    a = torch.randn(256, 256, device=device, dtype=dtype)
+    b = torch.randn(256, 1024, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(4):  # the first call is a warm-up
+        start = time.process_time()
+        a @ b
+        best = min(best, time.process_time() - start)
+    return best
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """ "auto" -> "bf16" on CUDA, or on a CPU where a bf16 matmul is clearly faster than fp32;
+    otherwise "fp32". Other values are returned as they are."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16"
+    if device.type != "cpu":
+        return "fp32"
+    fp32, bf16 = (matmul_seconds(device, dtype) for dtype in (torch.float32, torch.bfloat16))
+    return "bf16" if bf16 * BF16_MARGIN < fp32 else "fp32"
+
+
+def for_inference(model: nn.Module) -> nn.Module:
+    """`model` in eval mode with channels-last weights, the layout `stylize` feeds it."""
+    return model.eval().to(memory_format=torch.channels_last)
+
+
 @torch.no_grad()
-def stylize(model: nn.Module, content: Tensor, style: Tensor) -> Tensor:
+def stylize(model: nn.Module, content: Tensor, style: Tensor, precision: str = "fp32") -> Tensor:
     """Content [3, H, W] re-rendered in the style of [3, H', W'] (both in [0, 1]) -> [3, H, W].
 
     Any sizes work. The content is mirror-padded to multiples of 32 and the output cropped
     back, so every output pixel lines up with its input pixel (resizing would blur it); the
     style is resized instead, because only its tokens matter to the model, not its layout.
+    `precision` "bf16" runs the model under bfloat16 autocast (matmuls and convolutions in
+    bf16, normalizations and softmax in fp32); "fp32" is the reference; "auto" picks the
+    faster of the two (`resolve_precision`: resolve it once when stylizing many images).
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     param = next(model.parameters())
+    precision = resolve_precision(precision, param.device)
     h, w = content.shape[-2:]
     c = pad_content(imagenet_normalize(content.to(param.device, param.dtype))[None])  # [1,3,Hp,Wp]
     s = resize_style(imagenet_normalize(style.to(param.device, param.dtype))[None])  # [1,3,Hs,Ws]
-    with eval_mode(model):
-        out = model(c, s)[0, :, :h, :w]  # [3, H, W]
+    layout = {"memory_format": torch.channels_last}
+    autocast = torch.autocast(param.device.type, torch.bfloat16, enabled=precision == "bf16")
+    with eval_mode(model), autocast:
+        out = model(c.contiguous(**layout), s.contiguous(**layout))[0, :, :h, :w]  # [3, H, W]
     return imagenet_denormalize(out.float()).clamp(0, 1).to(content.device)

@@ -12,14 +12,14 @@ Both images are in ImageNet-normalized space, which is also what VGG19 expects.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common.errors import UserError
-from student.pretrained import RANDOM, VGG19, WeightsUnavailable, load_pretrained
+from student.pretrained import VGG19, load_instrument
 
 LOSS_WEIGHTS = {"l1": (1.0, 0.0), "l2": (0.5, 0.5), "l3": (0.7, 0.3)}  # name -> (MSE, Gram)
 VGG_SLICES = ((0, 2), (2, 7), (7, 12), (12, 21))  # relu1_1, relu2_1, relu3_1, relu4_1
@@ -72,8 +72,20 @@ class GramLoss(nn.Module):
         return loss
 
 
+class LossTerms(NamedTuple):
+    """The two terms of a distillation loss, each with its weight: training logs them apart,
+    so a run shows how much the Gram term adds at its normalization."""
+
+    mse: Tensor  # mse_weight * MSE(student, teacher)
+    gram: Tensor  # gram_weight * G(student, teacher); zero for l1
+
+    @property
+    def total(self) -> Tensor:
+        return self.mse + self.gram
+
+
 class DistillationLoss(nn.Module):
-    """mse_weight * MSE(student, teacher) + gram_weight * G(student, teacher)."""
+    """mse_weight * MSE(student, teacher) + gram_weight * G(student, teacher), term by term."""
 
     def __init__(self, mse_weight: float, gram_weight: float, gram: GramLoss | None) -> None:
         super().__init__()
@@ -83,12 +95,12 @@ class DistillationLoss(nn.Module):
         self.gram_weight = gram_weight
         self.gram = gram
 
-    def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
-        """student, teacher [B, 3, H, W] in ImageNet-normalized space -> scalar loss."""
-        loss = self.mse_weight * F.mse_loss(student, teacher)
-        if self.gram is not None:
-            loss = loss + self.gram_weight * self.gram(student, teacher)
-        return loss
+    def forward(self, student: Tensor, teacher: Tensor) -> LossTerms:
+        """student, teacher [B, 3, H, W] in ImageNet-normalized space -> the scalar terms."""
+        mse = self.mse_weight * F.mse_loss(student, teacher)
+        if self.gram is None:
+            return LossTerms(mse, torch.zeros_like(mse))
+        return LossTerms(mse, self.gram_weight * self.gram(student, teacher))
 
 
 def build_loss(
@@ -107,15 +119,8 @@ def build_loss(
 def load_vgg19_features(
     weights: str | None, options: Mapping[str, Any] | None = None
 ) -> nn.Sequential:
-    """VGG19 features[0:21] with ImageNet weights (see `student.pretrained`).
-
-    No weights is an error, not a warning: a random VGG19 makes the Gram loss and the
-    perceptual metrics meaningless while everything still runs, which only shows much later.
-    Random weights must be asked for, with `--vgg-weights random`.
-    """
+    """VGG19 features[0:21] with ImageNet weights (see `student.pretrained`); random weights
+    only when asked for, with `--vgg-weights random`."""
     features = vgg19_features()
-    try:
-        load_pretrained(VGG19, weights, options, features)
-    except WeightsUnavailable as exc:
-        raise WeightsUnavailable(f"{exc}; or {VGG19.flag} {RANDOM} to use a random one") from None
+    load_instrument(VGG19, weights, options, features)
     return features

@@ -1,13 +1,14 @@
-"""Where the student side's torchvision weights (VGG19 for the Gram loss and the evaluation's
-perceptual losses, ResNet-50 for `--init imagenet`) come from, in this order:
+"""Where the student side's pretrained weights (VGG19 for the Gram loss, the evaluation's
+perceptual losses and CFSD, ResNet-50 for `--init imagenet`, AlexNet for LPIPS, Inception for
+FID) come from, in this order:
 
 1. an explicit file (`--vgg-weights` / `--backbone-weights`): a local path or any fsspec URL
    holding a torchvision state dict (`torch.save`, read with `weights_only=True`, or
    `.safetensors`), so an air-gapped cluster can read them from its own object storage;
-2. torchvision's own cache, `torch.hub.get_dir()/checkpoints/<file name of the weights URL>`
+2. torch hub's cache, `torch.hub.get_dir()/checkpoints/<file name of the weights URL>`
    (`$TORCH_HOME/hub/checkpoints/`, by default `~/.cache/torch/hub/checkpoints/`), read
    without any network access, so a pre-seeded node needs no flag;
-3. torchvision's download into that cache, unless `HF_HUB_OFFLINE` is set: the variable an
+3. torch hub's download into that cache, unless `HF_HUB_OFFLINE` is set: the variable an
    air-gapped cluster already sets for the teacher's Hugging Face models, so it never waits on
    a connection that cannot succeed.
 
@@ -33,7 +34,6 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from torch import Tensor, nn
 from torchvision.models import ResNet50_Weights, VGG19_Weights
-from torchvision.models._api import WeightsEnum
 
 from common.errors import UserError, first_line
 from common.storage import read_url
@@ -50,23 +50,23 @@ class WeightsUnavailable(UserError):
 
 @dataclass(frozen=True)
 class Network:
-    """A torchvision network whose ImageNet weights the student side uses."""
+    """A network whose pretrained weights the student side uses."""
 
     name: str
     flag: str  # the command-line option that names a weights file for it
-    weights: WeightsEnum
-    prefix: str  # of the keys in torchvision's state dict that the project's modules use
+    url: str  # where torch hub downloads them from (torchvision's or the metric library's)
+    prefix: str  # of the keys in the published state dict that the project's modules use
 
     @property
     def cache_file(self) -> Path:
-        """Where torchvision keeps (and looks for) the downloaded weights on this node."""
-        name = posixpath.basename(urlparse(self.weights.url).path)
+        """Where torch hub keeps (and looks for) the downloaded weights on this node."""
+        name = posixpath.basename(urlparse(self.url).path)
         return Path(torch.hub.get_dir()) / "checkpoints" / name
 
 
-VGG19 = Network("VGG19", "--vgg-weights", VGG19_Weights.IMAGENET1K_V1, "features.")
+VGG19 = Network("VGG19", "--vgg-weights", VGG19_Weights.IMAGENET1K_V1.url, "features.")
 # V1, the weights of torchvision's old `pretrained=True`, which the STTR authors trained from
-RESNET50 = Network("ResNet-50", "--backbone-weights", ResNet50_Weights.IMAGENET1K_V1, "")
+RESNET50 = Network("ResNet-50", "--backbone-weights", ResNet50_Weights.IMAGENET1K_V1.url, "")
 
 
 def offline() -> bool:
@@ -99,14 +99,28 @@ def load_pretrained(
     return True
 
 
+def load_instrument(
+    network: Network, choice: str | None, options: Mapping[str, Any] | None, *modules: nn.Module
+) -> str:
+    """`load_pretrained` for a measuring network (VGG19, LPIPS's AlexNet): no weights is an
+    error, not a silent random network, since a random one still measures, meaninglessly, and
+    that only shows much later. Returns where the weights came from ("random" when asked),
+    so a report can say which of its figures mean nothing."""
+    try:
+        loaded = load_pretrained(network, choice, options, *modules)
+    except WeightsUnavailable as exc:
+        raise WeightsUnavailable(f"{exc}; or {network.flag} {RANDOM} to use a random one") from None
+    return (choice or str(network.cache_file)) if loaded else RANDOM
+
+
 def download(network: Network) -> dict[str, Any]:
-    """torchvision's download of the weights into the hub cache, unless offline."""
+    """torch hub's download of the weights into its cache, unless offline."""
     cache = network.cache_file
     if offline():
         reason = f"{OFFLINE_VARIABLE} is set, so no download was tried"
     else:
         try:
-            return network.weights.get_state_dict(progress=False, check_hash=True)
+            return torch.hub.load_state_dict_from_url(network.url, progress=False, check_hash=True)
         except (OSError, RuntimeError) as exc:  # offline, blocked or corrupt download
             reason = f"the download failed: {first_line(exc)}"
     raise WeightsUnavailable(

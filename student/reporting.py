@@ -7,15 +7,14 @@ import posixpath
 from dataclasses import asdict
 from typing import Any
 
-from PIL import Image
-
 from common.errors import UserError
-from common.images import encode_png
 from common.manifest import read_manifest
-from common.pictures import line_chart, stack_vertically
+from common.pictures import training_curves
 from common.storage import Storage, read_url
 from student.checkpoint import load_student, resolve_checkpoint
-from student.evaluation import PerceptualMeter, evaluate_golden, summarize
+from student.evaluation import evaluate_golden, summarize
+from student.golden_metrics import ImageMeter, SetMeter
+from student.pretrained import RANDOM
 
 
 def read_training_metrics(url: str, options: dict[str, Any]) -> list[dict[str, Any]]:
@@ -27,19 +26,32 @@ def read_training_metrics(url: str, options: dict[str, Any]) -> list[dict[str, A
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def curves(records: list[dict[str, Any]]) -> Image.Image:
-    """Train/val loss and learning rate over epochs."""
-    loss = {
-        name: [(r["epoch"], r[key]) for r in records]
-        for name, key in (("train loss", "train_loss"), ("val loss", "val_loss"))
-    }
-    lr = {"learning rate": [(r["epoch"], r["lr"]) for r in records]}
-    return stack_vertically(
-        [
-            line_chart(loss, "loss per epoch", "epoch"),
-            line_chart(lr, "learning rate", "epoch", log_y=True),
-        ]
+def curves(records: list[dict[str, Any]]) -> bytes:
+    """curves.png: train/val loss and learning rate over epochs."""
+    return training_curves(
+        [r["epoch"] for r in records],
+        {
+            "train loss": [r["train_loss"] for r in records],
+            "val loss": [r["val_loss"] for r in records],
+        },
+        [r["lr"] for r in records],
     )
+
+
+def weights_report(sources: dict[str, str]) -> dict[str, Any]:
+    """Where each measuring network's weights came from, and a warning when any was random:
+    such figures still look like numbers but compare with nothing."""
+    random = [name for name, source in sources.items() if source == RANDOM]
+    return {
+        "weights": sources,
+        "paper_comparable": not random,
+        "weights_note": (
+            f"random {', '.join(random)} weights: the figures that use them (LPIPS, CFSD, "
+            "content/style losses, FID) only test the plumbing"
+            if random
+            else "pretrained weights throughout"
+        ),
+    }
 
 
 def write_evaluation(
@@ -48,11 +60,12 @@ def write_evaluation(
     name: str,
     teacher_hash: str | None,
     metrics_url: str | None,
-    vgg_weights: str | None,
+    weights: dict[str, str | None],
     options: dict[str, Any],
     **extra: Any,
 ) -> str:
     """Evaluate the student on the run's golden pairs; returns the URL of the output folder.
+    `weights`: the choice (path/URL, "random" or None) for "vgg", "lpips" and "inception".
     `extra` fields (e.g. the teacher's parameter count) go into metrics.json as they are."""
     lines = read_manifest(storage, teacher_hash, splits=("golden",))
     if not lines:
@@ -61,9 +74,11 @@ def write_evaluation(
             "--golden-content and --golden-styles"
         )
     student_url = resolve_checkpoint(student_url, options)
-    meter = PerceptualMeter(vgg_weights, options)  # before the model: a missing VGG19 fails fast
+    # the measuring networks before the model: missing weights fail fast
+    meter = ImageMeter(weights.get("vgg"), weights.get("lpips"), options)
+    set_meter = SetMeter(len(lines), weights.get("inception"), options)
     model, config = load_student(student_url, options)
-    scores, sheet = evaluate_golden(storage, lines, model, meter)
+    result = evaluate_golden(storage, lines, model, meter, set_meter)
     metrics_url = metrics_url or posixpath.join(
         posixpath.dirname(student_url.rstrip("/")), "metrics.jsonl"
     )
@@ -73,17 +88,23 @@ def write_evaluation(
         "student_config": asdict(config),
         "student_parameters": sum(p.numel() for p in model.parameters()),
         **extra,
-        "pairs": [asdict(s) for s in scores],
-        "mean": summarize(scores),
+        **weights_report({**meter.sources, "Inception (FID)": set_meter.source}),
+        "mean": summarize(result.pairs),
+        "set": result.set_scores,
+        "pairs": [asdict(s) for s in result.pairs],
         "notes": {
-            "teacher_seconds": "per pair inside its tile, as recorded by generation",
-            "student_seconds": "one forward pass on this machine's CPU/GPU",
+            "lpips_content": "LPIPS (AlexNet) of the image to its content; lower keeps more",
+            "cfsd": "StyleID's content feature structural distance to the content (VGG19 "
+            "relu3_1 self-similarity KL, summed over positions: compare at equal resolution)",
+            "content_loss": "MSE of VGG19 relu4_1 features to the content",
+            "style_loss": "Gram distance over VGG19 relu1_1..relu4_1 to the style",
+            "student_vs_teacher": "PSNR (dB), SSIM and LPIPS of the student to the teacher",
+            "teacher.seconds": "per pair inside its tile, as recorded by generation",
+            "student.seconds": "one forward pass on this machine's CPU/GPU",
         },
     }
     folder = f"eval/{name}"
     storage.write_bytes(f"{folder}/metrics.json", json.dumps(report, indent=2).encode())
-    storage.write_bytes(f"{folder}/contact_sheet.png", encode_png(sheet))
-    storage.write_bytes(
-        f"{folder}/curves.png", encode_png(curves(read_training_metrics(metrics_url, options)))
-    )
+    storage.write_bytes(f"{folder}/contact_sheet.png", result.sheet)
+    storage.write_bytes(f"{folder}/curves.png", curves(read_training_metrics(metrics_url, options)))
     return storage.url(folder)

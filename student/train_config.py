@@ -6,6 +6,7 @@ checkpoint exist?) are separate functions the entry point calls before building 
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field, replace
 from typing import Annotated
@@ -15,6 +16,7 @@ import tyro
 from common.errors import UserError
 from common.storage import Storage, StorageOptions, absolute_url, open_fs
 from student.backbone import ResNetEncoder, load_imagenet_resnet50
+from student.decoded_cache import DecodedCache
 from student.losses import LOSS_WEIGHTS, load_vgg19_features
 from student.model import SIZE_MULTIPLE, STYLE_LAYER, STTRConfig
 from student.pretrained import RANDOM
@@ -82,15 +84,37 @@ class TrainConfig:
     """auto | fp32 | bf16 | fp16; auto: bf16 on GPUs that have it, else fp16; fp32 on CPU"""
     loader_workers: int = 2
     """DataLoader processes"""
+    decoded_cache: Annotated[
+        str | None,
+        tyro.conf.arg(
+            metavar="DIR",
+            help="local folder (on every node, made absolute) where each training image is kept "
+            "decoded after its first read, so later epochs skip PNG decoding (several times more "
+            "samples per core)",
+        ),
+    ] = None
     max_failures: int = 3
     """worker-group restarts from the last checkpoint before giving up (-1: no limit)"""
     model: Annotated[STTRConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=STTRConfig)
+    tensorboard: Annotated[
+        str | None,
+        tyro.conf.arg(
+            metavar="URL",
+            help="TensorBoard log dir shared by runs (path or URL, e.g. the one a TensorBoard "
+            "server watches): the run's event files go to URL/<name>/; without it, to "
+            "<data>/train/<name>/tensorboard/",
+        ),
+    ] = None
     crash_once: tyro.conf.Suppress[CrashOnce | None] = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", absolute_url(self.data))
+        if self.decoded_cache:
+            object.__setattr__(self, "decoded_cache", os.path.abspath(self.decoded_cache))
         if self.loss not in LOSS_WEIGHTS:
             raise UserError(f"--loss {self.loss!r}: expected one of {', '.join(LOSS_WEIGHTS)}")
+        if self.tensorboard:
+            object.__setattr__(self, "tensorboard", absolute_url(self.tensorboard))
         for name in ("backbone_weights", "vgg_weights"):
             value = getattr(self, name)
             if value and value != RANDOM:
@@ -129,9 +153,25 @@ class TrainConfig:
             if value < minimum:
                 raise UserError(f"--{name.replace('_', '-')} {value}: must be at least {minimum}")
 
+    def cache(self) -> DecodedCache | None:
+        """The `--decoded-cache` folder, or None to decode every epoch."""
+        return DecodedCache(self.decoded_cache) if self.decoded_cache else None
+
     def storage(self) -> Storage:
         """The run root holding the data, and the checkpoints under train/<name>/."""
         return Storage(self.data, self.storage_options)
+
+    def tensorboard_url(self) -> str:
+        """Where this run's TensorBoard event files go: `<tensorboard>/<name>`, so that one log
+        dir (e.g. the one a TensorBoard server watches) holds many runs, each under its name;
+        without `tensorboard`, the run folder's `tensorboard/`."""
+        if self.tensorboard:
+            return f"{self.tensorboard.rstrip('/')}/{self.name}"
+        return self.storage().url(f"train/{self.name}/tensorboard")
+
+    def tensorboard_storage(self) -> Storage:
+        url = self.tensorboard_url()
+        return Storage(url, self.storage_options)
 
     @property
     def init_is_path(self) -> bool:

@@ -9,6 +9,7 @@ be restored is no failure a restart can fix: the workers end the run at once wit
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -35,8 +36,9 @@ from common.storage import Storage
 from student.checkpoint import load_student, read_file, save_student
 from student.dataset import Batch, Splits, TripleDataset, collate_triples
 from student.inference import imagenet_normalize
-from student.losses import build_loss
+from student.losses import DistillationLoss, LossTerms, build_loss
 from student.model import STTRConfig, build_sttr
+from student.tracking import TensorBoardLog
 from student.train_config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -79,27 +81,34 @@ class EarlyStop:
 class Totals:
     """Sums over one pass of one rank; `all_reduce` turns them into sums over all ranks."""
 
-    loss: float = 0.0
+    mse: float = 0.0  # of the loss's weighted MSE term, times the images it was measured on
+    gram: float = 0.0  # of its weighted Gram term, likewise
     images: int = 0
     skipped: int = 0
 
-    def add(self, batch: Batch, loss: torch.Tensor) -> None:
-        self.loss += loss.item() * batch.size
+    def add(self, batch: Batch, terms: LossTerms) -> None:
+        mse, gram = torch.stack([terms.mse, terms.gram]).tolist()
+        self.mse += mse * batch.size
+        self.gram += gram * batch.size
         self.images += batch.size
 
     def all_reduce(self, device: torch.device) -> Totals:
         values = torch.tensor(
-            [self.loss, self.images, self.skipped], device=device, dtype=torch.float64
+            [self.mse, self.gram, self.images, self.skipped], device=device, dtype=torch.float64
         )
         if dist.is_initialized():
             dist.all_reduce(values)
-        loss, images, skipped = values.tolist()
-        return Totals(loss, int(images), int(skipped))
+        mse, gram, images, skipped = values.tolist()
+        return Totals(mse, gram, int(images), int(skipped))
 
-    def mean_loss(self, what: str) -> float:
+    def mean_losses(self, split: str) -> dict[str, float]:
+        """`<split>_loss` and its terms `<split>_loss_mse` and `<split>_loss_gram` (which sum
+        to it), as means over the pass's images."""
+        what = {"train": "training", "val": "validation"}[split]
         if not self.images:
             raise RuntimeError(f"no readable {what} items this epoch (all were skipped)")
-        return self.loss / self.images
+        mse, gram = self.mse / self.images, self.gram / self.images
+        return {f"{split}_loss": mse + gram, f"{split}_loss_mse": mse, f"{split}_loss_gram": gram}
 
 
 def all_ranks_have_data(batch: Batch, device: torch.device) -> bool:
@@ -263,7 +272,7 @@ class WorkerRun:
         """Whether the grad scaler is on (fp16 autocast)."""
         return self.amp_dtype == torch.float16
 
-    def build_loss(self) -> nn.Module:
+    def build_loss(self) -> DistillationLoss:
         """The training loss; VGG19 weights this node cannot find (the driver could) are a
         `UserError` raised on every rank at once, so no rank waits for one that stopped."""
         config = self.config
@@ -316,7 +325,9 @@ class WorkerRun:
 
     def loader(self, lines: list, train: bool) -> DataLoader:
         """This rank's share of a split, in a seeded order that changes with the epoch."""
-        dataset = TripleDataset(self.storage, lines, self.config.crop_size, train, self.config.seed)
+        dataset = TripleDataset(
+            self.storage, lines, self.config.crop_size, train, self.config.seed, self.config.cache()
+        )
         sampler = DistributedSampler(
             dataset, num_replicas=self.world, rank=self.rank, shuffle=train, seed=self.config.seed
         )
@@ -331,13 +342,20 @@ class WorkerRun:
 
     def fit(self) -> None:
         """Run epochs until `--epochs` or the early stop; report each one to Ray Train."""
-        while self.epoch < self.config.epochs and not self.early.should_stop:
-            self.epoch += 1
-            self.maybe_crash()
-            torch.manual_seed(seed_for(self.config.seed, self.epoch, self.rank))
-            metrics = self.run_epoch()
-            self.history.append(metrics)
-            self.report(metrics)
+        with self.tensorboard() as board:
+            while self.epoch < self.config.epochs and not self.early.should_stop:
+                self.epoch += 1
+                self.maybe_crash()
+                torch.manual_seed(seed_for(self.config.seed, self.epoch, self.rank))
+                metrics = self.run_epoch()
+                self.history.append(metrics)
+                self.report(metrics, board)
+
+    def tensorboard(self) -> TensorBoardLog | contextlib.nullcontext[None]:
+        """Rank 0's writer of the TensorBoard records (the other ranks write none)."""
+        if self.rank != 0:
+            return contextlib.nullcontext()
+        return TensorBoardLog(self.config.tensorboard_storage(), self.epoch)
 
     def run_epoch(self) -> dict[str, Any]:
         """One training pass, one validation pass and the schedule step; returns the metrics."""
@@ -346,12 +364,12 @@ class WorkerRun:
         train = self.train_pass().all_reduce(self.device)
         seconds = time.perf_counter() - start
         val = self.val_pass().all_reduce(self.device)
-        val_loss = val.mean_loss("validation")
-        self.early.step(self.scheduler, val_loss)
+        val_losses = val.mean_losses("val")
+        self.early.step(self.scheduler, val_losses["val_loss"])
         return {
             "epoch": self.epoch,
-            "train_loss": train.mean_loss("training"),
-            "val_loss": val_loss,
+            **train.mean_losses("train"),
+            **val_losses,
             "lr": lr,
             "images_per_s": train.images / seconds,
             "skipped": train.skipped + val.skipped,
@@ -364,7 +382,7 @@ class WorkerRun:
             self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
         )
 
-    def batch_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+    def batch_loss(self, model: nn.Module, batch: Batch) -> LossTerms:
         """The student's loss against the teacher, both in ImageNet-normalized space."""
         batch = batch.to(self.device)
         with self.autocast():
@@ -380,12 +398,12 @@ class WorkerRun:
             totals.skipped += batch.skipped
             if not all_ranks_have_data(batch, self.device):
                 continue
-            loss = self.batch_loss(self.model, batch)
+            terms = self.batch_loss(self.model, batch)
             self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(terms.total).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            totals.add(batch, loss)
+            totals.add(batch, terms)
         return totals
 
     @torch.no_grad()
@@ -399,8 +417,9 @@ class WorkerRun:
                 totals.add(batch, self.batch_loss(model, batch))
         return totals
 
-    def report(self, metrics: dict[str, Any]) -> None:
-        """Checkpoint (rank 0 writes it) and metrics to Ray Train, then the metrics file."""
+    def report(self, metrics: dict[str, Any], board: TensorBoardLog | None) -> None:
+        """Checkpoint (rank 0 writes it) and metrics to Ray Train, then the metrics file and
+        the TensorBoard records."""
         with tempfile.TemporaryDirectory() as folder:
             checkpoint = None
             if self.rank == 0:
@@ -413,6 +432,8 @@ class WorkerRun:
         if self.rank == 0:
             text = "".join(json.dumps(record) + "\n" for record in self.history)
             self.storage.write_bytes(metrics_key(self.config.name), text.encode())
+            assert board is not None
+            board.log(metrics)
             logger.info(format_metrics(metrics, self.config.epochs))
 
     def maybe_crash(self) -> None:
@@ -427,10 +448,12 @@ class WorkerRun:
 
 
 def format_metrics(metrics: dict[str, Any], epochs: int) -> str:
-    """One log line per epoch."""
+    """One log line per epoch; with a Gram term, its share of the training loss."""
+    gram = metrics["train_loss_gram"]
     line = (
-        f"epoch {metrics['epoch']}/{epochs}  train_loss {metrics['train_loss']:.5f}  "
-        f"val_loss {metrics['val_loss']:.5f}  lr {metrics['lr']:.2e}  "
+        f"epoch {metrics['epoch']}/{epochs}  train_loss {metrics['train_loss']:.5f}"
+        + (f" (gram term {gram:.2e})" if gram else "")
+        + f"  val_loss {metrics['val_loss']:.5f}  lr {metrics['lr']:.2e}  "
         f"{metrics['images_per_s']:.1f} img/s  skipped {metrics['skipped']}"
     )
     return line + ("  (early stop)" if metrics["early_stop"] else "")

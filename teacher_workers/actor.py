@@ -2,7 +2,9 @@
 
 Ray Data's actor pool gives the queue, the autoscaling pool (min..max actors, one GPU each)
 and fault tolerance: a dead actor is restarted and its batch retried, which is safe because
-`TileRunner` skips what is already stored.
+`TileRunner` skips what is already stored. Each actor takes `TILES_IN_FLIGHT` tiles at once
+(threads of one actor, sharing its engine), so one tile's reads and writes overlap the other's
+engine time and the next tile starts computing while the previous one's writes finish.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ class WorkUnitError(Exception):
 
 
 class TileActor:
-    """Builds one engine when the actor starts, then runs each tile it is given."""
+    """Builds one engine when the actor starts, then runs each tile it is given; called from
+    up to `TILES_IN_FLIGHT` threads at once."""
 
     def __init__(
         self, options: TeacherOptions, root: str, storage_options: dict[str, Any], teacher_hash: str

@@ -43,10 +43,9 @@ class StyleIDConfig:
     """square teacher resolution"""
     encode: str = "mean"
     """mean | sample: the VAE posterior mean, or a seeded sample"""
-    seed: int = 0
-    """seeds a sampled encoding and the random-weight teachers"""
-    batch_size: int = 8
-    """images or pairs per UNet call"""
+    # --seed and --batch-size are `TeacherOptions`'s, whose defaults depend on the teacher
+    seed: tyro.conf.Suppress[int] = 0  # seeds a sampled encoding and the random-weight teachers
+    batch_size: tyro.conf.Suppress[int] = 8  # images or pairs per UNet call
 
     def __post_init__(self) -> None:
         # SD's 1000 training timesteps, offset by 1: 999 steps reach t = 999, the last one

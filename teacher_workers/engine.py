@@ -276,7 +276,7 @@ class StyleIDEngine:
             z = dist.mean
             if self.config.encode == "sample":
                 noise = [
-                    _image_noise(image, z.shape[1:], self.config.seed) for image in images[part]
+                    image_noise(image, z.shape[1:], self.config.seed) for image in images[part]
                 ]
                 z = z + dist.std * torch.stack(noise).to(z.device, z.dtype)
             latents.append(z.to(self.work_dtype) * vae.config.scaling_factor)
@@ -368,10 +368,13 @@ class StyleIDEngine:
         return torch.stack(rows)
 
 
-def _image_noise(image: torch.Tensor, shape: torch.Size, seed: int) -> torch.Tensor:
-    """Posterior-sample noise for one image, seeded by the seed and the image's own pixels:
-    independent between images, yet the same in any batch or tile."""
-    digest = hashlib.sha256(str(seed).encode() + image.float().cpu().numpy().tobytes()).digest()
+def image_noise(
+    image: torch.Tensor, shape: torch.Size, seed: int, stream: str = ""
+) -> torch.Tensor:
+    """Noise for one image, seeded by the seed, the image's own pixels and what it is for
+    (`stream`): independent between images and uses, yet the same in any batch or tile."""
+    seeded = str(seed).encode() + stream.encode() + image.float().cpu().numpy().tobytes()
+    digest = hashlib.sha256(seeded).digest()
     generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
     return torch.randn(shape, generator=generator)
 

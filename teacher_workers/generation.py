@@ -22,7 +22,7 @@ from common.planning import Tile
 from common.storage import Storage
 from teacher_workers.actor import TileActor, WorkUnitError
 from teacher_workers.options import TeacherOptions
-from teacher_workers.tile_runner import tile_to_json
+from teacher_workers.tile_runner import TILES_IN_FLIGHT, tile_to_json
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,12 @@ def generate(
                 "storage_options": storage.options,
                 "teacher_hash": teacher_hash,
             },
-            compute=ray.data.ActorPoolStrategy(min_size=pool.workers[0], max_size=pool.workers[1]),
+            compute=ray.data.ActorPoolStrategy(
+                min_size=pool.workers[0],
+                max_size=pool.workers[1],
+                max_concurrent_calls_per_actor=TILES_IN_FLIGHT,
+                enable_true_multi_threading=True,  # TileRunner locks its engine itself
+            ),
             num_gpus=pool.gpus_per_worker,
             num_cpus=pool.cpus_per_worker,
         )

@@ -1,10 +1,14 @@
 """Where a teacher's weights come from, checked before any work and named exactly.
 
 A model is a preset, a local Stable Diffusion 1.x diffusers folder (`model_index.json`, `unet/`,
-`vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`, as the Hub stores SD 1.5) or a Hugging Face
+`vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`, as the Hub stores SD 1.5), a Hugging Face
 id, fetched online or, with `HF_HUB_OFFLINE=1`, read from the cache under `HF_HOME`, as on an
-air-gapped cluster. `pin_model` turns one into what a run on many machines needs: the exact
-weights (a Hub id's commit, a folder's content digest) and a name every node can load.
+air-gapped cluster, or a single-file checkpoint (one `.safetensors` in the original LDM layout).
+A single file holds weights only: its component configs, tokenizer and scheduler come from a
+diffusers folder or a Hub id read from the local cache only (`--model-config`, default SD 1.5's
+id), so nothing is downloaded. `pin_model` turns a model into what a run on many machines needs:
+the exact weights (a Hub id's commit, a folder's or a single file's content digest) and names
+every node can load.
 """
 
 from __future__ import annotations
@@ -30,17 +34,35 @@ WEIGHTED_PARTS = ("unet", "vae", "text_encoder")
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 LAYOUT = "a Stable Diffusion 1.x diffusers folder has " + ", ".join(f"{p}/" for p in CONFIG_FILES)
 CHUNK = 1 << 24
+DEFAULT_MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+SINGLE_FILE_SUFFIX = ".safetensors"
+# Key prefixes of the original (CompVis LDM) SD-1.x checkpoint: all three parts must be there,
+# so no weights are taken silently from the config folder instead.
+LDM_PARTS = {
+    "model.diffusion_model.": "the UNet",
+    "first_stage_model.": "the VAE",
+    "cond_stage_model.transformer.": "the CLIP text encoder",
+}
+# What a single file's config folder gives the teacher: configs, tokenizer files, no weights.
+CONFIG_SUFFIXES = (".json", ".txt")
 
 
 @dataclass(frozen=True)
 class PinnedModel:
-    """A model as every node of a run loads it: `name` (an absolute folder or a Hub id), the
-    Hub commit, and for a folder the digest of its files (which names it in the teacher hash,
-    so moving the folder keeps finished targets and changing its weights does not)."""
+    """A model as every node of a run loads it: `name` (an absolute folder or file, or a Hub
+    id), the Hub commit (of a single file's config), the config of a single file (an absolute
+    folder or a Hub id), and for a folder or file the digest of what is read (which names it in
+    the teacher hash, so moving it keeps finished targets and changing its weights does not)."""
 
     name: str
     revision: str | None
     digest: str | None
+    config: str | None = None
+
+
+def is_single_file(model: str) -> bool:
+    """A `.safetensors` path names a single-file checkpoint (whether or not it exists yet)."""
+    return Path(model).suffix == SINGLE_FILE_SUFFIX
 
 
 def hub_hint() -> str:
@@ -52,53 +74,96 @@ def hub_hint() -> str:
     return "a Hub id needs network access, or a cached copy (HF_HOME) with HF_HUB_OFFLINE=1"
 
 
-def check_folder(folder: Path, what: str) -> None:
-    """Every part the teacher loads is present with its config and weights, and every
-    safetensors file is whole (its header is checked against the file size; no tensor is
-    read), so a broken folder fails in one line before any work instead of in every actor."""
+def safetensors_keys(path: Path, what: str) -> list[str]:
+    """The tensor names of a safetensors file, from its header (checked against the file size;
+    no tensor is read); a truncated or foreign file is a one-line `UserError`."""
     from safetensors import SafetensorError, safe_open
 
+    try:
+        with safe_open(str(path), "pt") as handle:
+            return list(handle.keys())
+    except (SafetensorError, OSError) as exc:
+        raise UserError(
+            f"{what} is damaged or not a safetensors file ({first_line(exc)})"
+        ) from None
+
+
+def check_folder(folder: Path, what: str, weights: bool = True) -> None:
+    """Every part the teacher loads is present with its config and (unless the folder only
+    configures a single file) weights, and every safetensors file is whole, so a broken folder
+    fails in one line before any work instead of in every actor."""
     for part, config in CONFIG_FILES.items():
         if not (folder / part).is_dir():
             raise UserError(f"{what}: no {part}/ ({LAYOUT})")
         if not (folder / part / config).is_file():
             raise UserError(f"{what}: no {part}/{config}")
-        if part not in WEIGHTED_PARTS:
+        if part not in WEIGHTED_PARTS or not weights:
             continue
-        weights = [p for p in sorted((folder / part).iterdir()) if p.suffix in WEIGHT_SUFFIXES]
-        if not weights:
+        files = [p for p in sorted((folder / part).iterdir()) if p.suffix in WEIGHT_SUFFIXES]
+        if not files:
             raise UserError(f"{what}: no weights (*.safetensors or *.bin) in {part}/")
-        for path in weights:
-            if path.suffix != ".safetensors":
-                continue
-            try:
-                with safe_open(str(path), "pt"):
-                    pass
-            except (SafetensorError, OSError) as exc:
-                raise UserError(
-                    f"{what}: {part}/{path.name} is damaged or not a safetensors file "
-                    f"({first_line(exc)})"
-                ) from None
+        for path in files:
+            if path.suffix == ".safetensors":
+                safetensors_keys(path, f"{what}: {part}/{path.name}")
 
 
-def folder_digest(folder: Path) -> str:
-    """SHA-256 over the relative path and bytes of `model_index.json` and every file in the
-    parts the teacher loads: reads all weights once (seconds for SD 1.5), in the driver only."""
+def check_single_file(path: Path) -> None:
+    """The file is a whole safetensors file holding all three parts of an SD-1.x checkpoint in
+    the original LDM layout (SD 2.x and SDXL name their text encoders differently)."""
+    what = f"model file {path}"
+    if not path.is_file():
+        raise UserError(f"{what}: no such file")
+    keys = safetensors_keys(path, what)
+    for prefix, part in LDM_PARTS.items():
+        if not any(key.startswith(prefix) for key in keys):
+            raise UserError(
+                f"{what} is not a Stable Diffusion 1.x checkpoint in the original LDM layout: "
+                f"no {prefix}* tensors ({part})"
+            )
+
+
+def folder_files(folder: Path, suffixes: tuple[str, ...] | None = None) -> dict[str, Path]:
+    """`model_index.json` and every file in the parts the teacher loads (only those ending in
+    `suffixes`, if given), by their relative paths, sorted."""
     files = [folder / "model_index.json", *(folder / part for part in CONFIG_FILES)]
     paths = sorted(
         p
         for f in files
         for p in ([f] if f.is_file() else f.rglob("*"))
-        if p.is_file() and not any(s.startswith(".") for s in p.relative_to(folder).parts)
+        if p.is_file()
+        and not any(s.startswith(".") for s in p.relative_to(folder).parts)
+        and (suffixes is None or p.suffix in suffixes)
     )
+    return {path.relative_to(folder).as_posix(): path for path in paths}
+
+
+def files_digest(files: dict[str, Path]) -> str:
+    """SHA-256 over the name, size and bytes of each file: reads all weights once (seconds for
+    SD 1.5), in the driver only."""
     digest = hashlib.sha256()
-    for path in paths:
-        digest.update(f"{path.relative_to(folder).as_posix()}\0{path.stat().st_size}\0".encode())
+    for name, path in files.items():
+        digest.update(f"{name}\0{path.stat().st_size}\0".encode())
         with path.open("rb") as handle:
             while chunk := handle.read(CHUNK):
                 digest.update(chunk)
-    log.info("model folder %s: %d files, sha256 %s", folder, len(paths), digest.hexdigest())
     return digest.hexdigest()
+
+
+def folder_digest(folder: Path) -> str:
+    """The digest of everything the teacher reads from a diffusers folder."""
+    files = folder_files(folder)
+    digest = files_digest(files)
+    log.info("model folder %s: %d files, sha256 %s", folder, len(files), digest)
+    return digest
+
+
+def single_file_digest(path: Path, config: Path) -> str:
+    """The digest of a single file's weights and of the configs, tokenizer and scheduler its
+    config folder gives it: both decide the targets. The file counts by its bytes, not its name."""
+    files = {SINGLE_FILE_SUFFIX: path, **folder_files(config, CONFIG_SUFFIXES)}
+    digest = files_digest(files)
+    log.info("model file %s with the config %s: sha256 %s", path, config, digest)
+    return digest
 
 
 def hub_snapshot(model_id: str, revision: str | None) -> Path:
@@ -121,9 +186,59 @@ def hub_snapshot(model_id: str, revision: str | None) -> Path:
     return snapshot
 
 
-def pin_model(model: str, revision: str | None) -> PinnedModel:
+def config_source(model: str, config: str | None) -> str:
+    """Where a model's component configs are read: the model itself, or for a single file its
+    `--model-config` (SD 1.5's Hub id if none is given)."""
+    if is_single_file(model):
+        return config or DEFAULT_MODEL_ID
+    return model
+
+
+def single_file_config(config: str, revision: str | None) -> Path:
+    """The local diffusers folder that configures a single file: `config` itself, or the
+    snapshot of a Hub id in the local Hugging Face cache (never fetched). Only configs,
+    tokenizer and scheduler are needed there; the folder's weights, if any, are not read."""
+    folder = Path(config).expanduser()
+    if folder.is_dir():
+        if revision:
+            raise UserError(f"--revision applies to Hub ids, not to the config folder {config}")
+        check_folder(folder, f"model config folder {folder}", weights=False)
+        return folder.resolve()
+    from huggingface_hub import constants, hf_hub_download
+
+    at = f" at revision {revision!r}" if revision else ""
+    try:
+        index = hf_hub_download(
+            config, "model_index.json", revision=revision, local_files_only=True
+        )
+    except Exception as exc:  # a cache miss or a malformed id: either way, not here
+        raise UserError(
+            f"cannot find the config {config!r}{at} of the single-file model in the Hugging Face "
+            f"cache {constants.HF_HUB_CACHE} ({first_line(exc)}): pass --model-config DIR (an SD "
+            "1.x diffusers folder; its weights are not read) or cache that id where the internet "
+            "is (python -m jobs.prepare_models --sd ID, then HF_HOME=OUT/huggingface)"
+        ) from None
+    snapshot = Path(index).parent
+    check_folder(snapshot, f"model config {config!r} in the Hugging Face cache ({snapshot})", False)
+    return snapshot
+
+
+def pin_model(model: str, revision: str | None, config: str | None = None) -> PinnedModel:
     """The exact weights a run will use, checked: a folder by its digest, a Hub id by the
-    commit its revision points to now (so actors started later load that same commit)."""
+    commit its revision points to now (so actors started later load that same commit), a
+    single file by the digest of its bytes and its configs, which are pinned like a model."""
+    if is_single_file(model):
+        path = Path(model).expanduser().resolve()
+        check_single_file(path)
+        source = config_source(model, config)
+        folder = single_file_config(source, revision)
+        is_hub = not Path(source).expanduser().is_dir()
+        return PinnedModel(
+            str(path),
+            folder.name if is_hub else None,
+            single_file_digest(path, folder),
+            source if is_hub else str(folder),
+        )
     folder = Path(model).expanduser()
     if folder.is_dir():
         if revision:

@@ -1,8 +1,10 @@
-"""Loading the teacher's components: SD 1.5 from the Hub or a folder, or a random-weight preset.
+"""Loading the teacher's components: SD 1.5 from the Hub, a folder or a single-file checkpoint,
+or a random-weight preset.
 
 Presets (`tiny`, `sd15-random`) are built from configs shipped in `configs/`, so tests and GPU
 benchmarks run where no weights can be downloaded. Only what StyleID needs is kept: the UNet,
-the VAE, the alphas of the noise schedule and the text embedding of the empty prompt.
+the VAE, the alphas of the noise schedule and the text embedding of the empty prompt; LSAST,
+which encodes learned prompts, also keeps the text encoder and the ids of its two prompts.
 """
 
 from __future__ import annotations
@@ -18,16 +20,25 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
 from common.errors import UserError, first_line
-from teacher_workers.model_source import check_folder, hub_hint
+from teacher_workers.model_source import (
+    SINGLE_FILE_SUFFIX,
+    check_folder,
+    check_single_file,
+    config_source,
+    hub_hint,
+    is_single_file,
+    single_file_config,
+)
 
 if TYPE_CHECKING:
     from transformers import CLIPTextModel, PreTrainedTokenizerBase
+
+    from teacher_workers.lsast_prompts import PromptTokens
 
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 PRESETS = {"tiny": "tiny", "sd15-random": "sd15"}
-DEFAULT_MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DTYPES = {
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
@@ -47,6 +58,8 @@ class TeacherModel:
     prompt_embeds: torch.Tensor  # [1, 77, cross_attention_dim]
     scheduler_config: dict
     name: str
+    text_encoder: CLIPTextModel | None = None  # kept only when asked for (LSAST)
+    prompt_tokens: PromptTokens | None = None
 
     @property
     def device(self) -> torch.device:
@@ -77,13 +90,15 @@ def resolve_device(name: str) -> torch.device:
 
 
 def check_model_name(model: str) -> None:
-    """Reject a model argument that can be neither a preset, a local directory nor a Hub id."""
-    if model in PRESETS or Path(model).is_dir():
+    """Reject a model argument that can be neither a preset, a local directory, a single-file
+    checkpoint nor a Hub id."""
+    if model in PRESETS or Path(model).is_dir() or is_single_file(model):
         return
     looks_like_path = model.startswith((".", "/", "~")) or model.count("/") > 1
-    if looks_like_path or model.count("/") != 1:
+    if looks_like_path or model.count("/") != 1 or Path(model).is_file():
         raise UserError(
             f"unknown model {model!r}: use {' or '.join(PRESETS)}, a local diffusers directory, "
+            f"a single-file checkpoint (*{SINGLE_FILE_SUFFIX}), "
             "or a Hugging Face id such as stable-diffusion-v1-5/stable-diffusion-v1-5"
         )
 
@@ -94,14 +109,24 @@ def load_teacher(
     device: str | torch.device = "cpu",
     revision: str | None = None,
     seed: int = 0,
+    config: str | None = None,
+    text_encoder: bool = False,
 ) -> TeacherModel:
-    """Teacher components for a preset name, a local diffusers directory or a Hub id."""
+    """Teacher components for a preset name, a local diffusers directory, a Hub id or a
+    single-file checkpoint configured by `config` (see `model_source.config_source`); with
+    `text_encoder`, the frozen text encoder and prompt ids too."""
     check_model_name(model)
     device = torch.device(device)
-    teacher = (
-        _build_preset(model, seed) if model in PRESETS else _load_pretrained(model, revision, dtype)
-    )
-    for module in (teacher.unet, teacher.vae):
+    if model in PRESETS:
+        teacher = _build_preset(model, seed, text_encoder)
+    elif is_single_file(model):
+        teacher = _load_single_file(model, config_source(model, config), revision, text_encoder)
+    else:
+        teacher = _load_pretrained(model, revision, dtype, text_encoder)
+    modules = [teacher.unet, teacher.vae]
+    if teacher.text_encoder is not None:
+        modules.append(teacher.text_encoder)
+    for module in modules:
         cast(module, device, dtype).eval().requires_grad_(False)
     teacher.prompt_embeds = teacher.prompt_embeds.to(device=device, dtype=dtype)
     return teacher
@@ -119,8 +144,9 @@ def _alphas(scheduler_config: dict) -> torch.Tensor:
     return scheduler.alphas_cumprod.to(torch.float64)
 
 
-def _build_preset(name: str, seed: int) -> TeacherModel:
-    """Random-weight UNet/VAE and prompt embedding with SD-1.x shapes, from the shipped configs."""
+def _build_preset(name: str, seed: int, text_encoder: bool) -> TeacherModel:
+    """Random-weight UNet/VAE and prompt embedding with SD-1.x shapes, from the shipped configs;
+    a random text encoder with hand-made prompt ids (there is no tokenizer) when asked."""
     folder = CONFIG_DIR / PRESETS[name]
     configs = {
         part: json.loads((folder / f"{part}.json").read_text())
@@ -137,13 +163,26 @@ def _build_preset(name: str, seed: int) -> TeacherModel:
         name,
         sum(p.numel() for p in unet.parameters()) / 1e6,
     )
-    return TeacherModel(
+    teacher = TeacherModel(
         unet, vae, _alphas(configs["scheduler"]), prompt, configs["scheduler"], name
     )
+    if text_encoder:
+        from transformers import CLIPTextConfig, CLIPTextModel
+
+        from teacher_workers.lsast_prompts import PromptTokens
+
+        config = json.loads((folder / "text_encoder.json").read_text())
+        config.pop("_class_name")
+        teacher.text_encoder = CLIPTextModel(CLIPTextConfig(**config))
+        teacher.prompt_tokens = PromptTokens.hand_made(config["vocab_size"])
+    return teacher
 
 
-def _load_pretrained(model: str, revision: str | None, dtype: torch.dtype) -> TeacherModel:
-    """SD-1.x components via `from_pretrained`; the text encoder is used once and dropped.
+def _load_pretrained(
+    model: str, revision: str | None, dtype: torch.dtype, keep_text_encoder: bool
+) -> TeacherModel:
+    """SD-1.x components via `from_pretrained`; the text encoder is used once and dropped,
+    unless `keep_text_encoder`.
 
     A folder is checked first, so a missing part or a damaged weight file is named in one
     line; a Hub id is read through the Hugging Face cache (offline with HF_HUB_OFFLINE=1).
@@ -167,7 +206,57 @@ def _load_pretrained(model: str, revision: str | None, dtype: torch.dtype) -> Te
     tokenizer = load("tokenizer", CLIPTokenizer.from_pretrained)
     text_encoder = load("text_encoder", CLIPTextModel.from_pretrained)
     prompt = empty_prompt_embedding(tokenizer, text_encoder)
-    return TeacherModel(unet, vae, _alphas(scheduler_config), prompt, scheduler_config, model)
+    teacher = TeacherModel(unet, vae, _alphas(scheduler_config), prompt, scheduler_config, model)
+    if keep_text_encoder:
+        keep_prompt_parts(teacher, tokenizer, text_encoder)
+    return teacher
+
+
+def keep_prompt_parts(
+    teacher: TeacherModel, tokenizer: PreTrainedTokenizerBase, text_encoder: CLIPTextModel
+) -> None:
+    """Keep what LSAST's learned prompts go through: the text encoder and the prompt ids."""
+    from teacher_workers.lsast_prompts import PromptTokens
+
+    teacher.text_encoder = text_encoder
+    teacher.prompt_tokens = PromptTokens.from_tokenizer(tokenizer)
+
+
+def _load_single_file(
+    model: str, config: str, revision: str | None, keep_text_encoder: bool
+) -> TeacherModel:
+    """SD-1.x components from one LDM-layout checkpoint through diffusers' `from_single_file`,
+    configured by a local folder (a Hub id is looked up in the cache only): nothing is fetched.
+
+    Tensors keep the file's dtype (the caller casts the UNet and VAE); the text encoder runs in
+    float32, as for a folder. The safety checker is not part of the teacher and is not loaded.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    path = Path(model).expanduser()
+    check_single_file(path)
+    folder = single_file_config(config, revision)
+    try:
+        pipeline = StableDiffusionPipeline.from_single_file(
+            str(path),
+            config=str(folder),
+            local_files_only=True,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+    except Exception as exc:  # shapes that do not fit the config, unreadable tensors, ...
+        raise UserError(
+            f"cannot load model file {path} with the config {folder}: {first_line(exc)}"
+        ) from None
+    prompt = empty_prompt_embedding(pipeline.tokenizer, pipeline.text_encoder.float())
+    scheduler_config = dict(pipeline.scheduler.config)
+    teacher = TeacherModel(
+        pipeline.unet, pipeline.vae, _alphas(scheduler_config), prompt, scheduler_config, model
+    )
+    if keep_text_encoder:
+        keep_prompt_parts(teacher, pipeline.tokenizer, pipeline.text_encoder)
+    return teacher
 
 
 def empty_prompt_embedding(

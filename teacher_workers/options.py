@@ -1,20 +1,26 @@
 """Which teacher to run and how: the options every teacher command shares, as one typed object.
 
-`TeacherOptions` is small and picklable, so a driver validates it once and ships it to Ray
-actors, which build their own engine on their own GPU.
+Two teachers share the service: StyleID (a style *image* per pair) and LSAST (a learned style
+*prompt file* per pair, see jobs.learn_style). `TeacherOptions` is small and picklable, so a
+driver validates it once and ships it to Ray actors, which build their own engine on their own
+GPU.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import torch
 import tyro
 
+from common.errors import UserError
+from common.ids import config_hash
 from teacher_workers.config import StyleIDConfig, teacher_hash
 from teacher_workers.engine import StyleIDEngine
-from teacher_workers.model_source import pin_model
+from teacher_workers.lsast_config import DEFAULT_CONTROLNET, LSAST_ENGINE_VERSION, LSASTConfig
+from teacher_workers.lsast_control import TINY_CONTROLNET, check_controlnet_name
+from teacher_workers.model_source import DEFAULT_MODEL_ID, is_single_file, pin_model
 from teacher_workers.models import (
     DTYPES,
     PRESETS,
@@ -24,6 +30,10 @@ from teacher_workers.models import (
     resolve_device,
 )
 
+if TYPE_CHECKING:
+    from teacher_workers.lsast_engine import LSASTEngine
+
+TEACHERS = ("styleid", "lsast")
 OFFLOAD_WORDS = {"auto": None, "yes": True, "no": False}
 # `--offload auto|yes|no` for the engine's offload=None|True|False
 OFFLOAD = tyro.constructors.PrimitiveConstructorSpec(
@@ -36,14 +46,48 @@ OFFLOAD = tyro.constructors.PrimitiveConstructorSpec(
 )
 
 
+@dataclass(frozen=True, kw_only=True)
+class LSASTFlags:
+    """The LSAST teacher's own flags (`--teacher lsast`); `TeacherOptions.chosen` folds them and
+    the shared --steps, --resolution, --seed and --batch-size into the run's `LSASTConfig`."""
+
+    controlnet: Annotated[
+        str | None,
+        tyro.conf.arg(
+            help="canny ControlNet: Hub id, folder or tiny (ControlNetModel.from_unet of the "
+            f"model); none: {DEFAULT_CONTROLNET}, or tiny for a preset --model"
+        ),
+    ] = None
+    strength: float = LSASTConfig.strength
+    """img2img strength"""
+    guidance: float = LSASTConfig.guidance
+    """classifier-free guidance"""
+    control_scale: float = LSASTConfig.control_scale
+    """ControlNet scale"""
+    canny: Annotated[tuple[int, int], tyro.conf.arg(metavar="LOW HIGH")] = (
+        LSASTConfig.canny_low,
+        LSASTConfig.canny_high,
+    )
+    """canny edge thresholds"""
+    stage_indexing: Literal["code", "paper"] = "code"
+    """code: the released code's sliding window; paper: 10 stages x 3 groups"""
+    prompt_dropout: bool = LSASTConfig.prompt_dropout
+    """keep the generator's dropout on (seeded)"""
+
+
 @dataclass(frozen=True)
 class TeacherOptions:
-    """Model, numerics and StyleID settings of a teacher run."""
+    """Model, numerics and the settings of the teacher that runs (--teacher)."""
 
-    model: str = "tiny"
-    """tiny | sd15-random | a Hugging Face id | a local diffusers directory"""
+    model: Annotated[
+        str,
+        tyro.conf.arg(
+            help="tiny | sd15-random | a Hugging Face id | a local diffusers directory | "
+            "a single-file SD 1.x checkpoint (*.safetensors, original LDM layout)"
+        ),
+    ] = "tiny"
     revision: str | None = None
-    """model revision on the Hub"""
+    """revision of the Hub id (--model or --model-config)"""
     dtype: Annotated[
         str, tyro.conf.arg(help=f"auto = float16 on GPU, float32 on CPU; or {' | '.join(DTYPES)}")
     ] = "auto"
@@ -54,12 +98,79 @@ class TeacherOptions:
     )
     offload: Annotated[bool | None, OFFLOAD] = None
     """keep attention features in pinned CPU memory (auto: decided per tile from free GPU memory)"""
-    digest: tyro.conf.Suppress[str | None] = None  # a model folder's content digest, by `pinned`
+    digest: tyro.conf.Suppress[str | None] = None  # a model or file's digest, set by `pinned`
+    model_config: Annotated[
+        str | None,
+        tyro.conf.arg(
+            metavar="DIR|HF_ID",
+            help="configs, tokenizer and scheduler of a single-file --model: an SD 1.x diffusers "
+            "folder (its weights are not read) or a Hub id read from the local Hugging Face cache "
+            f"only (none: {DEFAULT_MODEL_ID})",
+        ),
+    ] = None
+    kind: Annotated[Literal["styleid", "lsast"], tyro.conf.arg(name="teacher")] = "styleid"
+    """styleid: a style image per pair; lsast: a learned style (--style-prompts)"""
+    lsast: tyro.conf.Suppress[LSASTConfig] = field(default_factory=LSASTConfig)
+    # flags only, applied by `chosen`: shared by both teachers with their own defaults
+    seed: int | None = None
+    """none: 0 (StyleID), 41 (LSAST)"""
+    batch_size: int | None = None
+    """pairs per UNet call (none: 8 StyleID, 4 LSAST)"""
+    lsast_flags: Annotated[LSASTFlags, tyro.conf.OmitArgPrefixes] = field(
+        default_factory=LSASTFlags
+    )
 
     def __post_init__(self) -> None:
         check_model_name(self.model)
+        if self.model_config and not is_single_file(self.model):
+            raise UserError("--model-config applies to single-file checkpoints (*.safetensors)")
         if self.dtype != "auto":
             parse_dtype(self.dtype)
+        if self.kind not in TEACHERS:
+            raise UserError(f"--teacher must be one of {', '.join(TEACHERS)}, got {self.kind!r}")
+        if self.kind == "lsast":
+            check_controlnet_name(self.lsast.controlnet)
+
+    def chosen(self) -> TeacherOptions:
+        """The teacher the command-line flags choose: --seed and --batch-size (defaults per
+        teacher) into its config, and for LSAST the shared --steps and --resolution too."""
+        seed, batch = self.seed, self.batch_size
+        styleid = replace(
+            self.styleid,
+            seed=self.styleid.seed if seed is None else seed,
+            batch_size=batch or self.styleid.batch_size,
+        )
+        lsast = self.lsast
+        if self.kind == "lsast":
+            flags = self.lsast_flags
+            lsast = LSASTConfig(
+                steps=self.styleid.steps,
+                strength=flags.strength,
+                guidance=flags.guidance,
+                control_scale=flags.control_scale,
+                canny_low=flags.canny[0],
+                canny_high=flags.canny[1],
+                stage_indexing=flags.stage_indexing,
+                prompt_dropout=flags.prompt_dropout,
+                resolution=self.styleid.resolution,
+                seed=LSASTConfig.seed if seed is None else seed,
+                controlnet=flags.controlnet
+                or (TINY_CONTROLNET if self.model in PRESETS else DEFAULT_CONTROLNET),
+                batch_size=batch or LSASTConfig.batch_size,
+            )
+        return replace(
+            self,
+            styleid=styleid,
+            lsast=lsast,
+            seed=None,
+            batch_size=None,
+            lsast_flags=LSASTFlags(),
+        )
+
+    @property
+    def resolution(self) -> int:
+        """The square size the teacher works at."""
+        return self.lsast.resolution if self.kind == "lsast" else self.styleid.resolution
 
     def resolved_dtype(self, device: torch.device) -> str:
         """`auto` is float16 on a GPU and float32 on the CPU."""
@@ -70,22 +181,54 @@ class TeacherOptions:
     def pinned(self) -> TeacherOptions:
         """These options with the model checked and pinned to exact weights, for a run whose
         actors load it later on other machines: a folder becomes an absolute path named by its
-        content digest, a Hub id's revision the commit it resolves to now (`UserError` if the
-        model cannot be read)."""
+        content digest, a Hub id's revision the commit it resolves to now, a single file an
+        absolute path named by the digest of its bytes and configs, with its config pinned like
+        a model (`UserError` if the model cannot be read)."""
         if self.model in PRESETS:
             return self
-        pinned = pin_model(self.model, self.revision)
-        return replace(self, model=pinned.name, revision=pinned.revision, digest=pinned.digest)
+        pinned = pin_model(self.model, self.revision, self.model_config)
+        return replace(
+            self,
+            model=pinned.name,
+            revision=pinned.revision,
+            digest=pinned.digest,
+            model_config=pinned.config,
+        )
 
     def hash(self, device: torch.device) -> str:
         """The teacher hash of targets this teacher makes on `device`'s kind of hardware; a
-        pinned folder counts by its digest, not by where it lies."""
-        model = f"sha256:{self.digest}" if self.digest else self.model
-        return teacher_hash(self.styleid, model, self.revision, self.resolved_dtype(device))
+        pinned folder or file counts by its digest (which covers all it reads), not by where it
+        lies or which config revision pointed to it."""
+        if self.digest:
+            model, revision = f"sha256:{self.digest}", None
+        else:
+            model, revision = self.model, self.revision
+        dtype = self.resolved_dtype(device)
+        if self.kind == "styleid":
+            return teacher_hash(self.styleid, model, revision, dtype)
+        fields = {"model": model, "revision": revision, "dtype": dtype}
+        fields |= self.lsast.output_fields()
+        return config_hash({"teacher": "lsast", "engine": LSAST_ENGINE_VERSION, **fields})
 
-    def build(self) -> StyleIDEngine:
-        """Load the model on this process's device and wrap it in an engine."""
+    def build(self) -> StyleIDEngine | LSASTEngine:
+        """Load the model on this process's device and wrap it in the teacher's engine."""
         device = resolve_device(self.device)
         dtype = parse_dtype(self.resolved_dtype(device))
-        teacher = load_teacher(self.model, dtype, device, self.revision, seed=self.styleid.seed)
+        if self.kind == "lsast":
+            from teacher_workers.lsast_control import load_controlnet
+            from teacher_workers.lsast_engine import LSASTEngine
+
+            teacher = load_teacher(
+                self.model,
+                dtype,
+                device,
+                self.revision,
+                config=self.model_config,
+                text_encoder=True,
+            )
+            controlnet = load_controlnet(self.lsast.controlnet, teacher.unet, dtype, device)
+            return LSASTEngine(teacher, controlnet, self.lsast)
+        teacher = load_teacher(
+            self.model, dtype, device, self.revision, self.styleid.seed, self.model_config
+        )
         return StyleIDEngine(teacher, self.styleid, offload=self.offload)

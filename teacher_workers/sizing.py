@@ -15,6 +15,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from common.errors import first_line
 from common.planning import tile_shape_for_memory
 from teacher_workers.engine import CONTENT_KINDS, STYLE_KINDS, feature_bytes
+from teacher_workers.model_source import config_source
 from teacher_workers.models import CONFIG_DIR, PRESETS, cast, parse_dtype
 from teacher_workers.options import TeacherOptions
 
@@ -48,7 +49,8 @@ def unet_skeleton(model: str, revision: str | None) -> UNet2DConditionModel:
 
 
 def teacher_parameters(model: str, revision: str | None = None) -> int:
-    """Parameters the teacher runs per image: UNet + VAE (the text encoder runs once, for "")."""
+    """Parameters the teacher runs per image: UNet + VAE (the text encoder runs once, for "").
+    `model` is where the configs are read (`model_source.config_source`)."""
     with torch.device("meta"):
         vae = AutoencoderKL.from_config(_config(model, revision, "vae", AutoencoderKL))
     modules = (unet_skeleton(model, revision), vae)
@@ -60,11 +62,12 @@ def auto_tile(
 ) -> tuple[int, int]:
     """(contents, styles) per tile whose features fit a GPU of `gpu_memory_gb`."""
     dtype = parse_dtype(options.resolved_dtype(torch.device("cuda")))
-    unet = cast(unet_skeleton(options.model, options.revision), None, dtype)
+    source = config_source(options.model, options.model_config)
+    unet = cast(unet_skeleton(source, options.revision), None, dtype)
     size = options.styleid.resolution
     q = feature_bytes(unet, options.styleid, CONTENT_KINDS, size, size)
     kv = feature_bytes(unet, options.styleid, STYLE_KINDS, size, size)
     element = torch.finfo(dtype).bits // 8
-    weights = teacher_parameters(options.model, options.revision) * element
+    weights = teacher_parameters(source, options.revision) * element
     budget = FEATURE_SHARE * max(gpu_memory_gb * 2**30 - weights, 0)
     return tile_shape_for_memory(int(budget), q, kv, max_contents, max_styles)

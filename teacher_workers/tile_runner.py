@@ -6,15 +6,24 @@ tile that has one (new and found); a tile whose part lists pairs is done (Ray re
 it finished). A killed worker therefore leaves at most some targets without a manifest line,
 which the retry finds and does not redo. Pairs of unusable inputs are in no part: the driver
 plans them again on the next run.
+
+The actor runs two tiles at a time on one runner, so the engine need not wait for I/O: while
+one tile is in the engine (one at a time, under a lock), the other reads and decodes its inputs or
+encodes and stores its targets. Reads, existence checks and writes go through a bounded thread
+pool (PNG encoding and storage requests release the GIL), so many requests are in flight at
+once; a tile waits for all its target writes before its manifest part, and a failed write fails
+the tile after the others finished, so every target it stored stays for the re-run.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -31,9 +40,13 @@ from common.manifest import (
 )
 from common.planning import Tile
 from common.storage import Storage, read_url
+from teacher_workers.lsast_generator import LSASTPromptGenerator, generator_from_bytes
 from teacher_workers.options import TeacherOptions
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+TILES_IN_FLIGHT = 2  # tiles one actor runs at once: one in the engine, one reading or writing
+IO_THREADS = 16  # storage requests and PNG encodings of one runner in flight at once
 
 
 @dataclass(frozen=True)
@@ -49,9 +62,12 @@ class TileResult:
 
 @dataclass(frozen=True)
 class Image:
+    """An input as the engine takes it: a content or StyleID style image, or (LSAST) a learned
+    style's prompt generator; `image_id` is the digest of its bytes either way."""
+
     url: str
     image_id: str
-    pixels: torch.Tensor  # [3, R, R] in [0, 1]
+    pixels: torch.Tensor | LSASTPromptGenerator  # [3, R, R] in [0, 1], or a generator
 
 
 def tile_to_json(tile: Tile) -> str:
@@ -69,16 +85,33 @@ def tile_from_json(text: str) -> Tile:
     )
 
 
+def results(futures: list[Future[T]]) -> list[T]:
+    """Results of every future, once all are done: the first failure is raised only after the
+    others finished, so nothing of a failed tile is still being written when it is reported."""
+    wait(futures)
+    return [future.result() for future in futures]
+
+
 class TileRunner:
-    """Holds one StyleID engine and the run's storage; runs tiles one after another."""
+    """Holds one teacher engine, the run's storage and an I/O pool; runs tiles, from up to
+    `TILES_IN_FLIGHT` threads at once. With `io_threads=1`, one tile at a time does every step
+    one after another (the serial pipeline the benchmark compares with)."""
 
     def __init__(
-        self, options: TeacherOptions, root: str, storage_options: dict[str, Any], teacher_hash: str
+        self,
+        options: TeacherOptions,
+        root: str,
+        storage_options: dict[str, Any],
+        teacher_hash: str,
+        io_threads: int = IO_THREADS,
     ) -> None:
         self.engine = options.build()
-        self.resolution = options.styleid.resolution
+        self.kind = options.kind
+        self.resolution = options.resolution
         self.storage = Storage(root, storage_options)  # its options open the inputs too
         self.teacher_hash = teacher_hash
+        self.io = ThreadPoolExecutor(io_threads, thread_name_prefix="tile-io")
+        self.engine_lock = threading.Lock()
 
     def run(self, tile: Tile) -> TileResult:
         start = time.perf_counter()
@@ -90,9 +123,10 @@ class TileRunner:
         split = {(p.content, p.style): p.split for p in tile.pairs()}  # the pairs it owns
         pairs = [(c, s) for s in styles for c in contents if (c.url, s.url) in split]
         keys = {self._key(c, s): (c, s) for c, s in pairs}  # identical bytes: generated once
-        missing = [pair for key, pair in keys.items() if not self.storage.exists(key)]
-        written = self._generate(missing)
-        elapsed = time.perf_counter() - start
+        stored = results([self.io.submit(self.storage.exists, key) for key in keys])
+        missing = [pair for pair, done in zip(keys.values(), stored, strict=True) if not done]
+        written, waited = self._generate(missing)
+        elapsed = time.perf_counter() - start - waited  # the tile's own time
         per_pair = elapsed / max(len(missing), 1)
         lines = [
             self._line(c, s, split[c.url, s.url], written.get((c.url, s.url)), per_pair)
@@ -120,36 +154,58 @@ class TileRunner:
         the work unit, which writes no manifest part, so a re-run retries every pair.
         """
         images = []
-        for url in urls:
+        reads = [self.io.submit(self._read, url, role) for url in urls]
+        for url, future in zip(urls, reads, strict=True):
             try:
-                data = read_url(url, self.storage.options)
-                images.append(Image(url, content_id(data), load_square(data, self.resolution, url)))
+                images.append(future.result())
             except (ImageError, UnreadableInput) as exc:
                 log.warning("skipping %s %s: %s", role, url, exc)
                 failures.append(FailureLine(url, role, str(exc), self.teacher_hash))
         return images
 
+    def _read(self, url: str, role: str) -> Image:
+        data = read_url(url, self.storage.options)
+        return Image(url, content_id(data), self._decode(data, url, role))
+
+    def _decode(self, data: bytes, url: str, role: str) -> torch.Tensor | LSASTPromptGenerator:
+        """An input's bytes as the engine takes them (a bad one raises an `ImageError`)."""
+        if role == "style" and self.kind == "lsast":
+            return generator_from_bytes(data, url).eval()
+        return load_square(data, self.resolution, url)
+
     def _key(self, content: Image, style: Image) -> str:
         return target_key(self.teacher_hash, style.image_id, content.image_id)
 
-    def _generate(self, missing: list[tuple[Image, Image]]) -> dict[tuple[str, str], bytes]:
-        """Stylize exactly the missing pairs (each image inverted once) and store them."""
+    def _generate(
+        self, missing: list[tuple[Image, Image]]
+    ) -> tuple[dict[tuple[str, str], bytes], float]:
+        """Stylize exactly the missing pairs (each image inverted once) and store them; returns
+        their PNGs and the seconds spent waiting for the engine's other tile."""
         if not missing:
-            return {}
+            return {}, 0.0
         contents = list({c.url: c for c, _ in missing}.values())
         styles = list({s.url: s for _, s in missing}.values())
         index = [(contents.index(c), styles.index(s)) for c, s in missing]
-        images = self.engine.stylize_pairs(
-            torch.stack([c.pixels for c in contents]),
-            torch.stack([s.pixels for s in styles]),
-            index,
+        content_pixels = torch.stack([c.pixels for c in contents])
+        style_inputs = [s.pixels for s in styles]
+        style_pixels = style_inputs if self.kind == "lsast" else torch.stack(style_inputs)
+        asked = time.perf_counter()
+        with self.engine_lock:
+            waited = time.perf_counter() - asked
+            images = self.engine.stylize_pairs(content_pixels, style_pixels, index)
+            images = images.cpu()  # off the GPU before the next tile takes the engine
+        pngs = results(
+            [
+                self.io.submit(self._store, self._key(c, s), image)
+                for (c, s), image in zip(missing, images, strict=True)
+            ]
         )
-        written = {}
-        for (content, style), image in zip(missing, images, strict=True):
-            png = png_bytes(image)
-            self.storage.write_bytes(self._key(content, style), png)
-            written[content.url, style.url] = png
-        return written
+        return {(c.url, s.url): png for (c, s), png in zip(missing, pngs, strict=True)}, waited
+
+    def _store(self, key: str, image: torch.Tensor) -> bytes:
+        png = png_bytes(image)
+        self.storage.write_bytes(key, png)
+        return png
 
     def _line(
         self, content: Image, style: Image, split: str, png: bytes | None, seconds: float
@@ -165,6 +221,7 @@ class TileRunner:
             target=key,
             split=split,
             teacher_hash=self.teacher_hash,
+            teacher=self.kind,
             sha256=sha256_hex(data),
             seconds=seconds if png is not None else None,
         )

@@ -3,12 +3,15 @@ without the optional `onnx` extra."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
+
+from common.cli import VERBOSE_ENV, run_cli, verbose
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
@@ -32,11 +35,30 @@ def test_console_script_runs_the_command(name, monkeypatch, capsys) -> None:
     with pytest.raises(SystemExit) as exit_:
         cli()
     assert exit_.value.code == 0
-    assert "usage:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "usage:" in printed and "--verbose" in printed  # every job is quiet unless asked
     monkeypatch.setattr(sys, "argv", [name, "--no-such-option"])
     with pytest.raises(SystemExit) as exit_:
         cli()
     assert exit_.value.code == 2
+
+
+@pytest.mark.parametrize(("argv", "level"), [([], logging.ERROR), (["--verbose"], logging.INFO)])
+def test_ray_logs_only_its_errors_unless_verbose(argv, level, monkeypatch) -> None:
+    """What `connect_ray` and the steps of `jobs.pipeline` go by: the environment, and the
+    level of Ray's loggers in the driver."""
+    monkeypatch.setenv(VERBOSE_ENV, "0")  # and back to this machine's value after the test
+    ray_logger = logging.getLogger("ray")
+    monkeypatch.setattr(ray_logger, "level", ray_logger.level)
+    seen = {}
+
+    def main(args):
+        seen.update(args=list(args), verbose=verbose(), level=ray_logger.level)
+
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(main, argv)
+    assert exit_.value.code == 0
+    assert seen == {"args": argv, "verbose": bool(argv), "level": level}
 
 
 WITHOUT_ONNX = """

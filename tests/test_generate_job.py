@@ -318,3 +318,58 @@ def test_unreachable_bucket_fails_fast(tmp_path, s3_bucket):
             )
         )
     assert time.monotonic() - start < 30
+
+
+def write_prompt_files(folder: Path, n: int) -> list[Path]:
+    """Learned-style prompt files of the tiny teacher (random generators), as learn_style
+    writes them."""
+    from teacher_workers.lsast_generator import generator_bytes, new_generator
+    from teacher_workers.models import load_teacher
+
+    encoder = load_teacher("tiny", text_encoder=True).text_encoder
+    folder.mkdir()
+    paths = [folder / f"style{k}.safetensors" for k in range(n)]
+    for k, path in enumerate(paths):
+        path.write_bytes(generator_bytes(new_generator(encoder, seed=k)))
+    return paths
+
+
+def test_lsast_teacher_writes_every_pair_once_and_says_so(ray_cluster, tmp_path, capsys):
+    contents, _ = write_inputs(tmp_path, 2, 0, corrupt=True)
+    prompts = write_prompt_files(tmp_path / "learned", 2)
+    out = tmp_path / "run"
+    args = ["--content", str(contents), "--out", str(out), *FAST_TEACHER, "--workers", "2:2"]
+    args += ["--teacher", "lsast", "--controlnet", "tiny", "--style-prompts", *map(str, prompts)]
+    assert generate.main(args) == 0
+    assert summary_line(capsys).startswith("pairs planned 6, written 4, already done 0")
+    storage = Storage(str(out))
+    lines = check_exactly_once(storage, 2 * 2)
+    assert {line.teacher for line in lines} == {"lsast"}
+    assert {line.style for line in lines} == {str(p) for p in prompts}
+    assert run_json(storage)["teacher_hash"] == lines[0].teacher_hash
+    assert "broken.png" in "".join(storage.read_bytes(k).decode() for k in storage.list("failures"))
+    target = Image.open(out / lines[0].target)
+    assert target.size == (64, 64)
+    before = target_times(out)
+    assert generate.main(args) == 0
+    check_unchanged(out, before)
+    assert summary_line(capsys).startswith("pairs planned 6, written 0, already done 4")
+
+
+@pytest.mark.parametrize(
+    ("prompt_file", "message"),
+    [
+        ("missing.safetensors", "no such file"),
+        ("corrupt.safetensors", "is not a safetensors prompt file"),
+        ("folder", "no such file: .*prompts.safetensors"),
+    ],
+)
+def test_a_missing_or_corrupt_prompt_file_is_one_line_before_ray(tmp_path, prompt_file, message):
+    contents, _ = write_inputs(tmp_path, 1, 0)
+    (tmp_path / "corrupt.safetensors").write_bytes(b"\x00" * 40)
+    (tmp_path / "folder").mkdir()
+    args = ["--content", str(contents), "--out", str(tmp_path / "o"), "--teacher", "lsast"]
+    args += ["--style-prompts", str(tmp_path / prompt_file)]
+    with pytest.raises(UserError, match=message):
+        generate.main(args)
+    assert not (tmp_path / "o").exists()

@@ -1,32 +1,35 @@
-"""Image metrics on known cases, and pictures that carry their labels."""
+"""The evaluation's metrics on known cases, checked against independent implementations, and
+pictures that are matplotlib figures carrying their labels."""
 
-import math
+import io
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from pytorch_fid import inception as fid
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from torch import nn
+from torchvision.models import alexnet, inception_v3
 
-from common.image_metrics import mse, psnr, ssim
-from common.pictures import contact_sheet, line_chart
-
-
-def test_metrics_on_known_cases():
-    image = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
-    assert mse(image, image) == 0 and psnr(image, image) == math.inf
-    assert abs(ssim(image, image) - 1) < 1e-6
-    shifted = (image + 0.1).clamp(0, 1)
-    noisy = image + 0.3 * torch.randn(image.shape, generator=torch.Generator().manual_seed(1))
-    assert ssim(image, noisy.clamp(0, 1)) < ssim(image, shifted) < 1
-    assert abs(mse(torch.zeros(3, 4, 4), torch.full((3, 4, 4), 0.5)) - 0.25) < 1e-9
+from common.pictures import DPI, contact_sheet, training_curves
+from student.cfsd import ROWS, cfsd
+from student.golden_metrics import ALEXNET, INCEPTION, ImageMeter, SetMeter
+from student.inference import imagenet_normalize
+from student.pretrained import RANDOM, WeightsUnavailable
 
 
-def smooth_image() -> torch.Tensor:
-    """A 48x48 RGB picture with structure at several scales, values in [0, 1]."""
-    low = torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(0))
-    return F.interpolate(low, size=48, mode="bicubic", align_corners=False).clamp(0, 1)[0]
+@pytest.fixture(scope="module")
+def meter() -> ImageMeter:
+    torch.manual_seed(0)
+    return ImageMeter(RANDOM, RANDOM)
+
+
+def smooth_image(seed: int = 0, size: int = 48) -> torch.Tensor:
+    """An RGB picture with structure at several scales, values in [0, 1]."""
+    low = torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(seed))
+    return F.interpolate(low, size=size, mode="bicubic", align_corners=False).clamp(0, 1)[0]
 
 
 def distorted(image: torch.Tensor, kind: str) -> torch.Tensor:
@@ -44,14 +47,13 @@ def distorted(image: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("kind", ["noise", "brighter", "moved", "blur"])
-def test_psnr_and_ssim_agree_with_scikit_image(kind: str) -> None:
-    """Our PSNR and SSIM are the standard ones: scikit-image's, with SSIM configured as Wang et
-    al. 2004 (Gaussian window sigma 1.5, population covariance, data range 1, per channel).
-    The tolerance allows for our float32 against its float64."""
+def test_psnr_and_ssim_are_scikit_images(meter: ImageMeter, kind: str) -> None:
+    """torchmetrics is called as the standard PSNR and SSIM: scikit-image's, with SSIM as Wang
+    et al. 2004 (Gaussian window sigma 1.5, population covariance, data range 1, per channel).
+    The tolerance allows for float32 against float64."""
     image = smooth_image()
     other = distorted(image, kind)
     a, b = (x.double().numpy().transpose(1, 2, 0) for x in (image, other))  # [H, W, 3]
-    want_psnr = peak_signal_noise_ratio(a, b, data_range=1.0)
     want_ssim = structural_similarity(
         a,
         b,
@@ -61,40 +63,174 @@ def test_psnr_and_ssim_agree_with_scikit_image(kind: str) -> None:
         data_range=1.0,
         channel_axis=2,
     )
-    assert psnr(image, other) == pytest.approx(want_psnr, abs=1e-5)
-    assert ssim(image, other) == pytest.approx(want_ssim, abs=1e-5)
+    scores = meter.against_teacher(other, image)
+    assert scores["psnr"] == pytest.approx(peak_signal_noise_ratio(a, b, data_range=1.0), abs=1e-4)
+    assert scores["ssim"] == pytest.approx(want_ssim, abs=1e-5)
 
 
-def ink_in(sheet: Image.Image, box: tuple[int, int, int, int]) -> bool:
-    """Whether a white label strip has dark pixels (text) in it."""
-    return bool((np.asarray(sheet.crop(box).convert("L")) < 100).any())
+def test_lpips_and_losses_grow_with_the_change(meter: ImageMeter) -> None:
+    image = smooth_image()
+    same = meter.against_inputs(image, image, image)
+    assert same["lpips_content"] == pytest.approx(0, abs=1e-6)
+    assert same["cfsd"] == pytest.approx(0, abs=1e-9)
+    assert same["content_loss"] == 0 and same["style_loss"] == 0
+    slight = meter.lpips_distance(image, distorted(image, "blur"))
+    assert 0 < slight < meter.lpips_distance(image, smooth_image(seed=5))
 
 
-def test_contact_sheet_places_labelled_inputs_and_cells():
-    red, blue, green = (Image.new("RGB", (40, 40), c) for c in ("red", "blue", "green"))
-    sheet = contact_sheet(
-        [("c0", red), ("c1", red)],
-        [("s0", blue)],
-        {(0, 0): {"teacher": green, "student": blue}, (1, 0): {"teacher": green, "student": blue}},
-        thumb=64,
+def test_lpips_backbone_comes_from_the_given_file(tmp_path, monkeypatch) -> None:
+    """No download: the AlexNet layers hold the file's tensors, and the report names the file."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    features = {f"features.{k}": v for k, v in alexnet().features.state_dict().items()}
+    path = tmp_path / "alexnet.pth"
+    torch.save(features, path)
+    meter = ImageMeter(RANDOM, str(path))
+    assert meter.sources["AlexNet (LPIPS)"] == str(path)
+    assert meter.sources["VGG19"] == RANDOM
+    slices = meter.lpips.net
+    assert torch.equal(slices.slice1.get_submodule("0").weight, features["features.0.weight"])
+    assert torch.equal(slices.slice5.get_submodule("10").weight, features["features.10.weight"])
+
+
+def test_offline_without_weights_names_the_flag_and_cache_file(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsUnavailable, match="--lpips-weights") as lpips:
+        ImageMeter(RANDOM, None)
+    assert ALEXNET.cache_file.name in str(lpips.value)
+    with pytest.raises(WeightsUnavailable, match="--inception-weights") as inception:
+        SetMeter(800, None)
+    assert INCEPTION.cache_file.name in str(inception.value)
+    small = SetMeter(4, None)  # too few pairs: no Inception needed, even offline
+    assert small.scores([], {}, {}) == {
+        "fid": None,
+        "art_fid": None,
+        "fid_note": "needs >= 800 golden pairs, golden set has 4",
+    }
+
+
+@torch.no_grad()
+def styleid_cfsd(features: nn.Module, image: torch.Tensor, content: torch.Tensor) -> float:
+    """CFSD as StyleID's evaluation code writes it: whole similarity matrices, KL through
+    `F.kl_div` of log-softmax against softmax with batchmean, positions in (w, h) order."""
+
+    def similarity(x: torch.Tensor) -> torch.Tensor:
+        f = features(x[None]).double()
+        b, c, h, w = f.shape
+        f = torch.transpose(f, 1, 3).reshape(b, h * w, c).div(c)
+        return torch.bmm(f, f.transpose(1, 2))
+
+    s_x, s_c = similarity(image), similarity(content)
+    log_x = F.log_softmax(s_x, dim=-1).reshape(1, -1)
+    return float(F.kl_div(log_x, F.softmax(s_c, dim=-1).reshape(1, -1), reduction="batchmean"))
+
+
+def test_cfsd_is_styleids_definition_in_blocks() -> None:
+    """On an image with more positions than a block, with a fixed feature network whose
+    similarities are far from uniform (so the KL is large), blocks add up to the whole."""
+    torch.manual_seed(0)
+    features = nn.Sequential(nn.Conv2d(3, 16, 4, stride=4), nn.ReLU())
+    with torch.no_grad():
+        features[0].weight.mul_(40)
+    content = smooth_image(seed=1, size=200)  # 50 x 50 = 2500 positions > ROWS
+    assert ROWS < (200 // 4) ** 2
+    # cfsd normalises with ImageNet statistics first; the reference gets the same input
+    for image in (distorted(content, "blur"), smooth_image(seed=2, size=200)):
+        want = styleid_cfsd(features, imagenet_normalize(image), imagenet_normalize(content))
+        assert want > 1
+        assert cfsd(features, image, content) == pytest.approx(want, rel=1e-9)
+    near = cfsd(features, distorted(content, "blur"), content)
+    assert near < cfsd(features, smooth_image(seed=2, size=200), content)
+
+
+def test_fid_and_art_fid_over_a_set() -> None:
+    """FID through torchmetrics with a small stand-in feature network: zero for the style
+    images themselves, more for other images; ArtFID = (1 + LPIPS) * (1 + FID)."""
+    styles = [smooth_image(seed=s, size=32) for s in range(8)]
+    others = [distorted(smooth_image(seed=s + 20, size=32), "noise") for s in range(8)]
+    features = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten())
+    scores = SetMeter(8, None, minimum=8, features=features).scores(
+        styles, {"teacher": styles, "student": others}, {"teacher": 0.5, "student": 0.25}
     )
-    assert sheet.size == (8 + 64 + 8 + (2 * 64 + 8) + 8, 8 + 3 * (64 + 18 + 8))
-    row_y = [8 + r * (64 + 18 + 8) for r in range(3)]
-    column_x = [8, 8 + 64 + 8, 8 + 64 + 8 + 64 + 8]
-    assert sheet.getpixel((column_x[1] + 5, row_y[0] + 5)) == (0, 0, 255)  # style header
-    assert sheet.getpixel((column_x[0] + 5, row_y[1] + 5)) == (255, 0, 0)  # content row
-    assert sheet.getpixel((column_x[1] + 5, row_y[1] + 5)) == (0, 128, 0)  # teacher
-    assert sheet.getpixel((column_x[2] + 5, row_y[2] + 5)) == (0, 0, 255)  # student
-    for x in column_x:
-        for y in row_y[1:]:
-            assert ink_in(sheet, (x, y + 64, x + 64, y + 64 + 18)), (x, y)
-    assert not ink_in(sheet, (column_x[0], row_y[0], column_x[0] + 64, row_y[0] + 64 + 18))
+    fid, art_fid = scores["fid"], scores["art_fid"]
+    assert fid["teacher"] == pytest.approx(0, abs=1e-3)
+    assert fid["student"] > 0.01
+    assert art_fid["student"] == pytest.approx(1.25 * (1 + fid["student"]))
+    assert "ArtFID" in scores["fid_note"]
 
 
-def test_line_chart_draws_each_series():
-    chart = line_chart(
-        {"train": [(1, 1.0), (2, 0.5)], "val": [(1, 1.2), (2, 0.9)]}, "loss", "epoch"
+def random_fid_inception_state() -> dict[str, torch.Tensor]:
+    """A state dict shaped like pytorch-fid's Inception (torchvision's Inception v3 with its
+    FID blocks, as `pytorch_fid.inception.fid_inception_v3` builds it), random values."""
+    net = inception_v3(weights=None, aux_logits=False, num_classes=1008, init_weights=False)
+    blocks = {
+        "Mixed_5b": fid.FIDInceptionA(192, pool_features=32),
+        "Mixed_5c": fid.FIDInceptionA(256, pool_features=64),
+        "Mixed_5d": fid.FIDInceptionA(288, pool_features=64),
+        "Mixed_6b": fid.FIDInceptionC(768, channels_7x7=128),
+        "Mixed_6c": fid.FIDInceptionC(768, channels_7x7=160),
+        "Mixed_6d": fid.FIDInceptionC(768, channels_7x7=160),
+        "Mixed_6e": fid.FIDInceptionC(768, channels_7x7=192),
+        "Mixed_7b": fid.FIDInceptionE_1(1280),
+        "Mixed_7c": fid.FIDInceptionE_2(2048),
+    }
+    for name, block in blocks.items():
+        setattr(net, name, block)
+    return net.state_dict()
+
+
+def test_fid_inception_comes_from_the_given_file(tmp_path, monkeypatch) -> None:
+    """No download and no lasting change to torch hub's folder. (FID itself is checked with a
+    small stand-in above: with 2048 features one FID takes minutes on two busy cores.)"""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    state = random_fid_inception_state()
+    path = tmp_path / "inception.pth"
+    torch.save(state, path)
+    meter = SetMeter(3, str(path), minimum=3)
+    assert torch.hub.get_dir() == str(tmp_path / "empty" / "hub")
+    assert meter.source == str(path)
+    first = meter.fid.inception.inception.blocks[0][0].conv.weight
+    assert torch.equal(first, state["Conv2d_1a_3x3.conv.weight"])
+    features = meter.fid.inception(torch.rand(2, 3, 32, 32))
+    assert features.shape == (2, 2048) and features.isfinite().all()
+
+
+def png_image(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    assert image.format == "PNG"
+    assert image.info["Software"].startswith("Matplotlib")
+    return image.convert("RGB")
+
+
+def count(image: Image.Image, colour: tuple[int, int, int], tolerance: int = 8) -> int:
+    pixels = np.asarray(image).astype(int)
+    return int((np.abs(pixels - colour).max(-1) <= tolerance).sum())
+
+
+def test_contact_sheet_shows_every_image_with_labels():
+    red, blue, green = (Image.new("RGB", (40, 40), c) for c in ("red", "blue", "lime"))
+    rows = [
+        (f"pair {n}", [(red, "c.png"), (blue, "s.png"), (green, "t"), (blue, "s")]) for n in (1, 2)
+    ]
+    sheet = png_image(contact_sheet(["content", "style", "teacher", "student"], rows))
+    assert sheet.size == (round((2.2 * 4 + 0.6) * DPI), round(((2.2 + 0.35) * 2 + 0.3) * DPI))
+    cell = (2.2 * DPI * 0.8) ** 2  # each image drawn at least ~80% of its cell's width
+    assert count(sheet, (255, 0, 0)) > 2 * cell
+    assert count(sheet, (0, 0, 255)) > 4 * cell
+    assert count(sheet, (0, 255, 0)) > 2 * cell
+    header = np.asarray(sheet.convert("L"))[:15]
+    assert (header < 100).sum() > 50  # the column titles
+
+
+def test_curves_are_two_labelled_plots_with_every_series():
+    png = training_curves(
+        [1, 2, 3], {"train loss": [1, 0.5, 0.4], "val loss": [1.2, 0.9, 0.8]}, [1e-4, 5e-5, 2.5e-5]
     )
-    pixels = np.asarray(chart)
-    for colour in ((31, 119, 180), (255, 127, 14)):
-        assert (pixels == colour).all(-1).sum() > 50
+    curves = png_image(png)
+    assert curves.size == (800, 600)
+    for colour in ((31, 119, 180), (255, 127, 14), (44, 160, 44)):  # tab:blue, orange, green
+        assert count(curves, colour, tolerance=2) > 50
+    empty = png_image(training_curves([], {"train loss": [], "val loss": []}, []))
+    assert empty.size == (800, 600)

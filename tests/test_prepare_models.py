@@ -11,7 +11,7 @@ import pytest
 from common.errors import UserError
 from jobs import prepare_models
 from jobs.prepare_models import SD_FILES, main, upload
-from teacher_workers.models import DEFAULT_MODEL_ID
+from teacher_workers.model_source import DEFAULT_MODEL_ID
 
 VGG_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 RESNET_URL = "https://download.pytorch.org/models/resnet50-0676ba61.pth"

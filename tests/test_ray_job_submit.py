@@ -213,7 +213,8 @@ def test_ray_job_submit_trains_and_evaluates_the_student(head_node, checkout, tm
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "succeeded" in result.stdout
     assert (data / "train" / "sub" / "epoch-0001" / "model.safetensors").exists()
-    evaluate = ["python", "-m", "jobs.evaluate", "--data", str(data), "--vgg-weights", "random"]
+    evaluate = ["python", "-m", "jobs.evaluate", "--data", str(data)]
+    evaluate += ["--vgg-weights", "random", "--lpips-weights", "random"]
     student = ["--student", str(data / "train" / "sub")]
     result = submit(address, env, checkout[0], [*evaluate, *student])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

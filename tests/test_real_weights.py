@@ -1,6 +1,7 @@
 """Real-weight loading, offline: a random-weight SD-1.x folder in the Hub's own layout goes
 through the same `from_pretrained` calls as SD 1.5, as a folder and as a Hub id read from a
-prepared Hugging Face cache (`HF_HOME`, `HF_HUB_OFFLINE=1`), as on an air-gapped cluster."""
+prepared Hugging Face cache (`HF_HOME`, `HF_HUB_OFFLINE=1`), as on an air-gapped cluster; the
+same weights written as one LDM-layout checkpoint go through diffusers' `from_single_file`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 import torch
 from huggingface_hub import constants
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from common.errors import UserError
@@ -20,10 +21,13 @@ from common.storage import Storage
 from jobs import generate
 from jobs.stylize import main as stylize_main
 from teacher_workers.config import StyleIDConfig
+from teacher_workers.model_source import DEFAULT_MODEL_ID
 from teacher_workers.models import load_teacher
 from teacher_workers.options import TeacherOptions
+from teacher_workers.sizing import auto_tile
 from tests.cli import run_job
 from tests.generation_helpers import FAST_TEACHER, check_exactly_once, write_inputs
+from tests.ldm_checkpoint import write_ldm_checkpoint
 from tests.sd_folder import hub_cache, write_sd_folder
 
 REPO_ID = "test-org/tiny-sd"
@@ -44,12 +48,38 @@ def hf_home(tmp_path_factory, sd_folder) -> Path:
     return home
 
 
+def read_hub_ids_from(monkeypatch: pytest.MonkeyPatch, home: Path) -> Path:
+    """This process reads Hub ids from `home` only, as with HF_HOME and HF_HUB_OFFLINE=1."""
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    return home
+
+
 @pytest.fixture
 def offline_cache(monkeypatch, hf_home) -> Path:
-    """This process reads Hub ids from `hf_home` only, as with HF_HOME and HF_HUB_OFFLINE=1."""
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hf_home / "hub"))
-    return hf_home
+    return read_hub_ids_from(monkeypatch, hf_home)
+
+
+@pytest.fixture(scope="module")
+def single_file(tmp_path_factory, sd_folder) -> Path:
+    """`sd_folder`'s UNet, VAE and text encoder as one checkpoint in the original LDM layout."""
+    path = tmp_path_factory.mktemp("single-file") / "tiny-sd.safetensors"
+    return write_ldm_checkpoint(sd_folder, path)
+
+
+@pytest.fixture(scope="module")
+def sd_configs(tmp_path_factory, sd_folder) -> Path:
+    """`sd_folder` without its weights: all that a single file takes from its config."""
+    folder = tmp_path_factory.mktemp("configs") / "sd15"
+    return shutil.copytree(sd_folder, folder, ignore=shutil.ignore_patterns("*.safetensors"))
+
+
+@pytest.fixture
+def sd15_cache(monkeypatch, tmp_path, sd_configs) -> Path:
+    """An offline cache holding SD 1.5's id (the default config of a single file) at COMMIT,
+    with `sd_configs` as its snapshot: configs and tokenizer, no weights."""
+    hub_cache(tmp_path / "hf-home", DEFAULT_MODEL_ID, sd_configs, COMMIT)
+    return read_hub_ids_from(monkeypatch, tmp_path / "hf-home")
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +211,106 @@ def test_generate_on_ray_runs_a_model_folder_given_by_a_relative_path(
     styleid = StyleIDConfig(steps=3, resolution=64)  # FAST_TEACHER's
     pinned = TeacherOptions(str(sd_folder), dtype="float32", styleid=styleid).pinned()
     assert {line.teacher_hash for line in lines} == {pinned.hash(torch.device("cpu"))}
+
+
+def test_a_single_file_loads_the_weights_of_the_folder_it_came_from(
+    sd_folder, single_file, sd_configs
+):
+    """Through diffusers' `from_single_file`, with a config folder that holds no weights."""
+    expected = load_teacher(str(sd_folder))
+    teacher = load_teacher(str(single_file), config=str(sd_configs))
+    for part in ("unet", "vae"):
+        weights = getattr(teacher, part).state_dict()
+        saved = getattr(expected, part).state_dict()
+        assert weights.keys() == saved.keys()
+        assert all(torch.equal(weights[k], saved[k]) for k in saved), part
+    assert torch.equal(teacher.prompt_embeds, expected.prompt_embeds)  # the text encoder's
+    assert torch.equal(teacher.alphas_cumprod, expected.alphas_cumprod)
+    # SD 1.5's scheduler file (PNDM), with the defaults diffusers filled in
+    assert expected.scheduler_config.items() <= teacher.scheduler_config.items()
+
+
+def test_stylize_runs_a_single_file_offline_with_sd15s_cached_config(
+    sd15_cache, single_file, pictures, tmp_path
+):
+    """No --model-config: SD 1.5's configs come from the offline cache (the weights are those
+    of the folder, as the test above shows)."""
+    out = tmp_path / "out.png"
+    assert stylize_main([*pictures, "--out", str(out), "--model", str(single_file), *FAST]) == 0
+    with Image.open(out) as image:
+        assert image.size == (64, 64)
+
+
+def test_a_single_file_pins_to_its_bytes_and_configs(
+    sd15_cache, sd_folder, single_file, sd_configs, tmp_path
+):
+    cpu = torch.device("cpu")
+    pinned = TeacherOptions(model=str(single_file), model_config=str(sd_configs)).pinned()
+    assert (pinned.model, pinned.model_config) == (str(single_file), str(sd_configs))
+    assert pinned.revision is None and len(pinned.digest) == 64
+    # SD 1.5's id in the cache holds the same configs: the same targets, at its pinned commit
+    from_hub = TeacherOptions(model=str(single_file)).pinned()
+    assert (from_hub.model_config, from_hub.revision) == (DEFAULT_MODEL_ID, COMMIT)
+    assert from_hub.hash(cpu) == pinned.hash(cpu)
+    assert torch.equal(
+        from_hub.build().teacher.prompt_embeds, load_teacher(str(sd_folder)).prompt_embeds
+    )
+    renamed = shutil.copy(single_file, tmp_path / "renamed.safetensors")
+    assert TeacherOptions(str(renamed)).pinned().hash(cpu) == pinned.hash(cpu)
+    weights = load_file(single_file)
+    weights["model.diffusion_model.out.2.bias"] += 1
+    save_file(weights, tmp_path / "tuned.safetensors")
+    tuned = TeacherOptions(str(tmp_path / "tuned.safetensors")).pinned()
+    assert tuned.hash(cpu) != pinned.hash(cpu)
+    assert TeacherOptions(str(sd_folder)).pinned().hash(cpu) != pinned.hash(cpu)
+    # tiles are sized from the config's shapes, not SD 1.5's (the fallback when none is read)
+    assert (
+        auto_tile(pinned, 1)
+        == auto_tile(TeacherOptions(str(sd_folder)), 1)
+        != auto_tile(TeacherOptions("sd15-random"), 1)
+    )
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (
+            lambda path, file, folder: path.write_bytes(file.read_bytes()[: 1 << 12]),
+            "is damaged or not a safetensors file",
+        ),
+        (
+            lambda path, file, folder: shutil.copy(
+                folder / "unet" / "diffusion_pytorch_model.safetensors", path
+            ),
+            "is not a Stable Diffusion 1.x checkpoint in the original LDM layout: "
+            "no model.diffusion_model.* tensors (the UNet)",
+        ),
+        (lambda path, file, folder: None, ": no such file"),
+    ],
+    ids=["truncated", "diffusers-unet", "missing"],
+)
+def test_a_broken_single_file_is_one_clear_line(
+    sd15_cache, sd_folder, single_file, pictures, tmp_path, damage, problem
+):
+    path = tmp_path / "broken.safetensors"
+    damage(path, single_file, sd_folder)
+    out = tmp_path / "out.png"
+    for run in (
+        lambda: stylize_main([*pictures, "--out", str(out), "--model", str(path), *FAST]),
+        lambda: TeacherOptions(model=str(path)).pinned(),
+    ):
+        with pytest.raises(UserError) as error:
+            run()
+        assert str(error.value).startswith(f"model file {path}")
+        assert problem in str(error.value) and "\n" not in str(error.value)
+    assert not out.exists()
+
+
+def test_a_single_file_without_a_cached_config_is_one_clear_line(offline_cache, single_file):
+    with pytest.raises(UserError) as error:
+        TeacherOptions(model=str(single_file)).pinned()
+    message = str(error.value)
+    assert message.startswith(f"cannot find the config {DEFAULT_MODEL_ID!r} of the single-file")
+    assert "--model-config DIR" in message and "\n" not in message
+    with pytest.raises(UserError, match="--model-config applies to single-file checkpoints"):
+        TeacherOptions(model=REPO_ID, model_config=str(single_file.parent))

@@ -53,6 +53,29 @@ def test_student_stylizes_at_the_contents_aspect(checkpoint, pictures, tmp_path)
         assert image.size == (100, 70)
 
 
+def test_a_folder_of_contents_is_stylized_in_one_call(checkpoint, pictures, tmp_path):
+    content, style = pictures
+    (tmp_path / "in" / "more").mkdir(parents=True)
+    shutil.copy(content, tmp_path / "in" / "a.png")
+    Image.open(content).crop((0, 0, 40, 30)).save(tmp_path / "in" / "more" / "b.jpg")
+    out = tmp_path / "styled"
+    args = ["--student", str(checkpoint), "--style", str(style), "--precision", "fp32"]
+    result = run_job("stylize", *args, "--content", str(tmp_path / "in"), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "student (fp32): 100%" in result.stderr and "2/2" in result.stderr  # progress bar
+    assert "wrote 2 images to" in result.stdout
+    sizes = {}
+    for name in ("a.png", "b.png"):
+        with Image.open(out / name) as image:
+            sizes[name] = image.size
+    assert sizes == {"a.png": (100, 70), "b.png": (40, 30)}
+    single = tmp_path / "single.png"
+    alone = run_job("stylize", *args, "--content", str(content), "--out", str(single))
+    assert alone.returncode == 0, alone.stderr
+    with Image.open(single) as one, Image.open(out / "a.png") as in_folder:
+        assert np.array_equal(np.asarray(one), np.asarray(in_folder))
+
+
 def test_a_training_run_folder_resolves_to_its_checkpoint(checkpoint, pictures, tmp_path):
     content, style = pictures
     result = run_job(

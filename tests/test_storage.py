@@ -163,3 +163,15 @@ def test_ray_worker_writes_to_s3(ray_cluster: Any, s3_bucket: tuple[str, dict[st
     url = ray.get(ray.remote(write_in_task).remote(bucket, options), timeout=60)
     assert url == f"{bucket}/from-worker.txt"
     assert read_url(url, options) == b"hello"
+
+
+def test_manifest_lines_name_their_teacher_and_old_lines_read_as_styleid() -> None:
+    from common.manifest import ManifestLine
+
+    line = ManifestLine("c", "s", "ci", "si", "t.png", "train", "h", "sha", 1.0, teacher="lsast")
+    assert ManifestLine.from_json(line.to_json()) == line
+    old = json.loads(line.to_json())
+    del old["teacher"]  # written before LSAST existed
+    assert ManifestLine.from_json(json.dumps(old)).teacher == "styleid"
+    with pytest.raises(ValueError):
+        ManifestLine.from_json(json.dumps({**old, "extra": 1}))

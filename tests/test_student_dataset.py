@@ -11,9 +11,12 @@ from synthetic_run import write_synthetic_run
 from torch.utils.data import DataLoader
 
 from common.errors import UserError
+from common.ids import sha256_hex
+from common.images import png_bytes
 from common.manifest import read_manifest
 from common.storage import Storage
 from student.dataset import TripleDataset, collate_triples, read_splits
+from student.decoded_cache import DecodedCache
 
 CROP = 32
 
@@ -63,7 +66,7 @@ def test_validation_takes_the_centre_crop(run: Storage) -> None:
     whole = dataset.load(dataset.lines[0])
     start = (whole.content.shape[1] - CROP) // 2
     for part, full in zip(dataset[0], whole, strict=True):
-        assert torch.equal(part, full[:, start : start + CROP, start : start + CROP])
+        assert torch.equal(part, full[:, start : start + CROP, start : start + CROP] / 255)
 
 
 def test_augmentation_depends_on_seed_epoch_and_index_only(run: Storage) -> None:
@@ -94,3 +97,37 @@ def test_missing_and_corrupt_files_are_skipped_and_counted(run: Storage, tmp_pat
 def test_an_all_bad_batch_is_empty_not_an_error() -> None:
     batch = collate_triples([None, None])
     assert (batch.size, batch.skipped) == (0, 2)
+
+
+def all_samples(dataset: TripleDataset) -> list[torch.Tensor]:
+    return [torch.stack(dataset[index]) for index in range(len(dataset))]
+
+
+def test_decoded_cache_gives_the_same_samples_without_reading_pngs(
+    run: Storage, tmp_path: Path
+) -> None:
+    lines = read_splits(run).train
+    expected = all_samples(TripleDataset(run, lines, CROP, train=True, seed=5))
+    cached = TripleDataset(run, lines, CROP, train=True, seed=5, cache=DecodedCache(tmp_path / "c"))
+    first = all_samples(cached)  # decodes and stores
+    for line in lines:  # later epochs must not need the source files
+        run.fs.rm(run.path(line.target))
+    second = all_samples(cached)
+    for want, got_first, got_second in zip(expected, first, second, strict=True):
+        assert torch.equal(want, got_first) and torch.equal(want, got_second)
+
+
+def test_a_regenerated_target_or_a_damaged_entry_is_not_read_from_the_cache(
+    run: Storage, tmp_path: Path
+) -> None:
+    lines = read_splits(run).train[:2]
+    cache = DecodedCache(tmp_path / "c")
+    all_samples(TripleDataset(run, lines, CROP, train=False, cache=cache))
+    new_target = png_bytes(torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(9)))
+    run.write_bytes(lines[0].target, new_target)  # regenerated: the manifest has a new sha256
+    lines[0] = dataclasses.replace(lines[0], sha256=sha256_hex(new_target))
+    cache.path("target", lines[1].sha256).write_bytes(b"damaged")
+    fresh = all_samples(TripleDataset(run, lines, CROP, train=False))
+    from_cache = all_samples(TripleDataset(run, lines, CROP, train=False, cache=cache))
+    for want, got in zip(fresh, from_cache, strict=True):
+        assert torch.equal(want, got)

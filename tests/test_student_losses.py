@@ -13,18 +13,14 @@ import torch.nn.functional as F
 import torchvision
 
 from common.errors import UserError
-from student.losses import build_loss, gram_matrix, vgg19_features
+from student.losses import build_loss, gram_matrix
 from student.pretrained import WeightsUnavailable
+from tests.train_helpers import write_seeded_vgg19
 
 
 @pytest.fixture(scope="module")
 def vgg_file(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Seeded VGG19 features weights saved as torchvision names them ("features.N.weight")."""
-    torch.manual_seed(0)
-    state = {f"features.{key}": value for key, value in vgg19_features().state_dict().items()}
-    path = tmp_path_factory.mktemp("vgg") / "vgg19.pth"
-    torch.save(state, path)
-    return str(path)
+    return write_seeded_vgg19(tmp_path_factory.mktemp("vgg") / "vgg19.pth")
 
 
 def pair(batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,8 +35,10 @@ def test_l1_is_mse_and_builds_no_vgg() -> None:
     assert loss.gram is None
     assert not list(loss.parameters())
     student, teacher = pair()
-    assert loss(teacher, teacher).item() == 0.0
-    assert torch.allclose(loss(student, teacher), F.mse_loss(student, teacher))
+    assert loss(teacher, teacher).total.item() == 0.0
+    terms = loss(student, teacher)
+    assert torch.allclose(terms.mse, F.mse_loss(student, teacher))
+    assert terms.gram.item() == 0.0 and torch.equal(terms.total, terms.mse)
 
 
 def test_gram_matrix_is_per_sample_and_normalized() -> None:
@@ -58,8 +56,8 @@ def test_gram_term_is_the_mean_over_samples(vgg_file: str, name: str) -> None:
     loss = build_loss(name, vgg_weights=vgg_file)
     student, teacher = pair()
     with torch.no_grad():
-        both = loss(student, teacher)
-        alone = [loss(student[i : i + 1], teacher[i : i + 1]) for i in range(2)]
+        both = loss(student, teacher).total
+        alone = [loss(student[i : i + 1], teacher[i : i + 1]).total for i in range(2)]
         gram_both = loss.gram(student, teacher)
         gram_alone = [loss.gram(student[i : i + 1], teacher[i : i + 1]) for i in range(2)]
     assert torch.allclose(both, (alone[0] + alone[1]) / 2, rtol=1e-5)
@@ -78,9 +76,11 @@ def test_weights_combine_mse_and_gram(
     with torch.no_grad():
         mse = F.mse_loss(student, teacher)
         gram = loss.gram(student, teacher)
-        total = loss(student, teacher)
+        terms = loss(student, teacher)
     assert not torch.allclose(mse, gram, rtol=0.1)  # the weights are identifiable
-    assert torch.allclose(total, mse_weight * mse + gram_weight * gram, rtol=1e-5)
+    assert torch.allclose(terms.mse, mse_weight * mse, rtol=1e-5)
+    assert torch.allclose(terms.gram, gram_weight * gram, rtol=1e-5)
+    assert torch.equal(terms.total, terms.mse + terms.gram)
 
 
 def test_vgg_is_frozen_and_loaded_from_file(vgg_file: str) -> None:
@@ -92,7 +92,7 @@ def test_vgg_is_frozen_and_loaded_from_file(vgg_file: str) -> None:
     assert torch.equal(loss.gram.slices[3][7].weight, saved["features.19.weight"])  # conv4_1
     student, teacher = pair()
     student.requires_grad_(True)
-    loss(student, teacher).backward()
+    loss(student, teacher).total.backward()
     assert student.grad is not None and student.grad.abs().sum() > 0
 
 
@@ -162,7 +162,7 @@ def test_random_vgg_is_an_opt_in_with_one_warning(caplog: pytest.LogCaptureFixtu
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "--vgg-weights random" in warnings[0]
     student, teacher = pair()
-    assert torch.isfinite(loss(student, teacher))
+    assert torch.isfinite(loss(student, teacher).total)
 
 
 def test_bad_vgg_weights_are_user_errors(vgg_file: str, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from torch import nn
 from common.errors import UserError
 from student.authors_checkpoint import authors_key_map
 from student.checkpoint import load_student, resolve_checkpoint, save_student
+from student.inference import resolve_precision, stylize
 from student.model import STTR, STTRConfig, build_sttr, to_tokens
 from student.position_encoding import PositionEmbeddingSine
 from student.train_config import TrainConfig, check_weights
@@ -535,3 +536,12 @@ def test_driver_warns_once_and_workers_start_from_scratch(
 def test_weights_flags_that_would_be_ignored_are_errors(fields: dict, message: str) -> None:
     with pytest.raises(UserError, match=message):
         TrainConfig(data="run", name="n", **fields)
+
+
+def test_auto_precision_is_bf16_on_cuda_and_a_measured_choice_on_a_cpu() -> None:
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert resolve_precision("auto", cuda) == "bf16"
+    assert resolve_precision("fp32", cuda) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    assert resolve_precision("auto", cpu) in ("bf16", "fp32")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        stylize(nn.Conv2d(3, 3, 1), torch.rand(3, 32, 32), torch.rand(3, 32, 32), "fp16")

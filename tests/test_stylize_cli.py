@@ -79,3 +79,23 @@ def test_help_lists_the_teacher_flags():
     assert result.returncode == 0
     for flag in ("--gamma", "--T", "--steps", "--model", "--no-adain", "--no-injection"):
         assert flag in result.stdout
+
+
+def test_lsast_teacher_stylizes_with_a_learned_style(pictures, tmp_path):
+    """In-process (no subprocess start-up): a prompt folder as jobs.learn_style writes it."""
+    from common.errors import UserError
+    from jobs import stylize
+    from teacher_workers.lsast_generator import generator_bytes, new_generator
+    from teacher_workers.models import load_teacher
+
+    learned = tmp_path / "learned"
+    learned.mkdir()
+    encoder = load_teacher("tiny", text_encoder=True).text_encoder
+    (learned / "prompts.safetensors").write_bytes(generator_bytes(new_generator(encoder)))
+    out = tmp_path / "out.png"
+    args = ["--content", str(pictures["content"]), "--out", str(out), "--teacher", "lsast"]
+    args += ["--controlnet", "tiny", "--resolution", "64", "--steps", "3"]
+    assert stylize.main([*args, "--style-prompts", str(learned)]) == 0
+    assert Image.open(out).size == (64, 64)
+    with pytest.raises(UserError, match="--style-prompts is required with --teacher lsast"):
+        stylize.main([*args, "--style", str(pictures["style"])])

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from teacher_workers.config import DEFAULT_LAYERS, StyleIDConfig
+from teacher_workers.lsast_config import LSASTConfig
 from teacher_workers.options import TeacherOptions
 
 CPU, GPU = torch.device("cpu"), torch.device("cuda")
@@ -84,3 +85,41 @@ def test_auto_dtype_hashes_as_the_dtype_it_resolves_to() -> None:
     assert auto.hash(GPU) == BASE.hash(GPU)
     assert auto.hash(CPU) == dataclasses.replace(BASE, dtype="float32").hash(CPU)
     assert auto.hash(CPU) != auto.hash(GPU)
+
+
+LSAST_BASE = dataclasses.replace(BASE, kind="lsast")
+
+
+def with_lsast(**changes: object) -> TeacherOptions:
+    """LSAST_BASE with some LSAST settings changed."""
+    return dataclasses.replace(LSAST_BASE, lsast=LSASTConfig(**changes))
+
+
+LSAST_CHANGES: dict[str, TeacherOptions] = {
+    "model": dataclasses.replace(LSAST_BASE, model="tiny"),
+    "dtype": dataclasses.replace(LSAST_BASE, dtype="bfloat16"),
+    "steps": with_lsast(steps=25),
+    "strength": with_lsast(strength=0.5),
+    "guidance": with_lsast(guidance=7.5),
+    "control_scale": with_lsast(control_scale=0.8),
+    "canny_low": with_lsast(canny_low=50),
+    "canny_high": with_lsast(canny_high=150),
+    "stage_indexing": with_lsast(stage_indexing="paper"),
+    "prompt_dropout": with_lsast(prompt_dropout=True),
+    "resolution": with_lsast(resolution=256),
+    "seed": with_lsast(seed=0),
+    "controlnet": with_lsast(controlnet="tiny"),
+}
+
+
+def test_every_lsast_setting_has_its_own_hash_and_the_teachers_never_share_one() -> None:
+    """LSAST targets never mix with StyleID's, nor with LSAST's under other settings."""
+    hashes = {"styleid": BASE.hash(GPU), "lsast": LSAST_BASE.hash(GPU)}
+    hashes |= {f"lsast-{k}": v.hash(GPU) for k, v in LSAST_CHANGES.items()}
+    for (a, hash_a), (b, hash_b) in itertools.combinations(hashes.items(), 2):
+        assert hash_a != hash_b, (a, b)
+    assert with_lsast(batch_size=1).hash(GPU) == LSAST_BASE.hash(GPU)
+    # StyleID settings do not name LSAST targets
+    assert dataclasses.replace(LSAST_BASE, styleid=StyleIDConfig(gamma=0.1)).hash(GPU) == (
+        LSAST_BASE.hash(GPU)
+    )

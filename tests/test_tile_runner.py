@@ -1,18 +1,23 @@
-"""One work unit without Ray: the order of its writes, and a partly written tile finished from
-the targets an interrupted attempt left behind."""
+"""One work unit without Ray: the order of its writes, a partly written tile finished from the
+targets an interrupted attempt left behind, and the overlapped pipeline (two tiles at once, writes
+in the I/O pool) storing what the serial one stores, and nothing less when a write fails."""
 
 from __future__ import annotations
 
+import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from common.manifest import manifest_key, read_manifest
+from common.errors import UserError
+from common.ids import content_id
+from common.manifest import ManifestLine, manifest_key, read_manifest, target_key
 from common.planning import Tile, make_tiles, plan_grid
 from common.storage import Storage
 from teacher_workers.config import StyleIDConfig
 from teacher_workers.options import TeacherOptions
-from teacher_workers.tile_runner import TileRunner
+from teacher_workers.tile_runner import TILES_IN_FLIGHT, TileRunner
 from tests.generation_helpers import check_unchanged, target_times, write_inputs
 
 TEACHER = TeacherOptions(
@@ -24,15 +29,39 @@ TEACHER = TeacherOptions(
 
 
 class RecordingStorage(Storage):
-    """A storage that remembers the key of every write, in order."""
+    """A storage that remembers the key of every write, in order, and refuses the `failing` keys
+    (as a full disk or a lost connection would)."""
 
     def __init__(self, root: str) -> None:
         super().__init__(root)
         self.writes: list[str] = []
+        self.failing: set[str] = set()
 
     def write_bytes(self, key: str, data: bytes) -> None:
+        if key in self.failing:
+            raise UserError(f"cannot write {self.url(key)}: refused")
         self.writes.append(key)
         super().write_bytes(key, data)
+
+
+def recording_runner(root: Path, **options: int) -> TileRunner:
+    runner = TileRunner(TEACHER, str(root), {}, "t0", **options)
+    runner.storage = RecordingStorage(str(root))
+    return runner
+
+
+def stored(root: Path) -> tuple[dict[str, bytes], dict[str, list[ManifestLine]]]:
+    """Every target's bytes and every manifest part's lines (timings left out) under a root."""
+    storage = Storage(str(root))
+    targets = {key: storage.read_bytes(key) for key in storage.list("targets")}
+    parts = {
+        key: [
+            dataclasses.replace(ManifestLine.from_json(text), seconds=None)
+            for text in storage.read_bytes(key).decode().splitlines()
+        ]
+        for key in storage.list("manifests")
+    }
+    return targets, parts
 
 
 @pytest.fixture
@@ -40,9 +69,7 @@ def runner_and_tile(tmp_path: Path) -> tuple[TileRunner, Tile]:
     contents, styles = write_inputs(tmp_path, 2, 2)
     pairs = plan_grid(sorted(map(str, contents.iterdir())), sorted(map(str, styles.iterdir())))
     (tile,) = make_tiles(pairs, 2, 2)
-    runner = TileRunner(TEACHER, str(tmp_path / "run"), {}, "t0")
-    runner.storage = RecordingStorage(str(tmp_path / "run"))
-    return runner, tile
+    return recording_runner(tmp_path / "run"), tile
 
 
 def test_every_target_is_stored_before_the_tiles_manifest_part(runner_and_tile) -> None:
@@ -78,3 +105,48 @@ def test_a_partly_written_tile_is_finished_from_its_stored_targets(runner_and_ti
     lines = read_manifest(storage)
     assert sorted(line.target for line in lines) == sorted(complete)
     assert sorted(line.target for line in lines if line.seconds is not None) == sorted(lost)
+
+
+def test_the_overlapped_pipeline_stores_what_the_serial_one_stores(tmp_path: Path) -> None:
+    contents, styles = write_inputs(tmp_path, 2, 2)
+    pairs = plan_grid(sorted(map(str, contents.iterdir())), sorted(map(str, styles.iterdir())))
+    tiles = make_tiles(pairs, 1, 2)
+    serial = recording_runner(tmp_path / "serial", io_threads=1)
+    overlapped = recording_runner(tmp_path / "overlapped")
+
+    for tile in tiles:
+        serial.run(tile)
+    with ThreadPoolExecutor(TILES_IN_FLIGHT) as actor_threads:  # as Ray runs the actor
+        results = list(actor_threads.map(overlapped.run, tiles))
+
+    assert [(r.written, r.found, r.failed) for r in results] == [(2, 0, 0)] * len(tiles)
+    targets, parts = stored(tmp_path / "overlapped")
+    assert (targets, parts) == stored(tmp_path / "serial")
+    assert len(targets) == 4 and len(parts) == len(tiles) == 2
+    writes = overlapped.storage.writes
+    for part, lines in parts.items():  # each part after its own targets, whatever the other did
+        assert all(writes.index(line.target) < writes.index(part) for line in lines)
+
+
+def test_a_failed_write_in_the_pool_fails_the_tile_and_loses_nothing(runner_and_tile) -> None:
+    runner, tile = runner_and_tile
+    storage = runner.storage
+    root = Path(storage.root)
+    pair = tile.pairs()[0]
+    image_id = {url: content_id(Path(url).read_bytes()) for url in (pair.content, pair.style)}
+    refused = target_key("t0", image_id[pair.style], image_id[pair.content])
+    storage.failing.add(refused)
+
+    with pytest.raises(UserError, match="refused"):
+        runner.run(tile)
+
+    kept = target_times(root)
+    assert sorted(kept) == sorted(storage.writes)  # the other three targets, and no part
+    assert len(kept) == 3 and refused not in kept
+    storage.failing.clear()
+    storage.writes.clear()
+    result = runner.run(tile)
+    assert (result.written, result.found, result.failed) == (1, 3, 0)
+    assert storage.writes == [refused, manifest_key("t0", tile.tile_id)]
+    check_unchanged(root, kept)
+    assert len(read_manifest(storage)) == 4

@@ -10,32 +10,43 @@ from typing import Any
 import pytest
 import torch
 from ray.train import Result
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from common.errors import UserError
 from common.storage import Storage
 from jobs.train import config_from_args
-from student.checkpoint import load_student
+from student.checkpoint import load_student, resolve_checkpoint
 from student.dataset import TripleDataset, collate_triples, read_splits
 from student.inference import imagenet_normalize
 from student.losses import build_loss
+from student.tracking import TensorBoardLog
 from student.train_config import CrashOnce, TrainConfig
 from student.train_loop import STATE_FILE, EarlyStop
 from tests.cli import run_job
 from tests.synthetic_run import write_synthetic_run
-from tests.train_helpers import SIZE, SMALL_MODEL, fit, history, small_config, snapshot
+from tests.train_helpers import (
+    SIZE,
+    SMALL_MODEL,
+    fit,
+    history,
+    small_config,
+    snapshot,
+    write_seeded_vgg19,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def validation_loss(model: torch.nn.Module, data: Path) -> float:
-    """The l1 loss over the val split, computed here the way the workers compute it."""
-    storage = Storage(str(data))
+def validation_loss(model: torch.nn.Module, config: TrainConfig) -> float:
+    """The loss over the val split, computed here the way the workers compute it."""
+    storage = config.storage()
     dataset = TripleDataset(storage, read_splits(storage).val, SIZE, train=False)
     batch = collate_triples([dataset[index] for index in range(len(dataset))])
+    loss = build_loss(config.loss, config.vgg_weights)
     with torch.no_grad():
         output = model(imagenet_normalize(batch.content), imagenet_normalize(batch.style))
-        return build_loss("l1")(output, imagenet_normalize(batch.target)).item()
+        return loss(output, imagenet_normalize(batch.target)).total.item()
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +57,14 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def first_run(ray_cluster: Any, data: Path) -> tuple[TrainConfig, Result]:
-    config = small_config(str(data), "fit")
+def vgg19(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return write_seeded_vgg19(tmp_path_factory.mktemp("vgg") / "vgg19.pth")
+
+
+@pytest.fixture(scope="module")
+def first_run(ray_cluster: Any, data: Path, vgg19: str) -> tuple[TrainConfig, Result]:
+    """l2: a loss with both terms, so their records can be told apart."""
+    config = small_config(str(data), "fit", loss="l2", vgg_weights=vgg19)
     return config, fit(config)
 
 
@@ -68,7 +85,7 @@ def test_the_checkpoint_reproduces_the_measured_validation_loss(
     model, model_config = load_student(str(folder))
     assert model_config == SMALL_MODEL
     measured = history(config)[-1]["val_loss"]
-    assert validation_loss(model, data) == pytest.approx(measured, rel=1e-4)
+    assert validation_loss(model, config) == pytest.approx(measured, rel=1e-4)
 
 
 def expected_schedule(val_losses: list[float], config: TrainConfig) -> list[tuple[float, bool]]:
@@ -132,6 +149,8 @@ def test_a_lost_worker_resumes_from_the_last_checkpoint_on_s3(
         epochs=3,
         max_failures=1,
         crash_once=CrashOnce(epoch=3, marker=str(marker)),
+        loss=first_run[0].loss,
+        vgg_weights=first_run[0].vgg_weights,
     )
     result = fit(config)
     assert marker.exists()  # rank 1 did exit at the start of epoch 3
@@ -148,6 +167,64 @@ def test_a_lost_worker_resumes_from_the_last_checkpoint_on_s3(
     uninterrupted = [record["train_loss"] for record in history(first_run[0])[:3]]
     assert [record["train_loss"] for record in records] == pytest.approx(uninterrupted, rel=1e-3)
     assert storage.exists(f"train/crash/epoch-0003/{STATE_FILE}")
+    # TensorBoard shows each epoch once: the restart hid what the lost group had logged after
+    # its checkpoint
+    board = tensorboard_scalars(config.tensorboard_storage(), tmp_path / "tensorboard")
+    assert board["train_loss"] == [
+        (record["epoch"], pytest.approx(record["train_loss"], rel=1e-6)) for record in records
+    ]
+
+
+def tensorboard_scalars(storage: Storage, folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """(step, value) of every scalar in a run's TensorBoard records, read by TensorBoard's own
+    reader from a local copy of `storage` (the reader knows no storage options)."""
+    for key in storage.list(""):
+        (folder / key).parent.mkdir(parents=True, exist_ok=True)
+        (folder / key).write_bytes(storage.read_bytes(key))
+    accumulator = EventAccumulator(str(folder))
+    accumulator.Reload()
+    return {
+        tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
+        for tag in accumulator.Tags()["scalars"]
+    }
+
+
+def test_tensorboard_and_the_metrics_file_hold_the_same_epochs(
+    first_run: tuple[TrainConfig, Result], tmp_path: Path
+) -> None:
+    config, _ = first_run
+    records = history(config)
+    board = tensorboard_scalars(config.tensorboard_storage(), tmp_path)
+    assert set(board) == set(records[0]) - {"epoch"}
+    for tag, points in board.items():
+        expected = [(record["epoch"], float(record[tag])) for record in records]
+        assert [step for step, _ in points] == [step for step, _ in expected]
+        assert [value for _, value in points] == pytest.approx(  # TensorBoard keeps float32
+            [value for _, value in expected], rel=1e-6
+        )
+
+
+def test_the_loss_terms_sum_to_the_loss_and_both_count(
+    first_run: tuple[TrainConfig, Result],
+) -> None:
+    for record in history(first_run[0]):
+        for split in ("train", "val"):
+            mse, gram = record[f"{split}_loss_mse"], record[f"{split}_loss_gram"]
+            assert record[f"{split}_loss"] == mse + gram
+            assert mse > 0 and gram > 0
+
+
+def test_ray_train_and_a_run_folder_name_the_same_best_checkpoint(
+    first_run: tuple[TrainConfig, Result],
+) -> None:
+    """jobs.train asks Ray Train's Result; later commands only have the run folder."""
+    config, result = first_run
+    best = result.get_best_checkpoint("val_loss", "min")
+    records = history(config)
+    best_epoch = min(records, key=lambda record: record["val_loss"])["epoch"]
+    assert Path(best.path).name == f"epoch-{best_epoch:04d}"
+    run = config.storage().url(f"train/{config.name}")
+    assert resolve_checkpoint(run) == f"{run}/epoch-{best_epoch:04d}"
 
 
 def test_help_lists_the_options() -> None:
@@ -229,3 +306,28 @@ def test_storage_credentials_stay_out_of_what_ray_shows() -> None:
     )
     assert config.storage_options == {"secret": "hunter2"}
     assert "hunter2" not in repr(config)
+
+
+def test_tensorboard_records_go_to_the_run_or_to_a_shared_log_dir(tmp_path: Path) -> None:
+    common = ["--data", "s3://b/run", "--name", "n", "--storage-option", "key=k"]
+    config = config_from_args(common)
+    assert config.tensorboard_url() == "s3://b/run/train/n/tensorboard"
+    assert config.tensorboard_storage().options == {"key": "k"}
+    shared = config_from_args([*common, "--tensorboard", str(tmp_path / "tb")])
+    assert shared.tensorboard_url() == f"{tmp_path}/tb/n"  # one log dir, a folder per run
+    assert shared.tensorboard_storage().options == {}  # the S3 options are not for a local dir
+
+
+def test_a_resumed_writer_hides_the_epochs_it_runs_again(tmp_path: Path) -> None:
+    """What a restart after a lost worker does: the new writer, resuming after epoch 1, hides the
+    lost group's epoch 2, which it runs again."""
+    storage = Storage(str(tmp_path / "run"))
+    with TensorBoardLog(storage, last_epoch=0) as lost:
+        for epoch in (1, 2):
+            lost.log({"epoch": epoch, "val_loss": 1.0 / epoch})
+    with TensorBoardLog(storage, last_epoch=1) as resumed:
+        for epoch in (2, 3):
+            resumed.log({"epoch": epoch, "val_loss": 0.1 * epoch})
+    assert len(storage.list("")) == 2  # one event file per writer
+    scalars = tensorboard_scalars(storage, tmp_path / "copy")
+    assert scalars == {"val_loss": [(1, 1.0), (2, pytest.approx(0.2)), (3, pytest.approx(0.3))]}

@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from ray.train import Result
 
 from jobs.train import build_trainer, validate
+from student.losses import vgg19_features
 from student.model import STTRConfig
 from student.train_config import TrainConfig
 from student.train_loop import metrics_key
@@ -31,6 +33,15 @@ def small_config(data: str, name: str, **changes: Any) -> TrainConfig:
         "model": SMALL_MODEL,
     }
     return TrainConfig(data=data, name=name, **{**settings, **changes})
+
+
+def write_seeded_vgg19(path: Path) -> str:
+    """Seeded VGG19 features weights saved as torchvision names them ("features.N.weight"):
+    a Gram term that is the same in every process, without ImageNet weights."""
+    torch.manual_seed(0)
+    state = {f"features.{key}": value for key, value in vgg19_features().state_dict().items()}
+    torch.save(state, path)
+    return str(path)
 
 
 def fit(config: TrainConfig) -> Result:

@@ -1,0 +1,217 @@
+"""What the golden-set evaluation measures, with the field's implementations, so the figures
+compare with the style-transfer papers (StyleID reports ArtFID, FID, LPIPS and CFSD):
+
+- per stylized image, against its inputs: LPIPS to the content (torchmetrics, AlexNet as in
+  ArtFID and StyleID), CFSD to the content (`student.cfsd`), and the neural-style-transfer
+  losses (VGG19 relu4_1 content MSE, Gram style distance);
+- student against teacher: PSNR, SSIM and LPIPS (torchmetrics);
+- over the whole set: FID of the stylized images to the style images (torchmetrics, with
+  pytorch-fid's Inception: the TensorFlow FID weights that FID papers and ArtFID's code use)
+  and ArtFID = (1 + LPIPS) * (1 + FID), only when the set is large enough for FID to mean
+  something.
+
+Every network's weights come from `student.pretrained` (a file, the torch hub cache, or a
+download unless offline): torchmetrics' own constructors would download them instead.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pytorch_fid.inception import FID_WEIGHTS_URL, InceptionV3
+from torch import Tensor, nn
+from torchmetrics.functional.image import (
+    peak_signal_noise_ratio,
+    structural_similarity_index_measure,
+)
+from torchmetrics.functional.image.lpips import _NoTrainLpips
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchvision.models import AlexNet_Weights
+
+from student.cfsd import RELU3_1, cfsd
+from student.inference import imagenet_normalize
+from student.losses import GramLoss, vgg19_features
+from student.pretrained import (
+    RANDOM,
+    VGG19,
+    Network,
+    download,
+    load_instrument,
+    read_state,
+)
+
+ALEXNET = Network("AlexNet", "--lpips-weights", AlexNet_Weights.IMAGENET1K_V1.url, "features.")
+INCEPTION = Network("Inception", "--inception-weights", FID_WEIGHTS_URL, "")
+# StyleID's protocol: 20 contents x 40 styles. FID's 2048-d covariances from a few dozen
+# images are mostly noise, and FID's bias grows as the set shrinks.
+FID_MIN_PAIRS = 800
+FID_BATCH = 32
+SSIM_WINDOW = 11  # torchmetrics' Gaussian window for its default sigma 1.5
+
+
+def load_lpips(choice: str | None, options: Mapping[str, Any] | None) -> tuple[nn.Module, str]:
+    """torchmetrics' LPIPS network (AlexNet) and where its backbone weights came from.
+
+    torchmetrics ships LPIPS's linear layers but builds the AlexNet through torchvision, which
+    downloads it; so it is built random (`pnet_rand`) and the project's weights are loaded into
+    its layers, which keep torchvision's `features` indices inside LPIPS's slices.
+    """
+    lpips = _NoTrainLpips(net="alex", pnet_rand=True)
+    backbone = nn.Module()
+    for block in lpips.net.children():
+        for index, layer in block.named_children():
+            backbone.add_module(index, layer)
+    return lpips, load_instrument(ALEXNET, choice, options, backbone)
+
+
+class ImageMeter(nn.Module):
+    """The frozen networks that score one stylized image: VGG19 and LPIPS's AlexNet."""
+
+    def __init__(
+        self,
+        vgg_weights: str | None,
+        lpips_weights: str | None,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        features = vgg19_features()
+        self.sources = {VGG19.name: load_instrument(VGG19, vgg_weights, options, features)}
+        self.features = features.eval().requires_grad_(False)
+        self.relu3_1 = features[:RELU3_1]
+        self.gram = GramLoss(features)
+        self.lpips, self.sources[f"{ALEXNET.name} (LPIPS)"] = load_lpips(lpips_weights, options)
+
+    @torch.no_grad()
+    def lpips_distance(self, a: Tensor, b: Tensor) -> float:
+        """LPIPS between [3, H, W] images in [0, 1]."""
+        return float(self.lpips(a[None], b[None], normalize=True))
+
+    @torch.no_grad()
+    def against_inputs(self, image: Tensor, content: Tensor, style: Tensor) -> dict[str, float]:
+        """How a stylized image keeps its content and takes its style; all [3, H, W] in [0, 1].
+        `content_loss`: MSE of VGG19 relu4_1 features; `style_loss`: Gram distance over
+        relu1_1..relu4_1 (the losses of neural style transfer)."""
+        x, c, s = (imagenet_normalize(t)[None] for t in (image, content, style))
+        return {
+            "lpips_content": self.lpips_distance(image, content),
+            "cfsd": cfsd(self.relu3_1, image, content),
+            "content_loss": float(F.mse_loss(self.features(x), self.features(c))),
+            "style_loss": float(self.gram(x, s)),
+        }
+
+    def against_teacher(self, student: Tensor, teacher: Tensor) -> dict[str, float]:
+        """How closely the student reproduces the teacher's image."""
+        s, t = student[None], teacher[None]
+        return {
+            "psnr": float(peak_signal_noise_ratio(s, t, data_range=1.0)),
+            "ssim": ssim(s, t),
+            "lpips": self.lpips_distance(student, teacher),
+        }
+
+
+def ssim(a: Tensor, b: Tensor) -> float:
+    """SSIM of [N, 3, H, W] images in [0, 1] as Wang et al. 2004 and scikit-image define it:
+    the mean over windows that lie inside the image. torchmetrics averages its map over the
+    whole image, reflect-padded at the borders, which at golden-set sizes (64-128 px) moves
+    the score by a few hundredths; its map is cropped here to the inner windows instead."""
+    _, full = structural_similarity_index_measure(a, b, data_range=1.0, return_full_image=True)
+    border = SSIM_WINDOW // 2
+    return float(full[..., border:-border, border:-border].mean())
+
+
+class FidFeatures(nn.Module):
+    """pytorch-fid's Inception as a torchmetrics FID feature extractor: [N, 3, H, W] in [0, 1]
+    (resized to 299 inside) -> [N, 2048] pool features."""
+
+    num_features = 2048  # torchmetrics reads it instead of running a dummy image
+
+    def __init__(self, inception: InceptionV3) -> None:
+        super().__init__()
+        self.inception = inception.eval()
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.inception(images)[0].flatten(1)
+
+
+def load_fid_inception(choice: str | None, options: Mapping[str, Any] | None) -> FidFeatures:
+    """pytorch-fid's Inception with `choice` (any URL, checked as a state dict), else the hub
+    cache, else a download unless offline. pytorch-fid reads its weights only through torch
+    hub, so an explicit file is handed to it as the only file of a temporary hub folder."""
+    if not choice:
+        if not INCEPTION.cache_file.is_file():
+            download(INCEPTION)  # into the hub cache, where pytorch-fid finds it
+        return FidFeatures(InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]]))
+    state = read_state(INCEPTION, choice, options)
+    # None unless set_dir was called: restoring it (not get_dir()'s value) keeps TORCH_HOME live
+    previous = torch.hub._hub_dir
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "checkpoints").mkdir()
+        torch.save(state, Path(folder) / "checkpoints" / INCEPTION.cache_file.name)
+        torch.hub.set_dir(folder)
+        try:
+            return FidFeatures(InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]]))
+        finally:
+            torch.hub._hub_dir = previous
+
+
+class SetMeter:
+    """FID and ArtFID over the golden set, or the reason they are left out."""
+
+    def __init__(
+        self,
+        pairs: int,
+        inception_weights: str | None,
+        options: Mapping[str, Any] | None = None,
+        minimum: int = FID_MIN_PAIRS,
+        features: nn.Module | None = None,
+    ) -> None:
+        """Built before any scoring, so missing Inception weights fail fast. `features`: the
+        feature extractor to use instead of the Inception ([N, 3, H, W] in [0, 1] -> [N, D])."""
+        self.fid: FrechetInceptionDistance | None = None
+        self.source = "not used"
+        if pairs < minimum:
+            self.note = f"needs >= {minimum} golden pairs, golden set has {pairs}"
+        elif inception_weights == RANDOM:
+            self.note = f"{INCEPTION.flag} {RANDOM}: the FID of a random Inception means nothing"
+        else:
+            if features is None:
+                features = load_fid_inception(inception_weights, options)
+                self.source = inception_weights or str(INCEPTION.cache_file)
+            self.fid = FrechetInceptionDistance(
+                feature=features, reset_real_features=False, normalize=True
+            )
+            self.note = (
+                "FID of the stylized images to the style images (pytorch-fid's Inception, "
+                "2048 features); ArtFID = (1 + mean LPIPS to the content) * (1 + FID)"
+            )
+
+    def scores(
+        self,
+        styles: list[Tensor],
+        stylized: Mapping[str, list[Tensor]],
+        lpips_content: Mapping[str, float],
+    ) -> dict[str, Any]:
+        """FID and ArtFID of each side (e.g. teacher, student) to the pairs' style images
+        (one per pair, as in StyleID's protocol). Once per meter: the style images' features
+        are kept across sides."""
+        if self.fid is None:
+            return {"fid": None, "art_fid": None, "fid_note": self.note}
+        update(self.fid, styles, real=True)
+        fid: dict[str, float] = {}
+        for side, images in stylized.items():
+            self.fid.reset()  # keeps the style images' features (reset_real_features=False)
+            update(self.fid, images, real=False)
+            fid[side] = float(self.fid.compute())
+        art_fid = {side: (1 + lpips_content[side]) * (1 + fid[side]) for side in fid}
+        return {"fid": fid, "art_fid": art_fid, "fid_note": self.note}
+
+
+def update(fid: FrechetInceptionDistance, images: list[Tensor], real: bool) -> None:
+    """Feed [3, H, W] images in [0, 1] to `fid` in batches (bounded memory at 512 px)."""
+    for start in range(0, len(images), FID_BATCH):
+        fid.update(torch.stack(images[start : start + FID_BATCH]), real=real)

@@ -1,0 +1,72 @@
+"""The LSAST inference configuration: every knob that changes a target, validated where it enters.
+
+Defaults are the authors' `test.py`: img2img at strength 0.7 over 50 DDIM steps, guidance 10
+with the empty prompt, a canny ControlNet (thresholds 100/200) at scale 1.0, the code's sliding
+window of prompts, seed 41, and (our choice, see LSAST.md's open questions) no prompt dropout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from common.errors import UserError
+from teacher_workers.lsast_prompts import STAGE_INDEXING
+
+DEFAULT_CONTROLNET = "lllyasviel/control_v11p_sd15_canny"
+# Bumped whenever an LSAST target changes for the same config.
+LSAST_ENGINE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LSASTConfig:
+    """LSAST inference settings and how the engine batches work (batch size changes nothing)."""
+
+    steps: int = 50
+    strength: float = 0.7
+    guidance: float = 10.0
+    control_scale: float = 1.0
+    canny_low: int = 100
+    canny_high: int = 200
+    stage_indexing: str = "code"
+    prompt_dropout: bool = False
+    resolution: int = 512
+    seed: int = 41
+    controlnet: str = DEFAULT_CONTROLNET
+    batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.steps, int) or not 2 <= self.steps <= 999:
+            raise UserError(f"steps must be an integer in [2, 999], got {self.steps!r}")
+        if not 1 <= self.denoising_steps <= self.steps - 1:
+            raise UserError(
+                f"strength {self.strength!r} x {self.steps} steps must give 1 to {self.steps - 1} "
+                "denoising steps (the noise is added one DDIM step above the first of them)"
+            )
+        if not self.guidance >= 1.0:
+            raise UserError(f"guidance must be >= 1, got {self.guidance!r}")
+        if not self.control_scale >= 0.0:
+            raise UserError(f"control scale must be >= 0, got {self.control_scale!r}")
+        if not 0 <= self.canny_low <= self.canny_high:
+            raise UserError(
+                f"canny thresholds must satisfy 0 <= low <= high, got {self.canny_low}, "
+                f"{self.canny_high}"
+            )
+        if self.stage_indexing not in STAGE_INDEXING:
+            raise UserError(
+                f"stage indexing must be one of {STAGE_INDEXING}, got {self.stage_indexing!r}"
+            )
+        if self.resolution < 64 or self.resolution % 64:
+            raise UserError(f"resolution must be a positive multiple of 64, got {self.resolution}")
+        if self.batch_size < 1:
+            raise UserError(f"batch size must be >= 1, got {self.batch_size!r}")
+
+    @property
+    def denoising_steps(self) -> int:
+        """int(strength x steps), as the authors' `t_enc`."""
+        return int(self.strength * self.steps)
+
+    def output_fields(self) -> dict:
+        """Everything here that changes a target (batch size does not)."""
+        fields = asdict(self)
+        fields.pop("batch_size")
+        return fields
