@@ -38,11 +38,6 @@ def _image_suffixes() -> tuple[str, ...]:
 IMAGE_SUFFIXES = _image_suffixes()
 
 
-def options_for(url: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    """The storage options that apply to `url`."""
-    return {} if is_local(url) else dict(options)
-
-
 def expand_images(arguments: Sequence[str], options: Mapping[str, Any], role: str) -> list[str]:
     """Image URLs named by `arguments`: a file, a folder (its images, recursively) or a glob.
 
@@ -50,7 +45,7 @@ def expand_images(arguments: Sequence[str], options: Mapping[str, Any], role: st
     """
     urls: list[str] = []
     for argument in arguments:
-        fs, path = open_fs(argument, options_for(argument, options))
+        fs, path = open_fs(argument, options)
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         skipped = ""
         try:
@@ -129,7 +124,7 @@ def check_golden_leak(
 
 def _size(url: str, options: Mapping[str, Any]) -> int | None:
     """Size of an input; None when it cannot be read (a symlink loop, a dangling link)."""
-    fs, path = open_fs(url, options_for(url, options))
+    fs, path = open_fs(url, options)
     try:
         return fs.size(path)
     except OSError:
@@ -140,6 +135,6 @@ def _digest(url: str, options: Mapping[str, Any]) -> str | None:
     """Hash of an input's bytes; None when it cannot be read: an unreadable input leaks
     nothing, and generation records it as unusable."""
     try:
-        return sha256_hex(read_url(url, options_for(url, options)))
+        return sha256_hex(read_url(url, options))
     except UnreadableInput:
         return None

@@ -38,14 +38,13 @@ def write_run_info(
     storage: Storage,
     command: str,
     config: dict[str, Any],
-    storage_options: dict[str, Any],
     **extra: Any,
 ) -> dict[str, Any]:
-    """Write run.json: the command's config, redacted storage options, package versions."""
+    """Write run.json: the command's config, the storage's options redacted, package versions."""
     info = {
         "command": command,
         "config": config,
-        "storage_options": redact(storage_options),
+        "storage_options": redact(storage.options),
         "versions": package_versions(),
         "python": platform.python_version(),
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

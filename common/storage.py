@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import posixpath
 import uuid
+from collections import UserDict
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import fsspec
+import tyro
 from fsspec.implementations.local import LocalFileSystem
 
 from common.errors import MissingInput, UnreadableInput, UserError, first_line
 
+log = logging.getLogger(__name__)
 SECRET_WORDS = ("secret", "token", "password", "key", "credential", "session")
 # Local read errors that say the machine or a network filesystem is failing, not the file:
 # a retry may succeed, so they fail the work unit instead of marking the input unusable.
@@ -53,6 +58,38 @@ def redact(options: Mapping[str, Any]) -> dict[str, Any]:
     return safe
 
 
+@dataclass(frozen=True, eq=False, repr=False)
+class StorageOptions(UserDict):
+    """The run's fsspec options (`--storage-option`), parsed once; `open_fs`, `read_url` and
+    `Storage` apply them to object-store URLs only. Its repr hides secrets (Ray shows configs)."""
+
+    storage_option: Annotated[
+        tuple[str, ...], tyro.conf.UseAppendAction, tyro.conf.arg(metavar="K=V")
+    ] = ()
+    """fsspec option for object-store URLs, e.g. client_kwargs.endpoint_url=http://host:9000"""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data", {})  # not a field: tyro would reset it to its default
+        for pair in self.storage_option:
+            key, sep, value = pair.partition("=")
+            if not sep or not key:
+                raise UserError(f"--storage-option expects key=value, got {pair!r}")
+            target = self.data
+            *parents, leaf = key.split(".")
+            for parent in parents:
+                target = target.setdefault(parent, {})
+                if not isinstance(target, dict):
+                    raise UserError(f"--storage-option {key!r} conflicts with an earlier option")
+            # mostly strings; booleans and integers are given their type
+            scalar = int(value) if value.lstrip("-").isdigit() else value
+            target[leaf] = {"true": True, "false": False}.get(value.lower(), scalar)
+            if any(word in leaf.lower() for word in SECRET_WORDS):
+                log.warning("--storage-option %s: a secret here shows in `ray job list`", leaf)
+
+    def __repr__(self) -> str:
+        return f"StorageOptions({redact(self.data)})"
+
+
 def is_local(url: str) -> bool:
     """Local paths take no storage options (those are for the object store)."""
     return "://" not in url or url.startswith("file://")
@@ -68,11 +105,12 @@ def absolute_url(url: str) -> str:
 def open_fs(
     url: str, options: Mapping[str, Any] | None = None
 ) -> tuple[fsspec.AbstractFileSystem, str]:
-    """Filesystem and path for a URL; an unknown protocol or missing backend is a `UserError`."""
+    """Filesystem and path for a URL, with the storage `options` unless it is local (those are
+    for the object store); an unknown protocol or missing backend is a `UserError`."""
     if not url or not isinstance(url, str):
         raise UserError(f"expected a path or URL, got {url!r}")
     try:
-        return fsspec.core.url_to_fs(url, **dict(options or {}))
+        return fsspec.core.url_to_fs(url, **({} if is_local(url) else dict(options or {})))
     except (ValueError, ImportError) as exc:
         raise UserError(f"cannot open {url!r}: {exc}") from None
 
@@ -103,7 +141,8 @@ class Storage:
     """The output root of a run: read, write, test and list objects by key."""
 
     def __init__(self, root: str, options: Mapping[str, Any] | None = None) -> None:
-        self.options = dict(options or {})
+        # the run's options, for this root and any other URL read beside it
+        self.options: Mapping[str, Any] = options or {}
         self.fs, path = open_fs(root, self.options)
         self.root_path = path.rstrip("/")
         self.root = absolute_url(root).rstrip("/")

@@ -10,56 +10,60 @@ training or validation ever reads.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import partial
+from typing import Annotated
 
-from common.cli import VERBOSE, add_storage_option, parse_storage_options, run_cli
-from common.inputs import options_for
+import tyro
+
+from common.cli import JobArgs, parse, run_cli
 from common.run_info import read_run_info
-from common.storage import Storage
+from common.storage import Storage, StorageOptions
 from student.reporting import write_evaluation
 from teacher_workers.model_source import config_source
 from teacher_workers.sizing import teacher_parameters
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m jobs.evaluate",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[VERBOSE],
+def weights_flag(network: str, used_for: str) -> object:
+    """The help of a pretrained network's weights flag."""
+    return tyro.conf.arg(
+        help=f"{network} weights (path or URL) for {used_for}, or 'random' (none: the torch hub "
+        "cache, else a download unless HF_HUB_OFFLINE is set)"
     )
-    parser.add_argument("--data", required=True, help="run root with manifests/ and targets/")
-    parser.add_argument("--student", required=True, help="student checkpoint directory")
-    parser.add_argument("--name", default="golden", help="output folder <data>/eval/<name>/")
-    parser.add_argument("--teacher-hash", default=None, help="which teacher, if several")
-    parser.add_argument(
-        "--metrics",
-        default=None,
-        help="training metrics.jsonl for curves.png (default: beside the checkpoint)",
+
+
+@dataclass(frozen=True, kw_only=True)
+class Args(JobArgs):
+    """The flags of `python -m jobs.evaluate`."""
+
+    data: str
+    """run root with manifests/ and targets/"""
+    student: str
+    """student checkpoint directory (or training run folder: its best checkpoint)"""
+    name: str = "golden"
+    """output folder <data>/eval/<name>/"""
+    teacher_hash: str | None = None
+    """which teacher, if several"""
+    metrics: str | None = None
+    """training metrics.jsonl for curves.png (none: the one beside the checkpoint)"""
+    vgg_weights: Annotated[
+        str | None, weights_flag("VGG19", "CFSD and the content and style losses")
+    ] = None
+    lpips_weights: Annotated[str | None, weights_flag("AlexNet", "LPIPS")] = None
+    inception_weights: Annotated[
+        str | None, weights_flag("pytorch-fid Inception", "FID, on large golden sets only")
+    ] = None
+    storage: Annotated[StorageOptions, tyro.conf.OmitArgPrefixes] = field(
+        default_factory=StorageOptions
     )
-    for flag, network, used_for in (
-        ("--vgg-weights", "VGG19", "CFSD and the content and style losses"),
-        ("--lpips-weights", "AlexNet", "LPIPS"),
-        ("--inception-weights", "pytorch-fid Inception", "FID, on large golden sets only"),
-    ):
-        parser.add_argument(
-            flag,
-            default=None,
-            help=f"{network} weights (path or URL) for {used_for}, or 'random' (default: the "
-            "torch hub cache, else a download unless HF_HUB_OFFLINE is set)",
-        )
-    add_storage_option(parser)
-    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    options = parse_storage_options(args.storage_option)
-    storage = Storage(args.data, options_for(args.data, options))
-    run = (read_run_info(storage) or {}).get("config", {})
-    model = run.get("model", "tiny")
+    args = parse(Args, argv, "jobs.evaluate", __doc__)
+    storage = Storage(args.data, args.storage)
+    teacher = (read_run_info(storage) or {}).get("config", {}).get("teacher", {})
+    model = teacher.get("model", "tiny")
     where = write_evaluation(
         storage,
         args.student,
@@ -67,10 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.teacher_hash,
         args.metrics,
         {"vgg": args.vgg_weights, "lpips": args.lpips_weights, "inception": args.inception_weights},
-        options,
+        args.storage,
         teacher_model=model,
         teacher_parameters=teacher_parameters(
-            config_source(model, run.get("model_config")), run.get("revision")
+            config_source(model, teacher.get("model_config")), teacher.get("revision")
         ),
     )
     print(f"metrics, contact sheet and curves: {where}")

@@ -8,37 +8,37 @@ multiples of 32, any size) and returns the stylized content in the same space.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import partial
+from typing import Annotated
 
-from common.cli import VERBOSE, add_storage_option, parse_storage_options, run_cli
+import tyro
+
+from common.cli import JobArgs, parse, run_cli
 from common.errors import UserError
-from common.inputs import options_for
-from student.checkpoint import load_student
+from common.storage import StorageOptions
+from student.checkpoint import load_student, resolve_checkpoint
 from student.export import check_onnx, export_onnx, require_onnx
 
 TOLERANCE = 1e-4  # max |ONNX - PyTorch| in normalized units; float32 on the CPU gives ~1e-6
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m jobs.export",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[VERBOSE],
+@dataclass(frozen=True, kw_only=True)
+class Args(JobArgs):
+    """The flags of `python -m jobs.export`."""
+
+    student: str
+    """student checkpoint directory (or training run folder: its best checkpoint)"""
+    onnx: str
+    """output .onnx path or URL"""
+    example_size: int = 256
+    """tracing size (x32)"""
+    check_sizes: tuple[str, ...] = ("256x256", "192x320")
+    """HxW sizes to compare ONNX Runtime with PyTorch at"""
+    storage: Annotated[StorageOptions, tyro.conf.OmitArgPrefixes] = field(
+        default_factory=StorageOptions
     )
-    parser.add_argument("--student", required=True, help="student checkpoint directory")
-    parser.add_argument("--onnx", required=True, help="output .onnx path or URL")
-    parser.add_argument("--example-size", type=int, default=256, help="tracing size (x32)")
-    parser.add_argument(
-        "--check-sizes",
-        nargs="*",
-        default=["256x256", "192x320"],
-        help="HxW sizes to compare ONNX Runtime with PyTorch at",
-    )
-    add_storage_option(parser)
-    return parser.parse_args(argv)
 
 
 def parse_sizes(texts: Sequence[str]) -> list[tuple[int, int]]:
@@ -55,11 +55,10 @@ def parse_sizes(texts: Sequence[str]) -> list[tuple[int, int]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    options = parse_storage_options(args.storage_option)
+    args = parse(Args, argv, "jobs.export", __doc__)
     sizes = parse_sizes(args.check_sizes)
     require_onnx()
-    model, _ = load_student(args.student, options_for(args.student, options))
+    model, _ = load_student(resolve_checkpoint(args.student, args.storage), args.storage)
     export_onnx(model, args.onnx, example_size=args.example_size)
     if sizes:
         diff = check_onnx(model, args.onnx, sizes)

@@ -17,25 +17,19 @@ re-run finishes what no manifest lists yet (unusable inputs are tried again) and
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
+from typing import Annotated, Literal
 
 import ray
 import torch
+import tyro
 
-from common.cli import (
-    VERBOSE,
-    add_storage_option,
-    check_number,
-    parse_storage_options,
-    positive_int,
-    run_cli,
-)
+from common.cli import JobArgs, check_number, pair_flag, parse, run_cli
 from common.errors import UserError
-from common.inputs import check_golden_leak, expand_images, options_for
+from common.inputs import check_golden_leak, expand_images
 from common.manifest import forget_failures, listed_pairs
 from common.planning import (
     VAL_FRACTION,
@@ -47,118 +41,90 @@ from common.planning import (
 )
 from common.ray_connect import connect_ray
 from common.run_info import write_run_info
-from common.storage import Storage
+from common.storage import Storage, StorageOptions
 from teacher_workers.generation import PoolConfig, generate
 from teacher_workers.lsast_styles import prompt_file_urls
 from teacher_workers.node_fit import wait_for_fit
-from teacher_workers.options import TeacherOptions, add_teacher_arguments, teacher_options
+from teacher_workers.options import TeacherOptions
 from teacher_workers.sizing import auto_tile
 
 log = logging.getLogger("jobs.generate")
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m jobs.generate",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[VERBOSE],
+@dataclass(frozen=True, kw_only=True)
+class Args(JobArgs):
+    """The flags of `python -m jobs.generate`."""
+
+    content: tuple[str, ...]
+    """content images: files, folders, globs"""
+    styles: tuple[str, ...] = ()
+    """style images (StyleID)"""
+    style_prompts: tuple[str, ...] = ()
+    """learned styles (LSAST): prompt files or jobs.learn_style output folders"""
+    faces: tuple[str, ...] = ()
+    """face images (recipe planner)"""
+    golden_content: tuple[str, ...] = ()
+    """held-out golden contents"""
+    golden_styles: tuple[str, ...] = ()
+    """held-out golden styles (LSAST: learned)"""
+    out: str
+    """output root URL (local dir, s3://, ...)"""
+    storage: Annotated[StorageOptions, tyro.conf.OmitArgPrefixes] = field(
+        default_factory=StorageOptions
     )
-    io = parser.add_argument_group("inputs and output")
-    io.add_argument(
-        "--content", nargs="+", required=True, help="content images: files, folders, globs"
+    planner: Literal["grid", "recipe"] = "grid"
+    """grid: every content with every style; recipe: drawn content/face/style combinations"""
+    combinations: int = 1
+    """recipe combinations"""
+    val_fraction: float = VAL_FRACTION
+    """share of the contents (grid) or combinations (recipe) held out for validation"""
+    plan_seed: int = 0
+    """seeds the split and the recipe's draw"""
+    tile: Annotated[tuple[int, int] | None, pair_flag("x", "--tile", "AxB|auto", "auto")] = None
+    """contents x styles per work unit, e.g. 12x8; auto: as many as fit --gpu-memory-gb"""
+    gpu_memory_gb: float = 24.0
+    """GPU memory of a worker, for --tile auto (24 = A10G, cluster.yaml's g5.2xlarge)"""
+    pool: Annotated[PoolConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=PoolConfig)
+    teacher: Annotated[TeacherOptions, tyro.conf.OmitArgPrefixes] = field(
+        default_factory=TeacherOptions
     )
-    io.add_argument("--styles", nargs="+", default=[], help="style images (StyleID)")
-    io.add_argument(
-        "--style-prompts",
-        nargs="+",
-        default=[],
-        help="learned styles (LSAST): prompt files or jobs.learn_style output folders",
-    )
-    io.add_argument("--faces", nargs="+", default=[], help="face images (recipe planner)")
-    io.add_argument("--golden-content", nargs="+", default=[], help="held-out golden contents")
-    io.add_argument(
-        "--golden-styles", nargs="+", default=[], help="held-out golden styles (LSAST: learned)"
-    )
-    io.add_argument("--out", required=True, help="output root URL (local dir, s3://, ...)")
-    add_storage_option(io)
-    plan = parser.add_argument_group("planning")
-    plan.add_argument("--planner", choices=("grid", "recipe"), default="grid")
-    plan.add_argument("--combinations", type=positive_int, default=1, help="recipe combinations")
-    plan.add_argument("--val-fraction", type=float, default=VAL_FRACTION)
-    plan.add_argument("--plan-seed", type=int, default=0)
-    plan.add_argument(
-        "--tile",
-        default="auto",
-        help="contents x styles per work unit, e.g. 12x8; auto: as many as the "
-        "features fit in --gpu-memory-gb (12x8 on CPU)",
-    )
-    plan.add_argument(
-        "--gpu-memory-gb",
-        type=float,
-        default=24.0,
-        help="GPU memory of a worker, for --tile auto (24 = A10G, cluster.yaml's g5.2xlarge)",
-    )
-    pool = parser.add_argument_group("Ray actor pool")
-    pool.add_argument(
-        "--workers", default="1:1", help="MIN:MAX actors (an autoscaler grows the pool)"
-    )
-    pool.add_argument(
-        "--gpus-per-worker",
-        type=float,
-        default=None,
-        help="default: 1 if the cluster has GPUs now, else 0",
-    )
-    pool.add_argument("--cpus-per-worker", type=float, default=1.0)
-    pool.add_argument(
-        "--startup-timeout",
-        type=float,
-        default=900.0,
-        metavar="SECONDS",
-        help="on an autoscaling cluster, how long to wait for a node that fits one worker",
-    )
-    add_teacher_arguments(parser)
-    return parser.parse_args(argv)
+
+    def __post_init__(self) -> None:
+        check_number("--gpu-memory-gb", self.gpu_memory_gb)
+        if self.combinations < 1:
+            raise UserError(f"--combinations must be >= 1, got {self.combinations}")
 
 
-def parse_pair(text: str, sep: str, what: str) -> tuple[int, int]:
-    try:
-        first, second = (int(x) for x in text.split(sep))
-    except ValueError:
-        raise UserError(f"{what} must look like A{sep}B with integers, got {text!r}") from None
-    if first < 1 or second < 1:
-        raise UserError(f"{what} values must be >= 1, got {text!r}")
-    return first, second
+def parse_args(argv: Sequence[str] | None) -> Args:
+    """The flags, with the teacher they choose (see `TeacherOptions.chosen`)."""
+    args = parse(Args, argv, "jobs.generate", __doc__)
+    return replace(args, teacher=args.teacher.chosen())
 
 
-def expand_optional(arguments: list[str], options: dict, role: str) -> list[str]:
-    return expand_images(arguments, options, role) if arguments else []
-
-
-def expand_styles(args: argparse.Namespace, options: dict) -> tuple[list[str], list[str]]:
+def expand_styles(args: Args) -> tuple[list[str], list[str]]:
     """Style URLs and golden style URLs: images for StyleID, prompt files for LSAST (each
     read and checked here, so a missing or corrupt one is one line before any work)."""
-    if args.teacher == "lsast":
+    if args.teacher.kind == "lsast":
         if args.styles:
             raise UserError("--teacher lsast takes learned styles (--style-prompts), not --styles")
-        golden = prompt_file_urls(args.golden_styles, options) if args.golden_styles else []
-        return prompt_file_urls(args.style_prompts, options), golden
+        golden = prompt_file_urls(args.golden_styles, args.storage) if args.golden_styles else []
+        return prompt_file_urls(args.style_prompts, args.storage), golden
     if args.style_prompts:
         raise UserError("--style-prompts are learned styles for --teacher lsast")
     if not args.styles:
         raise UserError("--styles is required (style images for StyleID)")
-    golden = expand_optional(args.golden_styles, options, "golden style")
-    return expand_images(args.styles, options, "style"), golden
+    golden = expand_images(args.golden_styles, args.storage, "golden style")
+    return expand_images(args.styles, args.storage, "style"), golden
 
 
-def plan(args: argparse.Namespace, options: dict) -> tuple[list[Pair], list]:
+def plan(args: Args) -> tuple[list[Pair], list]:
     """Expand inputs and plan the pairs, with the recipe's combinations as tile blocks (all
     failures here are one-line `UserError`s)."""
-    contents = expand_images(args.content, options, "content")
-    styles, golden_s = expand_styles(args, options)
-    faces = expand_optional(args.faces, options, "face")
-    golden_c = expand_optional(args.golden_content, options, "golden content")
-    check_golden_leak([*golden_c, *golden_s], [*contents, *faces, *styles], options)
+    contents = expand_images(args.content, args.storage, "content")
+    styles, golden_s = expand_styles(args)
+    faces = expand_images(args.faces, args.storage, "face")
+    golden_c = expand_images(args.golden_content, args.storage, "golden content")
+    check_golden_leak([*golden_c, *golden_s], [*contents, *faces, *styles], args.storage)
     if args.planner == "grid":
         pairs = plan_grid(
             [*contents, *faces], styles, args.val_fraction, args.plan_seed, golden_c, golden_s
@@ -169,14 +135,6 @@ def plan(args: argparse.Namespace, options: dict) -> tuple[list[Pair], list]:
         drawn, [*contents, *faces, *styles], args.val_fraction, args.plan_seed, golden_c, golden_s
     )
     return pairs, drawn
-
-
-def pool_config(args: argparse.Namespace) -> PoolConfig:
-    """The actor pool flags, checked before Ray starts or the output is touched."""
-    min_w, max_w = parse_pair(args.workers, ":", "--workers")
-    return PoolConfig(
-        min_w, max_w, args.gpus_per_worker, args.cpus_per_worker, args.startup_timeout
-    )
 
 
 def gpus_per_worker(pool: PoolConfig, teacher: TeacherOptions) -> float:
@@ -209,35 +167,29 @@ def placed_options(teacher: TeacherOptions, gpus: float) -> TeacherOptions:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    storage_options = parse_storage_options(args.storage_option)
-    teacher = teacher_options(args)
-    tile = None if args.tile == "auto" else parse_pair(args.tile, "x", "--tile")
-    pool = pool_config(args)
-    check_number("--gpu-memory-gb", args.gpu_memory_gb)
-    teacher = teacher.pinned()
-    pairs, blocks = plan(args, storage_options)
-    storage = Storage(args.out, options_for(args.out, storage_options))
+    teacher = args.teacher.pinned()
+    pairs, blocks = plan(args)
+    storage = Storage(args.out, args.storage)
     storage.check_writable()
     connect_ray()
-    gpus = gpus_per_worker(pool, teacher)
-    pool = replace(pool, gpus_per_worker=gpus)
+    gpus = gpus_per_worker(args.pool, teacher)
+    pool = replace(args.pool, gpus_per_worker=gpus)
     wait_for_fit(pool.cpus_per_worker, gpus, pool.startup_timeout_s)
     teacher = placed_options(teacher, gpus)
-    if tile is None:  # StyleID's stored features bound a tile; LSAST stores none
-        styleid_gpu = gpus > 0 and teacher.kind == "styleid"
-        tile = auto_tile(teacher, args.gpu_memory_gb) if styleid_gpu else (12, 8)
+    # StyleID's stored features bound a tile; LSAST stores none
+    styleid_gpu = gpus > 0 and teacher.kind == "styleid"
+    tile = args.tile or (auto_tile(teacher, args.gpu_memory_gb) if styleid_gpu else (12, 8))
     teacher_hash = teacher.hash(torch.device(teacher.device))
     # Only pairs no manifest lists are tiled: a failed pair is tried again, and a pair listed
     # by an earlier run (of other inputs or tiles) is never made or listed twice.
     done = listed_pairs(storage, teacher_hash)
     todo = [p for p in pairs if (p.content, p.style) not in done]
     tiles = make_tiles(todo, *tile, blocks=blocks)
-    config = {k: v for k, v in vars(args).items() if k != "storage_option"}
+    config = {name: value for name, value in asdict(args).items() if name != "storage"}
     write_run_info(
         storage,
         "generate",
         config,
-        storage_options,
         teacher_hash=teacher_hash,
         teacher=repr(teacher),
         pairs=len(pairs),
@@ -249,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"to {tile[0]}x{tile[1]} -> {storage.url('targets/' + teacher_hash)}"
     )
     forget_failures(storage, teacher_hash, {u for p in pairs for u in (p.content, p.style)})
-    summary = generate(tiles, teacher, storage, storage_options, teacher_hash, pool, listed)
+    summary = generate(tiles, teacher, storage, teacher_hash, pool, listed)
     print(summary.line())
     print(f"manifests: {storage.url('manifests/' + teacher_hash)}")
     if summary.failed_now:

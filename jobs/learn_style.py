@@ -13,39 +13,32 @@ checkpoint, as does Ray Train after a lost worker; asking for more `--steps` tra
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
+import tyro
 from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from common.cli import (
-    add_storage_option,
-    check_number,
-    parse_storage_options,
-    positive_int,
-    run_cli,
-)
+from common.cli import JobArgs, check_number, parse, run_cli
 from common.errors import UserError, first_line
-from common.inputs import expand_images, options_for
+from common.inputs import expand_images
 from common.pictures import loss_curve
 from common.ray_connect import connect_ray
-from common.storage import Storage, absolute_url, read_url
+from common.storage import Storage, StorageOptions, absolute_url, read_url
 from jobs.train import ray_filesystem
 from teacher_workers.lsast_generator import LSASTPromptGenerator, generator_bytes, new_generator
-from teacher_workers.lsast_prompts import STAGE_INDEXING
 from teacher_workers.lsast_training import (
     StyleLoss,
     draw,
@@ -75,30 +68,64 @@ class CrashAt:
     marker: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LearnConfig:
-    """One style-learning run; `settings` must match when a run resumes."""
+    """One style-learning run, as its flags give it; `settings` must match when a run resumes."""
 
     styles: tuple[str, ...]
+    """style images: files, folders, globs"""
     out: str
-    storage_options: dict[str, Any] = field(default_factory=dict)
+    """where the learned style goes (a folder or URL)"""
+    storage_options: Annotated[StorageOptions, tyro.conf.OmitArgPrefixes] = field(
+        default_factory=StorageOptions,
+        repr=False,  # credentials stay out of what Ray shows
+    )
     model: str = "tiny"
+    """tiny | sd15-random | a Hub id | a folder"""
     revision: str | None = None
+    """model revision on the Hub"""
     steps: int = 100_000
+    """optimiser steps"""
     lr: float = 1e-6
+    """AdamW learning rate (the code's)"""
     weight_decay: float = 0.01
+    """AdamW weight decay"""
     workers: int = 1
+    """DDP workers"""
     gpu: bool = False
+    """one GPU per worker"""
     resolution: int = 512
-    stage_indexing: str = "code"
+    """training size, a multiple of 64"""
+    stage_indexing: Literal["code", "paper"] = "code"
+    """code: the released code's sliding window; paper: 10 stages x 3 groups"""
     grad_through_down_mid: bool = False
+    """also train the encoder and middle prompts (the code trains the decoder's only)"""
     checkpoint_every: int = 500
+    """steps"""
     seed: int = 0
+    """seeds the generator's init and each step's draw"""
     max_failures: int = 3
-    crash_at: CrashAt | None = None
+    """worker-group restarts"""
+    crash_at: tyro.conf.Suppress[CrashAt | None] = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", absolute_url(self.out))
+        check_number("--lr", self.lr)
+        check_number("--weight-decay", self.weight_decay, inclusive=True)
+        check_model_name(self.model)
+        for flag, value in (
+            ("--steps", self.steps),
+            ("--workers", self.workers),
+            ("--resolution", self.resolution),
+            ("--checkpoint-every", self.checkpoint_every),
+        ):
+            if value < 1:
+                raise UserError(f"{flag} must be >= 1, got {value}")
+        if self.resolution % 64:
+            raise UserError(f"--resolution must be a multiple of 64, got {self.resolution}")
 
     def storage(self) -> Storage:
-        return Storage(self.out, options_for(self.out, self.storage_options))
+        return Storage(self.out, self.storage_options)
 
     def settings(self) -> dict[str, Any]:
         """What the learned prompts depend on besides the step count."""
@@ -107,57 +134,20 @@ class LearnConfig:
         return {key: getattr(self, key) for key in (*keys, *extra)}
 
 
+@dataclass(frozen=True, kw_only=True)
+class Args(JobArgs):
+    """The flags of `python -m jobs.learn_style`: the run's config and `--verbose`."""
+
+    config: Annotated[LearnConfig, tyro.conf.OmitArgPrefixes]
+
+
 def parse_args(argv: Sequence[str] | None) -> LearnConfig:
-    parser = argparse.ArgumentParser(prog="python -m jobs.learn_style", description=__doc__)
-    parser.add_argument(
-        "--styles", nargs="+", required=True, help="style images: files, folders, globs"
-    )
-    parser.add_argument(
-        "--out", required=True, help="where the learned style goes (a folder or URL)"
-    )
-    parser.add_argument("--model", default="tiny", help="tiny | sd15-random | a Hub id | a folder")
-    parser.add_argument("--revision", default=None, help="model revision on the Hub")
-    parser.add_argument("--steps", type=positive_int, default=100_000, help="optimiser steps")
-    parser.add_argument("--lr", type=float, default=1e-6, help="AdamW learning rate (the code's)")
-    parser.add_argument("--weight-decay", type=float, default=0.01)
-    parser.add_argument("--workers", type=positive_int, default=1, help="DDP workers")
-    parser.add_argument("--gpu", action="store_true", help="one GPU per worker")
-    parser.add_argument("--resolution", type=positive_int, default=512, help="training size")
-    parser.add_argument("--stage-indexing", choices=STAGE_INDEXING, default="code")
-    parser.add_argument(
-        "--grad-through-down-mid",
-        action="store_true",
-        help="also train the encoder and middle prompts (the code trains the decoder's only)",
-    )
-    parser.add_argument("--checkpoint-every", type=positive_int, default=500, help="steps")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-failures", type=int, default=3, help="worker-group restarts")
-    add_storage_option(parser)
-    args = parser.parse_args(argv)
-    check_number("--lr", args.lr)
-    check_number("--weight-decay", args.weight_decay, inclusive=True)
-    check_model_name(args.model)
-    if args.resolution % 64:
-        raise UserError(f"--resolution must be a multiple of 64, got {args.resolution}")
-    options = parse_storage_options(args.storage_option)
-    return LearnConfig(
-        styles=tuple(expand_images(args.styles, options, "style")),
-        out=absolute_url(args.out),
-        storage_options=options,
-        model=args.model,
-        revision=args.revision,
-        steps=args.steps,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        workers=args.workers,
-        gpu=args.gpu,
-        resolution=args.resolution,
-        stage_indexing=args.stage_indexing,
-        grad_through_down_mid=args.grad_through_down_mid,
-        checkpoint_every=args.checkpoint_every,
-        seed=args.seed,
-        max_failures=args.max_failures,
-    )
+    """The run's config, its --styles expanded to image URLs (none found: `UserError`)."""
+    config = parse(Args, argv, "jobs.learn_style", __doc__).config
+    if not config.styles:
+        raise UserError("--styles needs at least one image, folder or glob")
+    styles = expand_images(config.styles, config.storage_options, "style")
+    return replace(config, styles=tuple(styles))
 
 
 # ---- checkpoints in the output storage ------------------------------------------------------
@@ -318,9 +308,7 @@ def maybe_crash(crash: CrashAt | None, step: int, rank: int, world: int) -> None
 
 def load_style(url: str, config: LearnConfig) -> torch.Tensor:
     """One style image as the generator trains on it."""
-    return style_image(
-        read_url(url, options_for(url, config.storage_options)), url, config.resolution
-    )
+    return style_image(read_url(url, config.storage_options), url, config.resolution)
 
 
 # ---- the driver -----------------------------------------------------------------------------
@@ -329,9 +317,7 @@ def pinned(config: LearnConfig) -> LearnConfig:
     if config.model in PRESETS:
         return config
     model = pin_model(config.model, config.revision)
-    fields = asdict(config)
-    fields.update(model=model.name, revision=model.revision)
-    return LearnConfig(**fields)
+    return replace(config, model=model.name, revision=model.revision)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,67 +11,55 @@ finished training run says so and exits).
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from common.cli import USER_ERROR, VERBOSE, positive_int, run_cli
+from common.cli import USER_ERROR, JobArgs, parse, run_cli
 from common.errors import UserError
 from common.inputs import expand_images
 from jobs import generate as generate_job
-from student.train_config import config_from_args
-from teacher_workers.options import teacher_options
+from jobs.train import config_from_args
+from student.model import STTRConfig
+from student.train_config import TrainConfig
+from teacher_workers.config import StyleIDConfig
+from teacher_workers.options import TeacherOptions
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 PRESETS = ("tiny", "sd15-random")
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m jobs.pipeline",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[VERBOSE],
-    )
-    parser.add_argument("--out", default="runs/demo", help="run root (local dir or URL)")
-    parser.add_argument(
-        "--samples",
-        default=str(SAMPLES),
-        help="folder with content/, faces/, styles/, golden/{content,styles}/",
-    )
-    parser.add_argument("--model", default="tiny", help="teacher: tiny | sd15-random | HF id | dir")
-    parser.add_argument(
-        "--resolution",
-        type=positive_int,
-        default=None,
-        help="teacher resolution (default 128 for tiny, else 512)",
-    )
-    parser.add_argument("--steps", type=positive_int, default=50, help="DDIM steps")
-    parser.add_argument("--epochs", type=positive_int, default=4, help="student epochs")
-    parser.add_argument("--train-workers", type=positive_int, default=1)
-    parser.add_argument(
-        "--crop-size",
-        type=positive_int,
-        default=None,
-        help="training crop (default: the teacher resolution)",
-    )
-    parser.add_argument(
-        "--student-layers",
-        type=positive_int,
-        default=6,
-        help="encoder and decoder layers of the student (6 = STTR)",
-    )
-    parser.add_argument("--gpu", action="store_true", help="train on GPUs (one per worker)")
-    parser.add_argument("--name", default="demo", help="training run name")
-    parser.add_argument(
-        "--vgg-weights",
-        help="VGG19 weights for the evaluation (see jobs.evaluate; default: 'random' with the "
-        f"random-weight teachers {', '.join(PRESETS)}, else torchvision's)",
-    )
-    return parser.parse_args(argv)
+@dataclass(frozen=True, kw_only=True)
+class Args(JobArgs):
+    """The flags of `python -m jobs.pipeline`; defaults shared with a step are the step's."""
+
+    out: str = "runs/demo"
+    """run root (local dir or URL)"""
+    samples: str = str(SAMPLES)
+    """folder with content/, faces/, styles/, golden/{content,styles}/"""
+    model: str = TeacherOptions.model
+    """teacher: tiny | sd15-random | HF id | dir"""
+    resolution: int | None = None
+    """teacher resolution (none: 128 for tiny, else 512)"""
+    steps: int = StyleIDConfig.steps
+    """DDIM steps"""
+    epochs: int = 4
+    """student epochs"""
+    train_workers: int = TrainConfig.workers
+    """Ray Train workers"""
+    crop_size: int | None = None
+    """training crop (none: the teacher resolution)"""
+    student_layers: int = STTRConfig.enc_layers
+    """encoder and decoder layers of the student (6 = STTR)"""
+    gpu: bool = TrainConfig.gpu
+    """train on GPUs (one per worker)"""
+    name: str = "demo"
+    """training run name"""
+    vgg_weights: str | None = None
+    """VGG19 weights for jobs.evaluate (none: 'random' for tiny/sd15-random, else the hub's)"""
 
 
 def sample_sets(folder: Path) -> dict[str, Path]:
@@ -97,7 +85,7 @@ def flags(**options: object) -> list[str]:
     ]
 
 
-def steps(args: argparse.Namespace, sets: dict[str, Path]) -> list[tuple[str, list[str]]]:
+def steps(args: Args, sets: dict[str, Path]) -> list[tuple[str, list[str]]]:
     """(name, argv) of each step, in order."""
     resolution = args.resolution or (128 if args.model == "tiny" else 512)
     generate = flags(
@@ -140,18 +128,16 @@ def check_steps(plan: list[tuple[str, list[str]]]) -> None:
     """Validate every step's options as the step itself will, before the first step runs: a
     bad value ends the pipeline before generation, not after it."""
     argv = dict(plan)
-    generate = generate_job.parse_args(argv["generate"])
-    teacher_options(generate)
+    resolution = generate_job.parse_args(argv["generate"]).teacher.styleid.resolution
     train = config_from_args(argv["train"])
-    if train.crop_size > generate.resolution:
+    if train.crop_size > resolution:
         raise UserError(
-            f"--crop-size {train.crop_size}: larger than the teacher resolution "
-            f"{generate.resolution}"
+            f"--crop-size {train.crop_size}: larger than the teacher resolution {resolution}"
         )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = parse(Args, argv, "jobs.pipeline", __doc__)
     sets = sample_sets(Path(args.samples))
     plan = steps(args, sets)
     check_steps(plan)

@@ -15,17 +15,19 @@ Inception (FID): run with TORCH_HOME=<out>/torch. With none of --sd, --controlne
 
 from __future__ import annotations
 
-import argparse
 import posixpath
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
-from common.cli import VERBOSE, add_storage_option, parse_storage_options, run_cli
+import tyro
+
+from common.cli import JobArgs, parse, run_cli
 from common.errors import UserError, first_line
-from common.storage import Storage, is_local, open_fs
+from common.storage import Storage, StorageOptions, is_local, open_fs
 from teacher_workers.lsast_config import DEFAULT_CONTROLNET
 from teacher_workers.model_source import DEFAULT_MODEL_ID
 
@@ -46,44 +48,48 @@ HF_HOME_DIR = "huggingface"
 TORCH_CHECKPOINTS = "torch/hub/checkpoints"
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m jobs.prepare_models",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[VERBOSE],
+def hub_id_flag(default: str) -> tyro.constructors.PrimitiveConstructorSpec:
+    """A flag that alone means `default` and with a value names another Hub id (`--sd`)."""
+    return tyro.constructors.PrimitiveConstructorSpec(
+        nargs=(0, 1),
+        metavar="[MODEL_ID]",
+        instance_from_str=lambda args: args[0] if args else default,
+        is_instance=lambda value: value is None or isinstance(value, str),
+        str_from_instance=lambda value: [value] if value else [],
     )
-    parser.add_argument("--out", required=True, help="local folder or URL (s3://...)")
-    parser.add_argument(
-        "--sd",
-        nargs="?",
-        const=DEFAULT_MODEL_ID,
-        default=None,
-        metavar="MODEL_ID",
-        help=f"a Stable Diffusion 1.x Hub id (default {DEFAULT_MODEL_ID})",
+
+
+@dataclass(frozen=True, kw_only=True)
+class Args(JobArgs):
+    """The flags of `python -m jobs.prepare_models`."""
+
+    out: str
+    """local folder or URL (s3://...)"""
+    sd: Annotated[
+        str | None,
+        hub_id_flag(DEFAULT_MODEL_ID),
+        tyro.conf.arg(help=f"a Stable Diffusion 1.x Hub id (alone: {DEFAULT_MODEL_ID})"),
+    ] = None
+    revision: str | None = None
+    """revision of the --sd model"""
+    controlnet: Annotated[
+        str | None,
+        hub_id_flag(DEFAULT_CONTROLNET),
+        tyro.conf.arg(help=f"LSAST's canny ControlNet, a Hub id (alone: {DEFAULT_CONTROLNET})"),
+    ] = None
+    vgg: bool = False
+    """torchvision's ImageNet VGG19"""
+    resnet: bool = False
+    """torchvision's ImageNet ResNet-50"""
+    metrics: bool = False
+    """the golden-set metrics' AlexNet (LPIPS) and Inception (FID) weights"""
+    dry_run: bool = False
+    """list what would be fetched"""
+    staging: str | None = None
+    """local folder to fetch into before an upload"""
+    storage: Annotated[StorageOptions, tyro.conf.OmitArgPrefixes] = field(
+        default_factory=StorageOptions
     )
-    parser.add_argument("--revision", default=None, help="revision of the --sd model")
-    parser.add_argument(
-        "--controlnet",
-        nargs="?",
-        const=DEFAULT_CONTROLNET,
-        default=None,
-        metavar="MODEL_ID",
-        help=f"LSAST's canny ControlNet, a Hub id (default {DEFAULT_CONTROLNET})",
-    )
-    parser.add_argument("--vgg", action="store_true", help="torchvision's ImageNet VGG19")
-    parser.add_argument("--resnet", action="store_true", help="torchvision's ImageNet ResNet-50")
-    parser.add_argument(
-        "--metrics",
-        action="store_true",
-        help="the golden-set metrics' AlexNet (LPIPS) and Inception (FID) weights",
-    )
-    parser.add_argument("--dry-run", action="store_true", help="list what would be fetched")
-    parser.add_argument(
-        "--staging", default=None, help="local folder to fetch into before an upload"
-    )
-    add_storage_option(parser)
-    return parser.parse_args(argv)
 
 
 class HubRepo(NamedTuple):
@@ -95,7 +101,7 @@ class HubRepo(NamedTuple):
     files: tuple[str, ...]
 
 
-def chosen(args: argparse.Namespace) -> tuple[list[HubRepo], list[str]]:
+def chosen(args: Args) -> tuple[list[HubRepo], list[str]]:
     """The Hub repositories and torch hub weight URLs to fetch (all when none is named),
     validated."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -217,12 +223,11 @@ def prepare(repos: list[HubRepo], urls: list[str], folder: Path) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    options = parse_storage_options(args.storage_option)
+    args = parse(Args, argv, "jobs.prepare_models", __doc__)
     repos, urls = chosen(args)
     remote = not is_local(args.out)
     if remote:
-        Storage(args.out, options).check_writable()
+        Storage(args.out, args.storage).check_writable()
     if args.dry_run:
         print("\n".join(plan_lines(repos, urls, args.out)))
         return 0
@@ -232,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory(dir=args.staging) as staging:
         prepare(repos, urls, Path(staging))
-        count = upload(Path(staging), args.out, options)
+        count = upload(Path(staging), args.out, args.storage)
     print(f"uploaded {count} files to {args.out}; copy or mount it on the cluster, then set")
     print(f"HF_HOME=<there>/{HF_HOME_DIR} HF_HUB_OFFLINE=1 and TORCH_HOME=<there>/torch")
     return 0

@@ -15,84 +15,73 @@ runs channels-last, and in bfloat16 where that is faster than fp32 on this machi
 
 from __future__ import annotations
 
-import argparse
 import posixpath
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any
+from typing import Annotated, Literal
 
 import torch
+import tyro
 from PIL import Image
 from tqdm import tqdm
 
-from common.cli import VERBOSE, add_storage_option, parse_storage_options, run_cli
+from common.cli import JobArgs, parse, run_cli
 from common.errors import UserError
 from common.images import decode_image, load_square, png_bytes, to_tensor
-from common.inputs import expand_images, options_for
-from common.storage import open_fs, read_url
-from student.checkpoint import load_student
+from common.inputs import expand_images
+from common.storage import StorageOptions, open_fs, read_url
+from student.checkpoint import load_student, resolve_checkpoint
 from student.inference import PRECISIONS, for_inference, resolve_precision, stylize
 from teacher_workers.lsast_styles import prompt_file_urls, read_prompts
-from teacher_workers.options import TeacherOptions, add_teacher_arguments, teacher_options
+from teacher_workers.options import TeacherOptions
 
 Writer = Callable[[str, torch.Tensor], None]  # (content URL, result [3, H, W]) -> written
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m jobs.stylize",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[VERBOSE],
+@dataclass(frozen=True, kw_only=True)
+class Args(JobArgs):
+    """The flags of `python -m jobs.stylize`."""
+
+    content: str
+    """content image path or URL; with --student also a folder or glob of images"""
+    style: str | None = None
+    """style image path or URL"""
+    style_prompts: str | None = None
+    """a learned style for --teacher lsast: prompt file or jobs.learn_style output folder"""
+    out: str
+    """output PNG path or URL; a folder when --content names a folder or glob"""
+    storage: Annotated[StorageOptions, tyro.conf.OmitArgPrefixes] = field(
+        default_factory=StorageOptions
     )
-    parser.add_argument(
-        "--content",
-        required=True,
-        help="content image path or URL; with --student also a folder or glob of images",
+    student: str | None = None
+    """student checkpoint directory (or training run folder), instead of the teacher"""
+    max_side: int = 512
+    """student: scale images so their longer side is at most this (0: keep)"""
+    precision: Annotated[
+        Literal[PRECISIONS],  # type: ignore[valid-type]
+        tyro.conf.arg(
+            help="student arithmetic: auto times bf16 against fp32 here and takes the faster; "
+            "both stay within 35 dB PSNR of fp32, which is the reference output"
+        ),
+    ] = "auto"
+    teacher: Annotated[TeacherOptions, tyro.conf.OmitArgPrefixes] = field(
+        default_factory=TeacherOptions
     )
-    parser.add_argument("--style", default=None, help="style image path or URL")
-    parser.add_argument(
-        "--style-prompts",
-        default=None,
-        help="a learned style for --teacher lsast: prompt file or jobs.learn_style output folder",
-    )
-    parser.add_argument(
-        "--out",
-        required=True,
-        help="output PNG path or URL; a folder when --content names a folder or glob",
-    )
-    add_storage_option(parser)
-    student = parser.add_argument_group("student (instead of the teacher)")
-    student.add_argument("--student", default=None, help="student checkpoint directory")
-    student.add_argument(
-        "--max-side",
-        type=int,
-        default=512,
-        help="scale images so their longer side is at most this (0: keep)",
-    )
-    student.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="auto",
-        help="student arithmetic: auto (default) times bf16 against fp32 here and takes the "
-        "faster; both stay within 35 dB PSNR of fp32, which is the reference output",
-    )
-    add_teacher_arguments(parser)
-    return parser.parse_args(argv)
 
 
-def read_image(url: str, options: dict[str, Any], max_side: int) -> torch.Tensor:
+def read_image(url: str, options: StorageOptions, max_side: int) -> torch.Tensor:
     """[3, H, W] in [0, 1], downscaled (LANCZOS) so the longer side is at most `max_side`."""
-    image = decode_image(read_url(url, options_for(url, options)), url)
+    image = decode_image(read_url(url, options), url)
     if max_side and max(image.size) > max_side:
         image.thumbnail((max_side, max_side), resample=Image.Resampling.LANCZOS)
     return to_tensor(image)
 
 
-def check_style(args: argparse.Namespace) -> None:
+def check_style(args: Args) -> None:
     """LSAST takes a learned style, StyleID and the student a style image."""
-    lsast = args.teacher == "lsast" and not args.student
+    lsast = args.teacher.kind == "lsast" and not args.student
     given, wanted, other = (
         (args.style_prompts, "--style-prompts", "--style")
         if lsast
@@ -104,11 +93,9 @@ def check_style(args: argparse.Namespace) -> None:
         raise UserError(f"{other} does not apply here; pass {wanted}")
 
 
-def with_lsast(
-    args: argparse.Namespace, teacher: TeacherOptions, options: dict[str, Any]
-) -> torch.Tensor:
+def with_lsast(args: Args, teacher: TeacherOptions, options: StorageOptions) -> torch.Tensor:
     content = load_square(
-        read_url(args.content, options_for(args.content, options)),
+        read_url(args.content, options),
         teacher.resolution,
         args.content,
     )
@@ -118,24 +105,20 @@ def with_lsast(
         return engine.stylize_pairs(content[None], [style], [(0, 0)], progress=bar.update)[0]
 
 
-def with_teacher(
-    args: argparse.Namespace, teacher: TeacherOptions, options: dict[str, Any]
-) -> torch.Tensor:
+def with_teacher(args: Args, teacher: TeacherOptions, options: StorageOptions) -> torch.Tensor:
     if teacher.kind == "lsast":
         return with_lsast(args, teacher, options)
     size = teacher.styleid.resolution
-    content = load_square(
-        read_url(args.content, options_for(args.content, options)), size, args.content
-    )
-    style = load_square(read_url(args.style, options_for(args.style, options)), size, args.style)
+    content = load_square(read_url(args.content, options), size, args.content)
+    style = load_square(read_url(args.style, options), size, args.style)
     engine = teacher.build()
     with tqdm(total=engine.unet_passes(1, 1), desc="StyleID", unit="UNet pass") as bar:
         return engine.stylize_tile(content[None], style[None], progress=bar.update)[0, 0]
 
 
-def is_many(url: str, options: dict[str, Any]) -> bool:
+def is_many(url: str, options: StorageOptions) -> bool:
     """Whether --content names a folder or a glob (outputs go to a folder) rather than a file."""
-    fs, path = open_fs(url, options_for(url, options))
+    fs, path = open_fs(url, options)
     return any(ch in path for ch in "*?[") or fs.isdir(path)
 
 
@@ -148,12 +131,10 @@ def output_names(contents: list[str]) -> list[str]:
     return names
 
 
-def with_student(
-    args: argparse.Namespace, options: dict[str, Any], contents: list[str], write: Writer
-) -> None:
+def with_student(args: Args, options: StorageOptions, contents: list[str], write: Writer) -> None:
     """Stylize every content with one model and one style, writing each result as it is done."""
     style = read_image(args.style, options, args.max_side)
-    model, _ = load_student(args.student, options_for(args.student, options))
+    model, _ = load_student(resolve_checkpoint(args.student, options), options)
     model = for_inference(model)
     precision = resolve_precision(args.precision, next(model.parameters()).device)
     bar = tqdm(contents, desc=f"student ({precision})", unit="image", disable=len(contents) == 1)
@@ -163,16 +144,16 @@ def with_student(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    options = parse_storage_options(args.storage_option)
-    teacher = teacher_options(args)
+    args = parse(Args, argv, "jobs.stylize", __doc__)
+    args = replace(args, teacher=args.teacher.chosen())
+    options, teacher = args.storage, args.teacher
     check_style(args)
     many = is_many(args.content, options)
     if many and not args.student:
         raise UserError("--content: a folder or glob of contents needs --student")
     contents = expand_images([args.content], options, "content") if many else [args.content]
     names = output_names(contents)
-    out_fs, out_path = open_fs(args.out, options_for(args.out, options))
+    out_fs, out_path = open_fs(args.out, options)
     folder = out_path if many else posixpath.dirname(out_path)
     if folder:
         out_fs.makedirs(folder, exist_ok=True)

@@ -15,11 +15,13 @@ from __future__ import annotations
 import logging
 import posixpath
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Annotated, Any
 
 import pyarrow.fs
 import torch
+import tyro
 from fsspec.implementations.local import LocalFileSystem
 from ray.train import (
     Checkpoint,
@@ -35,12 +37,12 @@ from ray.train.torch import TorchTrainer
 # not exported by ray.train; the one error of Result.from_path that re-running cannot fix
 from ray.train.v2._internal.exceptions import CheckpointManagerInitializationError
 
-from common.cli import ray_log_level, run_cli
+from common.cli import JobArgs, parse, ray_log_level, run_cli
 from common.errors import UserError, first_line
 from common.ray_connect import connect_ray
 from common.storage import Storage
 from student.dataset import Splits, read_splits, teacher_resolution
-from student.train_config import TrainConfig, check_init, check_weights, config_from_args
+from student.train_config import TrainConfig, check_init, check_weights
 from student.train_loop import (
     cannot_resume,
     finished,
@@ -48,6 +50,18 @@ from student.train_loop import (
     metrics_key,
     train_loop_per_worker,
 )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Args(JobArgs):
+    """The flags of `python -m jobs.train`: the run's config and `--verbose`."""
+
+    config: Annotated[TrainConfig, tyro.conf.OmitArgPrefixes]
+
+
+def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
+    """The run's config from its command line; a bad value raises `UserError`."""
+    return parse(Args, argv, "jobs.train", __doc__).config
 
 
 def validate(config: TrainConfig) -> Splits:

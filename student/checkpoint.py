@@ -41,9 +41,9 @@ def load_student(
     url: str, storage_options: Mapping[str, Any] | None = None, device: str | torch.device = "cpu"
 ) -> tuple[STTR, STTRConfig]:
     """The student saved at `url` (in eval mode, on `device`) and its config; anything that is
-    not a readable checkpoint is a `UserError` naming `url`. `url` may also be a training run
-    folder (`<root>/train/<name>`): its best kept checkpoint is loaded."""
-    storage = Storage(resolve_checkpoint(url, storage_options), storage_options)
+    not a readable checkpoint is a `UserError` naming `url`. A user's URL, which may name a
+    training run folder, goes through `resolve_checkpoint` first, once."""
+    storage = Storage(url, storage_options)
     config = read_config(storage)
     try:
         state = safetensors.torch.load(read_file(storage, MODEL_FILE))

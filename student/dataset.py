@@ -21,7 +21,6 @@ from torch.utils.data import Dataset
 
 from common.errors import ImageError, UserError
 from common.images import center_crop_resize, decode_image
-from common.inputs import options_for
 from common.manifest import ManifestLine, no_manifests, read_manifest
 from common.run_info import read_run_info
 from common.storage import Storage, read_url
@@ -229,7 +228,7 @@ def decode_triple(
         return np.asarray(center_crop_resize(image, min(image.size)), dtype=np.uint8)
 
     def square(url: str, size: int) -> np.ndarray:
-        image = decode_image(read_url(url, options_for(url, storage.options)), url)
+        image = decode_image(read_url(url, storage.options), url)
         return np.asarray(center_crop_resize(image, size), dtype=np.uint8)
 
     target_image = cached("target", line.sha256, None, target)

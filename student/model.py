@@ -31,11 +31,17 @@ class STTRConfig:
     """Transformer sizes; the defaults are the authors' released model."""
 
     d_model: int = 256
+    """transformer width"""
     nheads: int = 8
+    """attention heads"""
     enc_layers: int = 6
+    """transformer encoder layers (the authors' checkpoint needs 6)"""
     dec_layers: int = 6
+    """transformer decoder layers (the authors' checkpoint needs 6)"""
     dim_feedforward: int = 2048
+    """transformer FFN width"""
     dropout: float = 0.1
+    """dropout in the transformer"""
 
     def __post_init__(self) -> None:
         for name in ("d_model", "nheads", "enc_layers", "dec_layers", "dim_feedforward"):

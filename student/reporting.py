@@ -8,7 +8,6 @@ from dataclasses import asdict
 from typing import Any
 
 from common.errors import UserError
-from common.inputs import options_for
 from common.manifest import read_manifest
 from common.pictures import training_curves
 from common.storage import Storage, read_url
@@ -21,7 +20,7 @@ from student.pretrained import RANDOM
 def read_training_metrics(url: str, options: dict[str, Any]) -> list[dict[str, Any]]:
     """Per-epoch records of a training run; none (and a flat chart) if the file is absent."""
     try:
-        text = read_url(url, options_for(url, options)).decode()
+        text = read_url(url, options).decode()
     except UserError:
         return []
     return [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -74,11 +73,11 @@ def write_evaluation(
             f"{storage.url('manifests')}: no golden pairs; generate with "
             "--golden-content and --golden-styles"
         )
-    student_url = resolve_checkpoint(student_url, options_for(student_url, options))
+    student_url = resolve_checkpoint(student_url, options)
     # the measuring networks before the model: missing weights fail fast
     meter = ImageMeter(weights.get("vgg"), weights.get("lpips"), options)
     set_meter = SetMeter(len(lines), weights.get("inception"), options)
-    model, config = load_student(student_url, options_for(student_url, options))
+    model, config = load_student(student_url, options)
     result = evaluate_golden(storage, lines, model, meter, set_meter)
     metrics_url = metrics_url or posixpath.join(
         posixpath.dirname(student_url.rstrip("/")), "metrics.jsonl"

@@ -6,17 +6,15 @@ checkpoint exist?) are separate functions the entry point calls before building 
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Annotated
 
-from common.cli import VERBOSE, add_storage_option, parse_storage_options, positive_int
+import tyro
+
 from common.errors import UserError
-from common.inputs import options_for
-from common.storage import Storage, absolute_url, open_fs
+from common.storage import Storage, StorageOptions, absolute_url, open_fs
 from student.backbone import ResNetEncoder, load_imagenet_resnet50
 from student.decoded_cache import DecodedCache
 from student.losses import LOSS_WEIGHTS, load_vgg19_features
@@ -45,35 +43,69 @@ class TrainConfig:
     """Everything a training run needs; `batch_size` is per worker."""
 
     data: str
+    """run root URL with manifests/ and targets/"""
     name: str
+    """run name; output in <data>/train/<name>/ (the same name again resumes it)"""
     teacher_hash: str | None = None
-    # may hold credentials: kept out of repr, which Ray shows as the run's loop config
-    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
+    """which teacher's targets (needed if several)"""
+    storage_options: Annotated[StorageOptions, tyro.conf.OmitArgPrefixes] = field(
+        default_factory=StorageOptions,
+        repr=False,  # credentials stay out of what Ray shows
+    )
     workers: int = 1
+    """Ray Train workers (DDP)"""
     gpu: bool = False
+    """one GPU per worker, NCCL, autocast"""
     epochs: int = 100
+    """most epochs to run"""
     batch_size: int = 8
+    """images per worker"""
     lr: float = 1e-4
+    """initial Adam learning rate (a resumed run keeps its own)"""
     crop_size: int = 256
+    """training crop, multiple of 32"""
     loss: str = "l1"
+    """l1 | l2 | l3: pixel MSE, plus a VGG19 Gram term for l2/l3 (weights 0.5:0.5, 0.7:0.3)"""
     init: str = "imagenet"
-    # a path/URL the workers read (local paths made absolute), "random", or None: each node's
-    # torch hub cache or torchvision's download (see student.pretrained)
+    """imagenet, scratch, or the path of the authors' checkpoint0005.pth"""
     backbone_weights: str | None = None
+    """ResNet-50 weights (path or URL) for --init imagenet (none: torch hub cache or download)"""
     vgg_weights: str | None = None
+    """VGG19 weights (path or URL) for l2/l3, or 'random' (none: torch hub cache or download)"""
     patience: int = 3
+    """stop after this many validation epochs in which a reduced lr brought no gain (paper: 3-4)"""
     lr_patience: int = 1
+    """validation epochs without gain before the lr is reduced"""
     lr_factor: float = 0.1
+    """lr reduction factor"""
     seed: int = 0
+    """seeds model init, crops and order"""
     precision: str = "auto"
+    """auto | fp32 | bf16 | fp16; auto: bf16 on GPUs that have it, else fp16; fp32 on CPU"""
     loader_workers: int = 2
-    # a local folder on every node (made absolute) for decoded images, or None: decode per epoch
-    decoded_cache: str | None = None
+    """DataLoader processes"""
+    decoded_cache: Annotated[
+        str | None,
+        tyro.conf.arg(
+            metavar="DIR",
+            help="local folder (on every node, made absolute) where each training image is kept "
+            "decoded after its first read, so later epochs skip PNG decoding (several times more "
+            "samples per core)",
+        ),
+    ] = None
     max_failures: int = 3
-    model: STTRConfig = field(default_factory=STTRConfig)
-    # a TensorBoard log dir shared by runs (local path or URL): see `tensorboard_url`
-    tensorboard: str | None = None
-    crash_once: CrashOnce | None = None
+    """worker-group restarts from the last checkpoint before giving up (-1: no limit)"""
+    model: Annotated[STTRConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=STTRConfig)
+    tensorboard: Annotated[
+        str | None,
+        tyro.conf.arg(
+            metavar="URL",
+            help="TensorBoard log dir shared by runs (path or URL, e.g. the one a TensorBoard "
+            "server watches): the run's event files go to URL/<name>/; without it, to "
+            "<data>/train/<name>/tensorboard/",
+        ),
+    ] = None
+    crash_once: tyro.conf.Suppress[CrashOnce | None] = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", absolute_url(self.data))
@@ -139,7 +171,7 @@ class TrainConfig:
 
     def tensorboard_storage(self) -> Storage:
         url = self.tensorboard_url()
-        return Storage(url, options_for(url, self.storage_options))
+        return Storage(url, self.storage_options)
 
     @property
     def init_is_path(self) -> bool:
@@ -175,139 +207,3 @@ def check_weights(config: TrainConfig, fresh: bool) -> TrainConfig:
     if load_imagenet_resnet50(config.backbone_weights, config.storage_options, encoder):
         return config
     return replace(config, init="scratch", backbone_weights=None)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Command-line options of `python -m jobs.train`."""
-    parser = argparse.ArgumentParser(
-        prog="python -m jobs.train",
-        description="Train the STTR student on teacher targets with Ray Train. Re-running the "
-        "same --name on the same --data resumes from its last checkpoint.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        parents=[VERBOSE],
-    )
-    parser.add_argument("--data", required=True, help="run root URL with manifests/, targets/")
-    parser.add_argument("--name", required=True, help="run name; output in <data>/train/<name>/")
-    parser.add_argument("--teacher-hash", help="which teacher's targets (needed if several)")
-    add_storage_option(parser)
-    parser.add_argument("--workers", type=positive_int, default=1, help="Ray Train workers (DDP)")
-    parser.add_argument("--gpu", action="store_true", help="one GPU per worker, NCCL, autocast")
-    parser.add_argument(
-        "--precision",
-        default="auto",
-        help=f"one of {', '.join(PRECISIONS)}; auto = bf16 on GPUs that support "
-        "it, else fp16 on GPU; fp32 on CPU",
-    )
-    parser.add_argument("--epochs", type=positive_int, default=100, help="most epochs to run")
-    parser.add_argument("--batch-size", type=positive_int, default=8, help="images per worker")
-    parser.add_argument(
-        "--lr",
-        type=float,
-        default=1e-4,
-        help="initial Adam learning rate (a resumed run keeps its own)",
-    )
-    parser.add_argument(
-        "--lr-patience",
-        type=int,
-        default=1,
-        help="validation epochs without gain before the lr is reduced",
-    )
-    parser.add_argument("--lr-factor", type=float, default=0.1, help="lr reduction factor")
-    parser.add_argument(
-        "--patience",
-        type=positive_int,
-        default=3,
-        help="stop after this many validation epochs in which a reduced lr "
-        "brought no gain (the paper: 3-4)",
-    )
-    parser.add_argument("--crop-size", type=int, default=256, help="training crop, multiple of 32")
-    parser.add_argument("--loss", default="l1", help=f"one of {', '.join(LOSS_WEIGHTS)}")
-    parser.add_argument(
-        "--init",
-        default="imagenet",
-        help="imagenet, scratch, or the path of the authors' checkpoint0005.pth",
-    )
-    parser.add_argument(
-        "--backbone-weights",
-        help="torchvision ResNet-50 weights (path or URL) for --init imagenet "
-        "(default: the torch hub cache, else a download unless HF_HUB_OFFLINE is set)",
-    )
-    parser.add_argument(
-        "--vgg-weights",
-        help="torchvision VGG19 weights (path or URL) for the Gram term of l2/l3, or 'random' "
-        "(default: the torch hub cache, else a download unless HF_HUB_OFFLINE is set)",
-    )
-    parser.add_argument(
-        "--tensorboard",
-        metavar="URL",
-        help="TensorBoard log dir shared by runs (path or URL, e.g. the one a TensorBoard "
-        "server watches): the run's event files go to URL/<name>/; without it, to "
-        "<data>/train/<name>/tensorboard/",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seeds model init, crops and order")
-    parser.add_argument("--loader-workers", type=int, default=2, help="DataLoader processes")
-    parser.add_argument(
-        "--decoded-cache",
-        metavar="DIR",
-        help="local folder (on every node) where each training image is kept decoded after its "
-        "first read, so later epochs skip PNG decoding (several times more samples per core)",
-    )
-    parser.add_argument(
-        "--max-failures",
-        type=int,
-        default=3,
-        help="worker-group restarts from the last checkpoint before giving up",
-    )
-    parser.add_argument(
-        "--enc-layers",
-        type=positive_int,
-        default=STTRConfig.enc_layers,
-        help="transformer encoder layers (the authors' checkpoint needs 6)",
-    )
-    parser.add_argument(
-        "--dec-layers",
-        type=positive_int,
-        default=STTRConfig.dec_layers,
-        help="transformer decoder layers (the authors' checkpoint needs 6)",
-    )
-    parser.add_argument(
-        "--dim-feedforward",
-        type=positive_int,
-        default=STTRConfig.dim_feedforward,
-        help="transformer FFN width",
-    )
-    return parser
-
-
-def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
-    """Parse and validate the command line; a bad value raises `UserError`."""
-    args = build_parser().parse_args(argv)
-    model = STTRConfig(
-        enc_layers=args.enc_layers, dec_layers=args.dec_layers, dim_feedforward=args.dim_feedforward
-    )
-    return TrainConfig(
-        data=args.data,
-        name=args.name,
-        teacher_hash=args.teacher_hash,
-        storage_options=parse_storage_options(args.storage_option),
-        workers=args.workers,
-        gpu=args.gpu,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        crop_size=args.crop_size,
-        loss=args.loss,
-        init=args.init,
-        backbone_weights=args.backbone_weights,
-        vgg_weights=args.vgg_weights,
-        patience=args.patience,
-        lr_patience=args.lr_patience,
-        lr_factor=args.lr_factor,
-        seed=args.seed,
-        precision=args.precision,
-        loader_workers=args.loader_workers,
-        decoded_cache=args.decoded_cache,
-        max_failures=args.max_failures,
-        model=model,
-        tensorboard=args.tensorboard,
-    )

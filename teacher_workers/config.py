@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Annotated
+
+import tyro
 
 from common.errors import UserError
 from common.ids import config_hash
@@ -25,15 +28,24 @@ class StyleIDConfig:
     """StyleID hyper-parameters (defaults = the paper's) and how the engine batches work."""
 
     steps: int = 50
+    """DDIM steps"""
     gamma: float = 0.75
-    temperature: float = 1.5
+    """query preservation"""
+    temperature: Annotated[float, tyro.conf.arg(name="T")] = 1.5
+    """attention temperature"""
     layers: tuple[str, ...] = DEFAULT_LAYERS
+    """injected self-attention layers (diffusers module names)"""
     adain: bool = True
-    inject: bool = True
+    """initial AdaIN of the content latent (--no-adain: the ablation)"""
+    inject: Annotated[bool, tyro.conf.arg(name="injection")] = True
+    """K/V injection (--no-injection: the ablation)"""
     resolution: int = 512
+    """square teacher resolution"""
     encode: str = "mean"
-    seed: int = 0
-    batch_size: int = 8
+    """mean | sample: the VAE posterior mean, or a seeded sample"""
+    # --seed and --batch-size are `TeacherOptions`'s, whose defaults depend on the teacher
+    seed: tyro.conf.Suppress[int] = 0  # seeds a sampled encoding and the random-weight teachers
+    batch_size: tyro.conf.Suppress[int] = 8  # images or pairs per UNet call
 
     def __post_init__(self) -> None:
         # SD's 1000 training timesteps, offset by 1: 999 steps reach t = 999, the last one

@@ -10,12 +10,13 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated
 
 import ray
+import tyro
 from tqdm import tqdm
 
-from common.cli import check_number
+from common.cli import check_number, pair_flag
 from common.errors import UserError
 from common.planning import Tile
 from common.storage import Storage
@@ -31,17 +32,22 @@ class PoolConfig:
     flag before it starts Ray or touches the output; `gpus_per_worker` None is "decide once the
     cluster is known"."""
 
-    min_workers: int = 1
-    max_workers: int = 1
-    gpus_per_worker: float | None = 0.0
+    workers: Annotated[tuple[int, int], pair_flag(":", "--workers", "MIN:MAX")] = (1, 1)
+    """MIN:MAX actors (an autoscaler grows the pool)"""
+    gpus_per_worker: float | None = None
+    """default: 1 if the cluster has GPUs now, else 0"""
     cpus_per_worker: float = 1.0
-    startup_timeout_s: float = 900.0
+    """CPUs each actor holds"""
+    startup_timeout_s: Annotated[
+        float, tyro.conf.arg(name="startup-timeout", metavar="SECONDS")
+    ] = 900.0
+    """on an autoscaling cluster, how long to wait for a node that fits one worker"""
 
     def __post_init__(self) -> None:
-        if not 1 <= self.min_workers <= self.max_workers:
+        if not 1 <= self.workers[0] <= self.workers[1]:
             raise UserError(
-                f"--workers must be MIN:MAX with 1 <= MIN <= MAX, got "
-                f"{self.min_workers}:{self.max_workers}"
+                "--workers must be MIN:MAX with 1 <= MIN <= MAX, got "
+                f"{self.workers[0]}:{self.workers[1]}"
             )
         if self.gpus_per_worker is not None:
             check_number("--gpus-per-worker", self.gpus_per_worker, inclusive=True)
@@ -99,7 +105,6 @@ def generate(
     tiles: Sequence[Tile],
     options: TeacherOptions,
     storage: Storage,
-    storage_options: dict[str, Any],
     teacher_hash: str,
     pool: PoolConfig,
     listed: int = 0,
@@ -121,12 +126,12 @@ def generate(
             fn_constructor_kwargs={
                 "options": options,
                 "root": storage.root,
-                "storage_options": storage_options,
+                "storage_options": storage.options,
                 "teacher_hash": teacher_hash,
             },
             compute=ray.data.ActorPoolStrategy(
-                min_size=pool.min_workers,
-                max_size=pool.max_workers,
+                min_size=pool.workers[0],
+                max_size=pool.workers[1],
                 max_concurrent_calls_per_actor=TILES_IN_FLIGHT,
                 enable_true_multi_threading=True,  # TileRunner locks its engine itself
             ),

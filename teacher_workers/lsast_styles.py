@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from common.errors import UserError
-from common.inputs import options_for
 from common.storage import open_fs, read_url
 from teacher_workers.lsast_generator import LSASTPromptGenerator, generator_from_bytes
 
@@ -23,7 +22,7 @@ def prompt_file_urls(arguments: Sequence[str], options: Mapping[str, Any]) -> li
     """The prompt file each argument names, checked to load; duplicates are dropped."""
     urls: list[str] = []
     for argument in arguments:
-        fs, path = open_fs(argument, options_for(argument, options))
+        fs, path = open_fs(argument, options)
         url = argument.rstrip("/")
         if fs.isdir(path):
             url = posixpath.join(url, PROMPT_FILE)
@@ -37,4 +36,4 @@ def prompt_file_urls(arguments: Sequence[str], options: Mapping[str, Any]) -> li
 
 def read_prompts(url: str, options: Mapping[str, Any]) -> LSASTPromptGenerator:
     """The generator a prompt file holds, in eval mode (`UserError` if missing or corrupt)."""
-    return generator_from_bytes(read_url(url, options_for(url, options)), url).eval()
+    return generator_from_bytes(read_url(url, options), url).eval()

@@ -8,19 +8,18 @@ GPU.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import torch
+import tyro
 
 from common.errors import UserError
 from common.ids import config_hash
-from teacher_workers.config import DEFAULT_LAYERS, StyleIDConfig, teacher_hash
+from teacher_workers.config import StyleIDConfig, teacher_hash
 from teacher_workers.engine import StyleIDEngine
 from teacher_workers.lsast_config import DEFAULT_CONTROLNET, LSAST_ENGINE_VERSION, LSASTConfig
 from teacher_workers.lsast_control import TINY_CONTROLNET, check_controlnet_name
-from teacher_workers.lsast_prompts import STAGE_INDEXING
 from teacher_workers.model_source import DEFAULT_MODEL_ID, is_single_file, pin_model
 from teacher_workers.models import (
     DTYPES,
@@ -35,22 +34,91 @@ if TYPE_CHECKING:
     from teacher_workers.lsast_engine import LSASTEngine
 
 TEACHERS = ("styleid", "lsast")
+OFFLOAD_WORDS = {"auto": None, "yes": True, "no": False}
+# `--offload auto|yes|no` for the engine's offload=None|True|False
+OFFLOAD = tyro.constructors.PrimitiveConstructorSpec(
+    nargs=1,
+    metavar="{auto,yes,no}",
+    instance_from_str=lambda args: OFFLOAD_WORDS[args[0]],
+    is_instance=lambda value: value is None or isinstance(value, bool),
+    str_from_instance=lambda value: [next(k for k, v in OFFLOAD_WORDS.items() if v is value)],
+    choices=tuple(OFFLOAD_WORDS),
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LSASTFlags:
+    """The LSAST teacher's own flags (`--teacher lsast`); `TeacherOptions.chosen` folds them and
+    the shared --steps, --resolution, --seed and --batch-size into the run's `LSASTConfig`."""
+
+    controlnet: Annotated[
+        str | None,
+        tyro.conf.arg(
+            help="canny ControlNet: Hub id, folder or tiny (ControlNetModel.from_unet of the "
+            f"model); none: {DEFAULT_CONTROLNET}, or tiny for a preset --model"
+        ),
+    ] = None
+    strength: float = LSASTConfig.strength
+    """img2img strength"""
+    guidance: float = LSASTConfig.guidance
+    """classifier-free guidance"""
+    control_scale: float = LSASTConfig.control_scale
+    """ControlNet scale"""
+    canny: Annotated[tuple[int, int], tyro.conf.arg(metavar="LOW HIGH")] = (
+        LSASTConfig.canny_low,
+        LSASTConfig.canny_high,
+    )
+    """canny edge thresholds"""
+    stage_indexing: Literal["code", "paper"] = "code"
+    """code: the released code's sliding window; paper: 10 stages x 3 groups"""
+    prompt_dropout: bool = LSASTConfig.prompt_dropout
+    """keep the generator's dropout on (seeded)"""
 
 
 @dataclass(frozen=True)
 class TeacherOptions:
-    """Model, numerics and the settings of the teacher that runs (`kind`)."""
+    """Model, numerics and the settings of the teacher that runs (--teacher)."""
 
-    model: str = "tiny"
+    model: Annotated[
+        str,
+        tyro.conf.arg(
+            help="tiny | sd15-random | a Hugging Face id | a local diffusers directory | "
+            "a single-file SD 1.x checkpoint (*.safetensors, original LDM layout)"
+        ),
+    ] = "tiny"
     revision: str | None = None
-    dtype: str = "auto"
+    """revision of the Hub id (--model or --model-config)"""
+    dtype: Annotated[
+        str, tyro.conf.arg(help=f"auto = float16 on GPU, float32 on CPU; or {' | '.join(DTYPES)}")
+    ] = "auto"
     device: str = "auto"
-    styleid: StyleIDConfig = field(default_factory=StyleIDConfig)
-    offload: bool | None = None
-    digest: str | None = None  # a model folder's or file's content digest, set by `pinned`
-    model_config: str | None = None  # a single file's config folder or Hub id
-    kind: str = "styleid"
-    lsast: LSASTConfig = field(default_factory=LSASTConfig)
+    """auto | cpu | cuda | cuda:N"""
+    styleid: Annotated[StyleIDConfig, tyro.conf.OmitArgPrefixes] = field(
+        default_factory=StyleIDConfig
+    )
+    offload: Annotated[bool | None, OFFLOAD] = None
+    """keep attention features in pinned CPU memory (auto: decided per tile from free GPU memory)"""
+    digest: tyro.conf.Suppress[str | None] = None  # a model or file's digest, set by `pinned`
+    model_config: Annotated[
+        str | None,
+        tyro.conf.arg(
+            metavar="DIR|HF_ID",
+            help="configs, tokenizer and scheduler of a single-file --model: an SD 1.x diffusers "
+            "folder (its weights are not read) or a Hub id read from the local Hugging Face cache "
+            f"only (none: {DEFAULT_MODEL_ID})",
+        ),
+    ] = None
+    kind: Annotated[Literal["styleid", "lsast"], tyro.conf.arg(name="teacher")] = "styleid"
+    """styleid: a style image per pair; lsast: a learned style (--style-prompts)"""
+    lsast: tyro.conf.Suppress[LSASTConfig] = field(default_factory=LSASTConfig)
+    # flags only, applied by `chosen`: shared by both teachers with their own defaults
+    seed: int | None = None
+    """none: 0 (StyleID), 41 (LSAST)"""
+    batch_size: int | None = None
+    """pairs per UNet call (none: 8 StyleID, 4 LSAST)"""
+    lsast_flags: Annotated[LSASTFlags, tyro.conf.OmitArgPrefixes] = field(
+        default_factory=LSASTFlags
+    )
 
     def __post_init__(self) -> None:
         check_model_name(self.model)
@@ -62,6 +130,42 @@ class TeacherOptions:
             raise UserError(f"--teacher must be one of {', '.join(TEACHERS)}, got {self.kind!r}")
         if self.kind == "lsast":
             check_controlnet_name(self.lsast.controlnet)
+
+    def chosen(self) -> TeacherOptions:
+        """The teacher the command-line flags choose: --seed and --batch-size (defaults per
+        teacher) into its config, and for LSAST the shared --steps and --resolution too."""
+        seed, batch = self.seed, self.batch_size
+        styleid = replace(
+            self.styleid,
+            seed=self.styleid.seed if seed is None else seed,
+            batch_size=batch or self.styleid.batch_size,
+        )
+        lsast = self.lsast
+        if self.kind == "lsast":
+            flags = self.lsast_flags
+            lsast = LSASTConfig(
+                steps=self.styleid.steps,
+                strength=flags.strength,
+                guidance=flags.guidance,
+                control_scale=flags.control_scale,
+                canny_low=flags.canny[0],
+                canny_high=flags.canny[1],
+                stage_indexing=flags.stage_indexing,
+                prompt_dropout=flags.prompt_dropout,
+                resolution=self.styleid.resolution,
+                seed=LSASTConfig.seed if seed is None else seed,
+                controlnet=flags.controlnet
+                or (TINY_CONTROLNET if self.model in PRESETS else DEFAULT_CONTROLNET),
+                batch_size=batch or LSASTConfig.batch_size,
+            )
+        return replace(
+            self,
+            styleid=styleid,
+            lsast=lsast,
+            seed=None,
+            batch_size=None,
+            lsast_flags=LSASTFlags(),
+        )
 
     @property
     def resolution(self) -> int:
@@ -128,133 +232,3 @@ class TeacherOptions:
             self.model, dtype, device, self.revision, self.styleid.seed, self.model_config
         )
         return StyleIDEngine(teacher, self.styleid, offload=self.offload)
-
-
-def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
-    """The teacher flags shared by `jobs.stylize` and `jobs.generate`."""
-    group = parser.add_argument_group("teacher")
-    group.add_argument(
-        "--teacher",
-        choices=TEACHERS,
-        default="styleid",
-        help="styleid: a style image per pair; lsast: a learned style (--style-prompts)",
-    )
-    group.add_argument(
-        "--model",
-        default="tiny",
-        help="tiny | sd15-random | a Hugging Face id | a local diffusers directory | "
-        "a single-file SD 1.x checkpoint (*.safetensors, original LDM layout)",
-    )
-    group.add_argument(
-        "--model-config",
-        default=None,
-        metavar="DIR|HF_ID",
-        help=f"configs, tokenizer and scheduler of a single-file --model: an SD 1.x diffusers "
-        f"folder (its weights are not read) or a Hub id read from the local Hugging Face cache "
-        f"only (default {DEFAULT_MODEL_ID})",
-    )
-    group.add_argument(
-        "--revision", default=None, help="revision of the Hub id (--model or --model-config)"
-    )
-    group.add_argument(
-        "--dtype",
-        default="auto",
-        choices=("auto", *DTYPES),
-        help="auto = float16 on GPU, float32 on CPU",
-    )
-    group.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    group.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
-    group.add_argument("--gamma", type=float, default=0.75, help="query preservation")
-    group.add_argument(
-        "--T", dest="temperature", type=float, default=1.5, help="attention temperature"
-    )
-    group.add_argument("--resolution", type=int, default=512, help="square teacher resolution")
-    group.add_argument(
-        "--layers",
-        nargs="+",
-        default=list(DEFAULT_LAYERS),
-        help="injected self-attention layers (diffusers module names)",
-    )
-    group.add_argument("--no-adain", action="store_true", help="ablation: no initial AdaIN")
-    group.add_argument("--no-injection", action="store_true", help="ablation: no K/V injection")
-    group.add_argument(
-        "--encode",
-        default="mean",
-        choices=("mean", "sample"),
-        help="VAE posterior mean, or a seeded sample",
-    )
-    group.add_argument("--seed", type=int, default=None, help="default: 0 (StyleID), 41 (LSAST)")
-    group.add_argument(
-        "--batch-size", type=int, default=None, help="pairs per UNet call (8 StyleID, 4 LSAST)"
-    )
-    group.add_argument(
-        "--offload",
-        choices=("auto", "yes", "no"),
-        default="auto",
-        help="keep attention features in pinned CPU memory",
-    )
-    lsast = parser.add_argument_group("LSAST teacher (--teacher lsast)")
-    lsast.add_argument(
-        "--controlnet",
-        default=None,
-        help=f"canny ControlNet: Hub id, folder or tiny (ControlNetModel.from_unet of the "
-        f"model); default {DEFAULT_CONTROLNET}, or tiny for a preset --model",
-    )
-    lsast.add_argument("--strength", type=float, default=0.7, help="img2img strength")
-    lsast.add_argument("--guidance", type=float, default=10.0, help="classifier-free guidance")
-    lsast.add_argument("--control-scale", type=float, default=1.0, help="ControlNet scale")
-    lsast.add_argument("--canny", type=int, nargs=2, default=[100, 200], metavar=("LOW", "HIGH"))
-    lsast.add_argument(
-        "--stage-indexing",
-        choices=STAGE_INDEXING,
-        default="code",
-        help="code: the released code's sliding window; paper: 10 stages x 3 groups",
-    )
-    lsast.add_argument(
-        "--prompt-dropout", action="store_true", help="keep the generator's dropout on (seeded)"
-    )
-
-
-def teacher_options(args: argparse.Namespace) -> TeacherOptions:
-    """Validated options from parsed flags (a bad value is a `UserError`)."""
-    if args.teacher == "lsast":
-        lsast = LSASTConfig(
-            steps=args.steps,
-            strength=args.strength,
-            guidance=args.guidance,
-            control_scale=args.control_scale,
-            canny_low=args.canny[0],
-            canny_high=args.canny[1],
-            stage_indexing=args.stage_indexing,
-            prompt_dropout=args.prompt_dropout,
-            resolution=args.resolution,
-            seed=41 if args.seed is None else args.seed,
-            controlnet=args.controlnet
-            or (TINY_CONTROLNET if args.model in PRESETS else DEFAULT_CONTROLNET),
-            batch_size=args.batch_size or 4,
-        )
-        return TeacherOptions(
-            args.model, args.revision, args.dtype, args.device, kind="lsast", lsast=lsast
-        )
-    styleid = StyleIDConfig(
-        steps=args.steps,
-        gamma=args.gamma,
-        temperature=args.temperature,
-        layers=tuple(args.layers),
-        adain=not args.no_adain,
-        inject=not args.no_injection,
-        resolution=args.resolution,
-        encode=args.encode,
-        seed=args.seed or 0,
-        batch_size=args.batch_size or 8,
-    )
-    offload = {"auto": None, "yes": True, "no": False}[args.offload]
-    return TeacherOptions(
-        args.model,
-        args.revision,
-        args.dtype,
-        args.device,
-        styleid,
-        offload,
-        model_config=args.model_config,
-    )

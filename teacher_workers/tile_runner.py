@@ -30,7 +30,6 @@ import torch
 from common.errors import ImageError, UnreadableInput
 from common.ids import content_id, sha256_hex
 from common.images import load_square, png_bytes
-from common.inputs import options_for
 from common.manifest import (
     FailureLine,
     ManifestLine,
@@ -109,8 +108,7 @@ class TileRunner:
         self.engine = options.build()
         self.kind = options.kind
         self.resolution = options.resolution
-        self.storage = Storage(root, options_for(root, storage_options))
-        self.input_options = storage_options
+        self.storage = Storage(root, storage_options)  # its options open the inputs too
         self.teacher_hash = teacher_hash
         self.io = ThreadPoolExecutor(io_threads, thread_name_prefix="tile-io")
         self.engine_lock = threading.Lock()
@@ -166,7 +164,7 @@ class TileRunner:
         return images
 
     def _read(self, url: str, role: str) -> Image:
-        data = read_url(url, options_for(url, self.input_options))
+        data = read_url(url, self.storage.options)
         return Image(url, content_id(data), self._decode(data, url, role))
 
     def _decode(self, data: bytes, url: str, role: str) -> torch.Tensor | LSASTPromptGenerator:

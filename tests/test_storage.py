@@ -14,7 +14,7 @@ import fsspec
 import pytest
 
 from common.errors import UnreadableInput, UserError
-from common.storage import Storage, read_url, redact
+from common.storage import Storage, StorageOptions, open_fs, read_url, redact
 
 
 @pytest.fixture
@@ -128,6 +128,26 @@ def test_redact_hides_secrets_at_any_depth() -> None:
     assert safe["anon"] is False
     assert safe["client_kwargs"]["endpoint_url"] == "http://127.0.0.1:9000"
     assert options["secret"] == "s3cr3t"  # the caller's options are untouched
+
+
+def test_storage_options_are_parsed_once_and_applied_to_object_store_urls_only(
+    tmp_path: Path,
+) -> None:
+    options = StorageOptions(
+        ("client_kwargs.endpoint_url=http://127.0.0.1:9", "anon=true", "secret=s3cr3t")
+    )
+    assert options == {
+        "client_kwargs": {"endpoint_url": "http://127.0.0.1:9"},
+        "anon": True,
+        "secret": "s3cr3t",
+    }
+    assert "s3cr3t" not in repr(options)  # Ray shows the configs it ships
+    (tmp_path / "a.txt").write_text("local")
+    assert read_url(str(tmp_path / "a.txt"), options) == b"local"  # local: no s3 options
+    fs, _ = open_fs("s3://bucket/key", options)  # builds a client, connects to nothing
+    assert fs.client_kwargs == {"endpoint_url": "http://127.0.0.1:9"} and fs.anon
+    with pytest.raises(UserError, match="key=value"):
+        StorageOptions(("novalue",))
 
 
 def test_ray_worker_writes_to_s3(ray_cluster: Any, s3_bucket: tuple[str, dict[str, Any]]) -> None:

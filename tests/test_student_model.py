@@ -16,7 +16,7 @@ from torch import nn
 
 from common.errors import UserError
 from student.authors_checkpoint import authors_key_map
-from student.checkpoint import load_student, save_student
+from student.checkpoint import load_student, resolve_checkpoint, save_student
 from student.inference import resolve_precision, stylize
 from student.model import STTR, STTRConfig, build_sttr, to_tokens
 from student.position_encoding import PositionEmbeddingSine
@@ -481,11 +481,11 @@ def test_checkpoint_round_trip(small_model: STTR, tmp_path: Path, where: str) ->
 
 def test_not_a_checkpoint_is_a_user_error(small_model: STTR, tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"nowhere: no such checkpoint \(nothing is stored"):
-        load_student(str(tmp_path / "nowhere"))
+        load_student(resolve_checkpoint(str(tmp_path / "nowhere")))
     (tmp_path / "empty-run" / "epoch-0001").mkdir(parents=True)
     (tmp_path / "empty-run" / "metrics.jsonl").write_text("")
     with pytest.raises(UserError, match=r"not a student checkpoint: it has no config\.json"):
-        load_student(str(tmp_path / "empty-run"))
+        load_student(resolve_checkpoint(str(tmp_path / "empty-run")))
     (tmp_path / "file.txt").write_text("hello")
     with pytest.raises(UserError):
         load_student(str(tmp_path / "file.txt"))

@@ -149,7 +149,7 @@ def test_a_deleted_checkpoint_folder_is_one_error_line(
 def generated_run(root: Path) -> Storage:
     """The synthetic run (3 parts, 9 pairs) with the run.json `jobs.generate` writes."""
     storage = write_synthetic_run(root, n_content=3, n_style=3, size=SIZE)
-    write_run_info(storage, "generate", {}, {}, teacher_hash="t0", pairs=9, tiles=3)
+    write_run_info(storage, "generate", {}, teacher_hash="t0", pairs=9, tiles=3)
     return storage
 
 

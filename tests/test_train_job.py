@@ -15,12 +15,13 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from common.errors import UserError
 from common.storage import Storage
+from jobs.train import config_from_args
 from student.checkpoint import load_student, resolve_checkpoint
 from student.dataset import TripleDataset, collate_triples, read_splits
 from student.inference import imagenet_normalize
 from student.losses import build_loss
 from student.tracking import TensorBoardLog
-from student.train_config import CrashOnce, TrainConfig, config_from_args
+from student.train_config import CrashOnce, TrainConfig
 from student.train_loop import STATE_FILE, EarlyStop
 from tests.cli import run_job
 from tests.synthetic_run import write_synthetic_run

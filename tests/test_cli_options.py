@@ -1,0 +1,83 @@
+"""One source for every option: each flag's default in `--help` is its config field's default.
+
+The command lines are generated from the typed configs, so a default written twice (a flag
+default beside a field default) cannot drift; this reads what the user sees to prove it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+
+import pytest
+import tyro
+from tyro.constructors import PrimitiveConstructorSpec
+
+from common.cli import parse
+from jobs import evaluate, export, generate, pipeline, prepare_models, stylize
+from student.train_config import TrainConfig
+
+CONFIGS = {
+    "jobs.evaluate": evaluate.Args,
+    "jobs.export": export.Args,
+    "jobs.generate": generate.Args,
+    "jobs.pipeline": pipeline.Args,
+    "jobs.prepare_models": prepare_models.Args,
+    "jobs.stylize": stylize.Args,
+    "jobs.train": TrainConfig,
+}
+
+
+def expected_defaults(config: type, instance: object = None) -> dict[str, str]:
+    """`--flag` -> its default as the help shows it, from the dataclass fields (nested configs
+    included); flags without a default, hidden or repeatable ones are left out."""
+    found = {}
+    hints = typing.get_type_hints(config, include_extras=True)
+    for field in dataclasses.fields(config):
+        if not field.init:
+            continue
+        marks = typing.get_args(hints[field.name])[1:]
+        if tyro.conf.Suppress in marks or tyro.conf.UseAppendAction in marks:
+            continue
+        if field.default is not dataclasses.MISSING:
+            default = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        else:
+            continue
+        default = getattr(instance, field.name, default)
+        if dataclasses.is_dataclass(default):
+            found.update(expected_defaults(type(default), default))
+            continue
+        names = [m.name for m in marks if isinstance(m, tyro.conf._confstruct._ArgConfig)]
+        flag = "--" + ((names[0] if names and names[0] else None) or field.name.replace("_", "-"))
+        specs = [m for m in marks if isinstance(m, PrimitiveConstructorSpec)]
+        if specs:
+            shown = " ".join(specs[0].str_from_instance(default))
+        elif isinstance(default, tuple):
+            shown = " ".join(map(str, default))
+        else:
+            shown = str(default)
+        found[flag] = shown
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(CONFIGS))
+def test_every_flag_default_in_help_is_the_config_default(module, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("COLUMNS", "120")  # one column of option groups
+    with pytest.raises(SystemExit) as exit_:
+        parse(CONFIGS[module], ["--help"], module, None)
+    assert exit_.value.code == 0
+    shown = {}
+    for entry in re.split(r"\n[ │]*(?=--[A-Za-z])", capsys.readouterr().out)[1:]:  # one per flag
+        text = ""
+        for line in entry.splitlines():  # the flag, then its help wrapped over lines
+            text += " " + line.strip(" │")
+            if re.search(r"\((default: .*|required|repeatable)\)$", text):
+                break
+        if default := re.search(r"\(default: (.*)\)$", text):
+            shown[text.split()[0].rstrip(",")] = default.group(1)
+    expected = expected_defaults(CONFIGS[module])
+    assert expected, module
+    assert shown == expected
