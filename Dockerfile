@@ -34,4 +34,5 @@ RUN pip install --no-cache-dir -c /tmp/constraints.txt \
         matplotlib \
         tensorboard \
         opencv-python-headless \
+        tyro \
         boto3
