@@ -62,7 +62,9 @@ class Args(JobArgs):
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(Args, argv, "jobs.evaluate", __doc__)
     storage = Storage(args.data, args.storage)
-    teacher = (read_run_info(storage) or {}).get("config", {}).get("teacher", {})
+    config = (read_run_info(storage) or {}).get("config", {})
+    # run.json of this version nests the teacher's options; an older one holds them flat
+    teacher = config["teacher"] if isinstance(config.get("teacher"), dict) else config
     model = teacher.get("model", "tiny")
     where = write_evaluation(
         storage,
