@@ -315,7 +315,9 @@ def test_tensorboard_records_go_to_the_run_or_to_a_shared_log_dir(tmp_path: Path
     assert config.tensorboard_storage().options == {"key": "k"}
     shared = config_from_args([*common, "--tensorboard", str(tmp_path / "tb")])
     assert shared.tensorboard_url() == f"{tmp_path}/tb/n"  # one log dir, a folder per run
-    assert shared.tensorboard_storage().options == {}  # the S3 options are not for a local dir
+    local = shared.tensorboard_storage()  # the S3 options are not applied to a local dir
+    local.write_bytes("probe", b"1")
+    assert (tmp_path / "tb" / "n" / "probe").read_bytes() == b"1"
 
 
 def test_a_resumed_writer_hides_the_epochs_it_runs_again(tmp_path: Path) -> None:
