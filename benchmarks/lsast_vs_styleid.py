@@ -12,12 +12,10 @@ ControlNet pass); results go to benchmarks/results/ as JSON with the device name
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
 from benchmarks.machine import describe, report
-from benchmarks.teacher_engine import images, timed
+from benchmarks.teacher_engine import engine_parser, images, timed
 from teacher_workers.config import StyleIDConfig
 from teacher_workers.engine import StyleIDEngine
 from teacher_workers.lsast_config import LSASTConfig
@@ -28,15 +26,7 @@ from teacher_workers.models import load_teacher, parse_dtype
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", default="tiny")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--resolution", type=int, default=128)
-    parser.add_argument("--tile", default="2x2", help="contents x styles")
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser = engine_parser(__doc__, tile="2x2", batch_size=4)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 

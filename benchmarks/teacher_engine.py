@@ -41,17 +41,23 @@ def images(n: int, size: int, seed: int) -> torch.Tensor:
     return torch.nn.functional.interpolate(low, size=size, mode="bicubic").clamp(0, 1)
 
 
-def main() -> None:
+def engine_parser(doc: str | None, tile: str, batch_size: int) -> argparse.ArgumentParser:
+    """The flags every teacher benchmark takes: model, device, dtype, size, tile and batch."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--resolution", type=int, default=128)
-    parser.add_argument("--tile", default="4x4", help="contents x styles")
+    parser.add_argument("--tile", default=tile, help="contents x styles")
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    return parser
+
+
+def main() -> None:
+    parser = engine_parser(__doc__, tile="4x4", batch_size=8)
     parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument(
         "--naive-pairs",
         type=int,
