@@ -23,6 +23,13 @@ MAX_STEPS = 999
 ENGINE_VERSION = 2
 
 
+def check_steps(steps: object) -> None:
+    """DDIM steps of either teacher: SD's 1000 training timesteps, offset by 1, so 999 steps
+    reach t = 999, the last one."""
+    if not isinstance(steps, int) or not 2 <= steps <= MAX_STEPS:
+        raise UserError(f"steps must be an integer in [2, {MAX_STEPS}], got {steps!r}")
+
+
 @dataclass(frozen=True)
 class StyleIDConfig:
     """StyleID hyper-parameters (defaults = the paper's) and how the engine batches work."""
@@ -48,9 +55,7 @@ class StyleIDConfig:
     batch_size: tyro.conf.Suppress[int] = 8  # images or pairs per UNet call
 
     def __post_init__(self) -> None:
-        # SD's 1000 training timesteps, offset by 1: 999 steps reach t = 999, the last one
-        if not isinstance(self.steps, int) or not 2 <= self.steps <= MAX_STEPS:
-            raise UserError(f"steps must be an integer in [2, {MAX_STEPS}], got {self.steps!r}")
+        check_steps(self.steps)
         if not 0.0 <= self.gamma <= 1.0:
             raise UserError(f"gamma must be in [0, 1], got {self.gamma!r}")
         if not self.temperature > 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from common.errors import UserError
+from teacher_workers.config import check_steps
 from teacher_workers.lsast_prompts import STAGE_INDEXING
 
 DEFAULT_CONTROLNET = "lllyasviel/control_v11p_sd15_canny"
@@ -35,8 +36,7 @@ class LSASTConfig:
     batch_size: int = 4
 
     def __post_init__(self) -> None:
-        if not isinstance(self.steps, int) or not 2 <= self.steps <= 999:
-            raise UserError(f"steps must be an integer in [2, 999], got {self.steps!r}")
+        check_steps(self.steps)
         if not 1 <= self.denoising_steps <= self.steps - 1:
             raise UserError(
                 f"strength {self.strength!r} x {self.steps} steps must give 1 to {self.steps - 1} "
