@@ -1,17 +1,20 @@
 """Student inference speed per path, and each path's output quality against fp32 PyTorch.
 
     python -m benchmarks.student_speed --out benchmarks/results/student_cpu.json   # ~3 min
-    python -m benchmarks.student_speed --device cuda --paths fp32 bf16 --out ...   # a GPU
+    python -m benchmarks.student_speed --device cuda --paths fp32 bf16-cl fp16-cl \
+        bf16-cl-compile --train-steps 20 --out ...   # a GPU: inference and training steps
     python -m benchmarks.student_speed --training ...   # also Ray Train images/s (slow)
 
 Paths: `fp32` (eager, NCHW: the reference), `fp32-cl` (channels-last), `bf16-cl` (channels-last
-under bfloat16 autocast: `jobs.stylize --precision bf16`) and `onnxruntime` (the fp32 ONNX
-export with every graph optimisation, CPU only). Every path gets one warm-up call per size, then
-the paths take turns, `--repeats` rounds, so a busy machine slows them alike; the best call of
-each counts (seconds per image, batch 1) along with its process CPU time divided by the threads,
-which a shared machine disturbs less than wall time. Quality: each path stylizes the golden set
-(`samples/golden`, every content with every style) at each size; PSNR against fp32. The full
-STTR has random weights here (speed does not depend on them; seeded, so runs compare).
+under bfloat16 autocast: `jobs.stylize --precision bf16`), `fp16-cl` (float16 autocast),
+`bf16-cl-compile` (`bf16-cl` after torch.compile: `jobs.stylize --compile`) and `onnxruntime`
+(the fp32 ONNX export with every graph optimisation, CPU only). Every path gets one warm-up
+call per size, then the paths take turns, `--repeats` rounds, so a busy machine slows them
+alike; the best call of each counts (seconds per image, batch 1) along with its process CPU time
+divided by the threads, which a shared machine disturbs less than wall time. Quality: each path
+stylizes the golden set (`samples/golden`, every content with every style) at each size; PSNR
+against fp32. The full STTR has random weights here (speed does not depend on them; seeded, so
+runs compare).
 """
 
 from __future__ import annotations
@@ -33,13 +36,15 @@ from benchmarks.machine import describe, report
 from common.images import load_square
 from student.export import export_onnx
 from student.inference import for_inference, imagenet_normalize, resolve_precision
+from student.losses import build_loss
 from student.model import STTRConfig, build_sttr
 from tests.synthetic_run import write_synthetic_run
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "samples" / "golden"
 QUALITY_BOUND_DB = 35.0
-PATHS = ("fp32", "fp32-cl", "bf16-cl", "onnxruntime")
+PATHS = ("fp32", "fp32-cl", "bf16-cl", "fp16-cl", "bf16-cl-compile", "onnxruntime")
+CPU_PATHS = ("fp32", "fp32-cl", "bf16-cl", "onnxruntime")  # the default on a CPU
 
 Runner = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -48,25 +53,34 @@ def runners(names: list[str], device: torch.device, threads: int, folder: str) -
     """One callable per path: (content, style) ImageNet-normalized [1, 3, H, W] -> fp32 output."""
     torch.manual_seed(0)
     model = build_sttr(STTRConfig(), init="scratch").eval().to(device)
-    channels_last = for_inference(build_sttr(STTRConfig(), init="scratch").to(device))
-    channels_last.load_state_dict(model.state_dict())
     layout = {"memory_format": torch.channels_last}
+
+    def channels_last(compiled: bool = False) -> torch.nn.Module:
+        copy = for_inference(build_sttr(STTRConfig(), init="scratch").to(device))
+        copy.load_state_dict(model.state_dict())
+        if compiled:
+            copy.compile(dynamic=False)  # one graph per size: no slow symbolic shapes
+        return copy
 
     def eager(c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         return model(c, s).float()
 
-    def eager_cl(c: torch.Tensor, s: torch.Tensor, bf16: bool = False) -> torch.Tensor:
-        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-            return channels_last(c.contiguous(**layout), s.contiguous(**layout)).float()
+    def autocast(module: torch.nn.Module, dtype: torch.dtype | None) -> Runner:
+        def run(c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(device.type, dtype or torch.float32, enabled=dtype is not None):
+                return module(c.contiguous(**layout), s.contiguous(**layout)).float()
 
-    found: dict[str, Runner] = {
-        "fp32": eager,
-        "fp32-cl": eager_cl,
-        "bf16-cl": lambda c, s: eager_cl(c, s, bf16=True),
+        return run
+
+    makers: dict[str, Callable[[], Runner]] = {
+        "fp32": lambda: eager,
+        "fp32-cl": lambda: autocast(channels_last(), None),
+        "bf16-cl": lambda: autocast(channels_last(), torch.bfloat16),
+        "fp16-cl": lambda: autocast(channels_last(), torch.float16),
+        "bf16-cl-compile": lambda: autocast(channels_last(compiled=True), torch.bfloat16),
+        "onnxruntime": lambda: onnx_runner(model, threads, f"{folder}/sttr.onnx"),
     }
-    if "onnxruntime" in names:
-        found["onnxruntime"] = onnx_runner(model, threads, f"{folder}/sttr.onnx")
-    return {name: found[name] for name in names}
+    return {name: makers[name]() for name in names}
 
 
 def onnx_runner(model: torch.nn.Module, threads: int, path: str) -> Runner:
@@ -167,6 +181,62 @@ def inference(args: argparse.Namespace, device: torch.device) -> dict:
     return results
 
 
+def train_steps(device: torch.device, steps: int, shapes: list[str], compile: bool) -> dict:
+    """Training images/s of the bare step (forward, the l1 and l3 losses, backward, Adam) under
+    the precision `jobs.train` picks on `device`, for each BATCHxCROP shape: the rate the input
+    pipeline must feed one accelerator at (random VGG19: speed does not depend on weights)."""
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(training_precision(device))
+    results = {}
+    for loss_name in ("l1", "l3"):
+        torch.manual_seed(0)
+        model = build_sttr(STTRConfig(), init="scratch").to(device).train()
+        if compile:
+            model.compile()
+        loss_fn = build_loss(loss_name, vgg_weights="random").to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+        for shape in shapes:
+            batch, crop = (int(x) for x in shape.split("x"))
+            x = torch.randn(batch, 3, crop, crop, generator=torch.Generator().manual_seed(crop))
+            x = x.to(device)
+            first = time.perf_counter()
+            for _ in range(3):
+                train_step(model, loss_fn, optimizer, x, amp)  # warm-up (and compilation)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            warm_up = time.perf_counter() - first
+            start = time.perf_counter()
+            for _ in range(steps):
+                train_step(model, loss_fn, optimizer, x, amp)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - start
+            results[f"{loss_name} {shape}"] = {
+                "images_per_s": batch * steps / seconds,
+                "warm_up_seconds": warm_up,
+                "precision": str(amp or "fp32"),
+                "compile": compile,
+            }
+            print(loss_name, shape, results[f"{loss_name} {shape}"], flush=True)
+    return results
+
+
+def train_step(model, loss_fn, optimizer, x: torch.Tensor, amp: torch.dtype | None) -> None:
+    """One step on `x` as content, style and target (the cost does not depend on the values)."""
+    with torch.autocast(x.device.type, amp or torch.float32, enabled=amp is not None):
+        loss = loss_fn(model(x, x), x).total
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def training_precision(device: torch.device) -> str:
+    """`jobs.train --precision auto`: bf16 on GPUs that have it, else fp16; fp32 on CPU."""
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
 def training(workers: list[int], epochs: int, crop: int) -> dict:
     """Images/s of the last epoch of `jobs.train` with each worker count (full STTR, CPU)."""
     results = {}
@@ -203,6 +273,11 @@ def main() -> None:
         "take it: tens of seconds per 512 px image on an AVX2 CPU)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds after the warm-up")
+    parser.add_argument(
+        "--train-steps", type=int, default=0, help="also time this many bare training steps"
+    )
+    parser.add_argument("--train-shapes", nargs="+", default=["8x256", "32x256", "8x512"])
+    parser.add_argument("--train-compile", action="store_true", help="torch.compile the student")
     parser.add_argument("--training", action="store_true", help="also time jobs.train (slow)")
     parser.add_argument("--train-workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--train-epochs", type=int, default=2)
@@ -213,7 +288,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.paths is None:
         bf16 = resolve_precision("auto", device) == "bf16"
-        args.paths = [name for name in PATHS if bf16 or name != "bf16-cl"]
+        args.paths = [name for name in CPU_PATHS if bf16 or name != "bf16-cl"]
     if "fp32" not in args.paths:
         parser.error("--paths must include fp32, the reference")
     result = {
@@ -228,6 +303,10 @@ def main() -> None:
         "inference_batch_1": inference(args, device),
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
+    if args.train_steps:
+        result["training_steps"] = train_steps(
+            device, args.train_steps, args.train_shapes, args.train_compile
+        )
     if args.training:
         result["training"] = training(args.train_workers, args.train_epochs, args.train_crop)
     report(result, args.out)

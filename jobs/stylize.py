@@ -136,6 +136,8 @@ def with_student(args: Args, options: StorageOptions, contents: list[str], write
     style = read_image(args.style, options, args.max_side)
     model, _ = load_student(resolve_checkpoint(args.student, options), options)
     model = for_inference(model)
+    if args.teacher.compile:
+        model.compile(dynamic=False)  # one graph per image size (symbolic shapes compile slowly)
     precision = resolve_precision(args.precision, next(model.parameters()).device)
     bar = tqdm(contents, desc=f"student ({precision})", unit="image", disable=len(contents) == 1)
     for url in bar:

@@ -82,6 +82,8 @@ class TrainConfig:
     """seeds model init, crops and order"""
     precision: str = "auto"
     """auto | fp32 | bf16 | fp16; auto: bf16 on GPUs that have it, else fp16; fp32 on CPU"""
+    compile: bool = False
+    """torch.compile the student (GPU: the first steps pay the compile; checkpoints unchanged)"""
     loader_workers: int = 2
     """DataLoader processes"""
     decoded_cache: Annotated[

@@ -252,6 +252,8 @@ class WorkerRun:
         self.storage = config.storage()
         self.amp_dtype = autocast_dtype(config)
         student, self.student_config, state = self.restore_or_build()
+        if config.compile:
+            student.compile()  # in place: state_dict keys and checkpoints stay as they are
         self.model = ray.train.torch.prepare_model(student)
         self.optimizer, self.scheduler = build_optimizer(self.model, config)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.fp16)

@@ -78,6 +78,7 @@ class StyleIDAttnProcessor:
         self.layer = layer
         self.controller = controller
 
+    @torch.compiler.disable  # per-step Python state: a compiled UNet calls it eagerly
     def __call__(
         self,
         attn: Attention,

@@ -39,6 +39,7 @@ class GroupedCrossAttnProcessor(AttnProcessor2_0):
         self.group = group
         self.store = store
 
+    @torch.compiler.disable  # per-stage contexts: a compiled UNet calls it eagerly
     def __call__(
         self,
         attn: Attention,

@@ -28,6 +28,7 @@ from teacher_workers.models import (
     load_teacher,
     parse_dtype,
     resolve_device,
+    tune,
 )
 
 if TYPE_CHECKING:
@@ -98,6 +99,12 @@ class TeacherOptions:
     )
     offload: Annotated[bool | None, OFFLOAD] = None
     """keep attention features in pinned CPU memory (auto: decided per tile from free GPU memory)"""
+    compile: bool = False
+    """torch.compile the model that runs: the teacher's UNet (and ControlNet), or the student of
+    jobs.stylize --student (GPU; the first call of each shape pays the compile; same outputs
+    within float tolerance, so the teacher hash ignores it)"""
+    channels_last: bool = False
+    """run the UNet's convolutions in channels-last layout (faster on tensor cores)"""
     digest: tyro.conf.Suppress[str | None] = None  # a model or file's digest, set by `pinned`
     model_config: Annotated[
         str | None,
@@ -227,8 +234,11 @@ class TeacherOptions:
                 text_encoder=True,
             )
             controlnet = load_controlnet(self.lsast.controlnet, teacher.unet, dtype, device)
+            tune(teacher.unet, self.compile, self.channels_last)
+            tune(controlnet, self.compile, self.channels_last)
             return LSASTEngine(teacher, controlnet, self.lsast)
         teacher = load_teacher(
             self.model, dtype, device, self.revision, self.styleid.seed, self.model_config
         )
+        tune(teacher.unet, self.compile, self.channels_last)
         return StyleIDEngine(teacher, self.styleid, offload=self.offload)
