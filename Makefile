@@ -35,7 +35,7 @@ lint: install
 # Two test processes (pytest-xdist), each test file whole in one of them: a file's module-level
 # runs are built once, and Ray start-ups in one overlap the other's computing.
 test: lint
-	$(BIN)/pytest -q -n 2 --dist loadfile
+	$(BIN)/pytest -q -n 2 --dist loadfile --durations=15
 
 # Build and push the cluster image (needs Docker), then set cluster.yaml's docker.image to it.
 image:

@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -342,16 +343,23 @@ class WorkerRun:
             pin_memory=self.device.type == "cuda",
         )
 
-    def fit(self) -> None:
-        """Run epochs until `--epochs` or the early stop; report each one to Ray Train."""
+    def fit(self) -> str | None:
+        """Run epochs until `--epochs` or the early stop; report each one to Ray Train.
+
+        Returns why training stopped early when a retry cannot help: a loss that is no longer
+        finite (every rank sees the same all-reduced loss, so all stop alike). That epoch is
+        not reported, so no checkpoint with NaN weights is kept or resumed from."""
         with self.tensorboard() as board:
             while self.epoch < self.config.epochs and not self.early.should_stop:
                 self.epoch += 1
                 self.maybe_crash()
                 torch.manual_seed(seed_for(self.config.seed, self.epoch, self.rank))
                 metrics = self.run_epoch()
+                if not all(math.isfinite(metrics[key]) for key in ("train_loss", "val_loss")):
+                    return diverged(metrics, self.config)
                 self.history.append(metrics)
                 self.report(metrics, board)
+        return None
 
     def tensorboard(self) -> TensorBoardLog | contextlib.nullcontext[None]:
         """Rank 0's writer of the TensorBoard records (the other ranks write none)."""
@@ -461,6 +469,17 @@ def format_metrics(metrics: dict[str, Any], epochs: int) -> str:
     return line + ("  (early stop)" if metrics["early_stop"] else "")
 
 
+def diverged(metrics: dict[str, Any], config: TrainConfig) -> str:
+    """Why a run whose loss became NaN or infinite stops, and what to try instead."""
+    epoch = metrics["epoch"]
+    kept = f"checkpoints up to epoch {epoch - 1} are kept" if epoch > 1 else "nothing was kept"
+    return (
+        f"training diverged in epoch {epoch} (train_loss {metrics['train_loss']}, val_loss "
+        f"{metrics['val_loss']}); {kept}; try a lower --lr (now {config.lr:g})"
+        + ("" if autocast_dtype(config) is None else " or --precision fp32")
+    )
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> str | None:
     """Ray Train entry point; `loop_config` holds the `TrainConfig` and the manifest `Splits`.
 
@@ -472,5 +491,4 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> str | None:
         run = WorkerRun(loop_config["config"], loop_config["splits"])
     except UserError as exc:
         return str(exc)
-    run.fit()
-    return None
+    return run.fit()

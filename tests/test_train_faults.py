@@ -204,3 +204,18 @@ def test_a_run_is_finished_when_its_loop_would_not_run(
     state = {"epoch": epoch, "early_stop": early_stop}
     config = small_config("unused", NAME, epochs=epochs, patience=patience)
     assert finished(state, config) is done
+
+
+def test_a_diverging_run_stops_with_one_line_and_keeps_no_nan_checkpoint(
+    finished_run: TrainConfig,
+) -> None:
+    """An lr that blows the weights up: the first non-finite loss ends the run with a line
+    saying what to try, instead of an early stop on NaN or a retry of the worker group."""
+    config = replace(finished_run, name="diverges", lr=1e30, epochs=3, workers=1)
+    with pytest.raises(UserError) as error:
+        train(config, validate(config))
+    message = str(error.value)
+    assert message.startswith("training diverged in epoch 1 (train_loss ")
+    assert message.endswith("; nothing was kept; try a lower --lr (now 1e+30)")
+    run = Path(config.data) / "train" / config.name
+    assert not list(run.glob("epoch-*")) and not (run / METRICS_FILE).exists()
