@@ -43,7 +43,7 @@ def main() -> None:
     lsast = LSASTEngine(
         teacher, controlnet, LSASTConfig(resolution=args.resolution, batch_size=args.batch_size)
     )
-    learned = [new_generator(teacher.text_encoder, seed=s).float() for s in range(n_s)]
+    learned = [new_generator(teacher, seed=s).float() for s in range(n_s)]
     styleid.stylize_tile(contents[:1], styles[:1])  # warm-up: kernels, allocator, caches
     lsast.stylize_pairs(contents[:1], learned[:1], [(0, 0)])
 

@@ -256,7 +256,7 @@ def learn_loop_per_worker(loop_config: dict[str, Any]) -> str | None:
             config.model, torch.float32, device, config.revision, text_encoder=True
         )
         images = torch.stack([load_style(url, config) for url in config.styles])
-        generator = new_generator(teacher.text_encoder, seed=config.seed).train()
+        generator = new_generator(teacher, seed=config.seed).train()
         optimizer = torch.optim.AdamW(
             generator.parameters(), config.lr, weight_decay=config.weight_decay
         )

@@ -9,13 +9,16 @@ Any other `PromptGenerator` (the reproduction's unpublished replacement, say) ca
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from common.errors import ImageError, first_line
+
+if TYPE_CHECKING:
+    from teacher_workers.models import TeacherModel
 
 
 class PromptFileError(ImageError):
@@ -25,7 +28,6 @@ class PromptFileError(ImageError):
 
 N_PROMPTS = 30  # num_vectors_per_token (10) x 3 in the authors' EmbeddingManager
 HEADS, HEAD_DIM, DROPOUT = 8, 64, 0.1
-INIT_TOKEN = 320  # CLIP's `a</w>`: the code indexes the string 'a painting' and takes 'a'
 
 
 @runtime_checkable
@@ -123,11 +125,14 @@ class LSASTPromptGenerator(nn.Module):
         return self.attention(init, context=init)[-1].view(self.n_prompts, self.dim)
 
 
-def new_generator(text_encoder: nn.Module, seed: int = 0) -> LSASTPromptGenerator:
-    """A freshly initialised generator for this text encoder (its width, its `a` embedding)."""
-    table = text_encoder.get_input_embeddings().weight
+def new_generator(teacher: TeacherModel, seed: int = 0) -> LSASTPromptGenerator:
+    """A freshly initialised generator for this teacher's text encoder: its width, and the
+    embedding of `a` at the id its own tokenizer gives (`PromptTokens.init_id`)."""
+    if teacher.text_encoder is None or teacher.prompt_tokens is None:
+        raise ValueError("a prompt generator needs the teacher's text encoder")
+    table = teacher.text_encoder.get_input_embeddings().weight
     torch.manual_seed(seed)
-    generator = LSASTPromptGenerator(table[INIT_TOKEN].detach().float())
+    generator = LSASTPromptGenerator(table[teacher.prompt_tokens.init_id].detach().float())
     return generator.to(device=table.device, dtype=table.dtype)
 
 

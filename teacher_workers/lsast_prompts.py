@@ -4,6 +4,9 @@ prompt becomes a cross-attention context (through the frozen CLIP text encoder).
 The text prompt is just the placeholder `*`; each learned token embedding P*_i replaces the
 placeholder's token embedding *before* the encoder (a hook on its input embeddings), so the
 context C_i is CLIP's last hidden state for that prompt, and gradients reach P* through CLIP.
+
+Token ids come from the model's own tokenizer: with CLIP's vocabulary they are the authors'
+constants (`*` 265, `a` 320), and any SD 1.x tokenizer that has the two tokens works.
 """
 
 from __future__ import annotations
@@ -15,8 +18,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from common.errors import UserError
+
 STAGE_INDEXING = ("code", "paper")
+PLACEHOLDER = "*"
 PLACEHOLDER_TOKEN = 265  # CLIP's `*</w>`
+INITIALIZER = "a"  # the code indexes its initializer string 'a painting' and so takes 'a'
+INIT_TOKEN = 320  # CLIP's `a</w>`
 N_TIMESTEPS = 1000
 
 
@@ -43,15 +51,19 @@ def stage_prompts(t: int, indexing: str = "code") -> tuple[int, int, int]:
 
 @dataclass(frozen=True)
 class PromptTokens:
-    """Token ids of the two prompts LSAST encodes: `*` and `""`, padded as SD pads (to 77)."""
+    """Token ids of the two prompts LSAST encodes, `*` and `""`, padded as SD pads (to 77), and
+    of the two tokens it uses on their own: the placeholder `*` and the generator's init `a`."""
 
     placeholder: torch.Tensor  # [1, L]: BOS, *, EOS, padding
     empty: torch.Tensor  # [1, L]: BOS, EOS, padding
     placeholder_id: int
+    init_id: int
 
     @classmethod
-    def from_tokenizer(cls, tokenizer) -> PromptTokens:
-        """Ids from a CLIP tokenizer (SD's pads with EOS to `model_max_length`)."""
+    def from_tokenizer(cls, tokenizer, vocab_size: int, where: str) -> PromptTokens:
+        """Ids from the model's CLIP tokenizer (SD's pads with EOS to `model_max_length`), for
+        a text encoder of `vocab_size` token embeddings. A tokenizer without `*` or `a` as one
+        token of that table is a `UserError` that names the model (`where`)."""
 
         def ids(text: str) -> torch.Tensor:
             return tokenizer(
@@ -62,19 +74,35 @@ class PromptTokens:
                 return_tensors="pt",
             ).input_ids
 
-        placeholder = ids("*")
-        return cls(placeholder, ids(""), int(placeholder[0, 1]))
+        def token(text: str, role: str) -> int:
+            found = tokenizer(text, add_special_tokens=False).input_ids
+            if len(found) != 1 or found[0] == tokenizer.unk_token_id:
+                raise UserError(
+                    f"{where}: its tokenizer has no token {text!r} ({role}), which LSAST needs; "
+                    "use an SD 1.x model with CLIP's tokenizer"
+                )
+            if not 0 <= found[0] < vocab_size:
+                raise UserError(
+                    f"{where}: its tokenizer gives {text!r} the id {found[0]}, outside the "
+                    f"{vocab_size} token embeddings of its text encoder"
+                )
+            return found[0]
+
+        placeholder_id = token(PLACEHOLDER, "the style placeholder")
+        init_id = token(INITIALIZER, "the prompt generator's input")
+        return cls(ids(PLACEHOLDER), ids(""), placeholder_id, init_id)
 
     @classmethod
     def hand_made(cls, vocab_size: int, length: int = 77) -> PromptTokens:
         """Ids for a random-weight text encoder that has no tokenizer: CLIP's layout, with BOS
-        and EOS the last two ids of the vocabulary (as in CLIP) and `*` at its CLIP id."""
+        and EOS the last two ids of the vocabulary (as in CLIP) and `*` and `a` at their CLIP
+        ids."""
         bos, eos = vocab_size - 2, vocab_size - 1
         placeholder = torch.full((1, length), eos)
         placeholder[0, :2] = torch.tensor([bos, PLACEHOLDER_TOKEN])
         empty = torch.full((1, length), eos)
         empty[0, 0] = bos
-        return cls(placeholder, empty, PLACEHOLDER_TOKEN)
+        return cls(placeholder, empty, PLACEHOLDER_TOKEN, INIT_TOKEN)
 
 
 class PromptEncoder:

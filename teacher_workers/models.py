@@ -219,18 +219,23 @@ def _load_pretrained(
     prompt = empty_prompt_embedding(tokenizer, text_encoder)
     teacher = TeacherModel(unet, vae, _alphas(scheduler_config), prompt, scheduler_config, model)
     if keep_text_encoder:
-        keep_prompt_parts(teacher, tokenizer, text_encoder)
+        keep_prompt_parts(teacher, tokenizer, text_encoder, where)
     return teacher
 
 
 def keep_prompt_parts(
-    teacher: TeacherModel, tokenizer: PreTrainedTokenizerBase, text_encoder: CLIPTextModel
+    teacher: TeacherModel,
+    tokenizer: PreTrainedTokenizerBase,
+    text_encoder: CLIPTextModel,
+    where: str,
 ) -> None:
-    """Keep what LSAST's learned prompts go through: the text encoder and the prompt ids."""
+    """Keep what LSAST's learned prompts go through: the text encoder and the prompt ids (a
+    tokenizer that lacks LSAST's tokens: a `UserError` naming `where`)."""
     from teacher_workers.lsast_prompts import PromptTokens
 
+    vocab_size = text_encoder.get_input_embeddings().num_embeddings
+    teacher.prompt_tokens = PromptTokens.from_tokenizer(tokenizer, vocab_size, where)
     teacher.text_encoder = text_encoder
-    teacher.prompt_tokens = PromptTokens.from_tokenizer(tokenizer)
 
 
 def _load_single_file(
@@ -266,7 +271,7 @@ def _load_single_file(
         pipeline.unet, pipeline.vae, _alphas(scheduler_config), prompt, scheduler_config, model
     )
     if keep_text_encoder:
-        keep_prompt_parts(teacher, pipeline.tokenizer, pipeline.text_encoder)
+        keep_prompt_parts(teacher, pipeline.tokenizer, pipeline.text_encoder, f"model file {path}")
     return teacher
 
 

@@ -96,22 +96,31 @@ def s3_bucket(s3_server: str) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[Any]:
+def ray_hf_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Hugging Face cache (`HF_HOME`) that Ray workers read Hub ids from, offline: empty
+    until a test lays a model out in it (`tests.sd_folder.hub_cache`)."""
+    return tmp_path_factory.mktemp("ray-hf-home")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(ray_hf_home: Path) -> Iterator[Any]:
     """A fresh local Ray cluster (4 CPUs, GPUs as detected, no dashboard); yields its context.
 
     address="local" never joins a cluster already running on this machine; workers get the
-    repository on their path so they import the project as the tests do.
+    repository on their path so they import the project as the tests do, and read Hub ids
+    from `ray_hf_home` only (`HF_HUB_OFFLINE=1`), as on an air-gapped cluster.
     """
     import ray
 
     python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    env = {"PYTHONPATH": python_path, "HF_HOME": str(ray_hf_home), "HF_HUB_OFFLINE": "1"}
     context = ray.init(
         address="local",
         _node_ip_address="127.0.0.1",
         num_cpus=4,
         include_dashboard=False,
         object_store_memory=1 << 30,
-        runtime_env={"env_vars": {"PYTHONPATH": python_path}},
+        runtime_env={"env_vars": env},
     )
     try:
         yield context

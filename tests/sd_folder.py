@@ -2,9 +2,9 @@
 
 `StableDiffusionPipeline.save_pretrained` writes it, as for a real SD 1.5 folder:
 `model_index.json`, `unet/`, `vae/` (the `tiny` preset's configs), `text_encoder/` (a small
-`CLIPTextModel`), `tokenizer/` (a CLIP BPE tokenizer from vocabulary files written here) and
-`scheduler/` (the PNDM config SD 1.5 ships). `hub_cache` lays such a folder out as a Hugging
-Face cache entry, so Hub ids resolve with `HF_HUB_OFFLINE=1`.
+`CLIPTextModel`), `tokenizer/` (a CLIP BPE tokenizer from vocabulary files written here, in
+CLIP's layout) and `scheduler/` (the PNDM config SD 1.5 ships). `hub_cache` lays such a folder
+out as a Hugging Face cache entry, so Hub ids resolve with `HF_HUB_OFFLINE=1`.
 """
 
 from __future__ import annotations
@@ -40,17 +40,27 @@ SPECIAL_TOKENS = {
     "pad_token": "<|endoftext|>",
     "unk_token": "<|endoftext|>",
 }
-LETTERS = "abcdefghijklmnopqrstuvwxyz"
 MERGES = (("c", "a"), ("ca", "t</w>"))  # "cat" is one token
+
+
+def clip_vocabulary() -> list[str]:
+    """CLIP's vocabulary as its `simple_tokenizer` builds it, with MERGES for CLIP's 48,894
+    merges: the 256 byte symbols, the same with `</w>`, one token per merge, BOS and EOS last.
+    The first 512 ids are CLIP's own (`*</w>` 265, `a</w>` 320, the ids LSAST's code uses)."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    symbols = list(bytes_to_unicode().values())
+    merged = ["".join(merge) for merge in MERGES]
+    ends = [SPECIAL_TOKENS["bos_token"], SPECIAL_TOKENS["eos_token"]]
+    return [*symbols, *(f"{s}</w>" for s in symbols), *merged, *ends]
 
 
 def write_tokenizer(folder: Path) -> None:
     """SD 1.5's tokenizer files (vocab.json, merges.txt, the two JSON configs) for a byte-level
-    BPE over single letters and one merged word: it tokenizes "" and short lowercase prompts."""
+    BPE with CLIP's vocabulary layout and two merges: every prompt tokenizes, a word that is
+    not "cat" into its letters."""
     folder.mkdir(parents=True, exist_ok=True)
-    specials = dict.fromkeys((SPECIAL_TOKENS["bos_token"], SPECIAL_TOKENS["eos_token"]))
-    words = [*LETTERS, *(f"{c}</w>" for c in LETTERS), *("".join(m) for m in MERGES)]
-    vocab = {token: i for i, token in enumerate([*specials, *words])}
+    vocab = {token: i for i, token in enumerate(clip_vocabulary())}
     (folder / "vocab.json").write_text(json.dumps(vocab))
     merges = "".join(f"{a} {b}\n" for a, b in MERGES)
     (folder / "merges.txt").write_text("#version: 0.2\n" + merges)
@@ -64,18 +74,18 @@ def write_tokenizer(folder: Path) -> None:
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
 
 
-def _text_encoder(vocab_size: int, width: int, seed: int) -> CLIPTextModel:
+def _text_encoder(tokenizer: CLIPTokenizer, width: int, seed: int) -> CLIPTextModel:
     torch.manual_seed(seed)
     config = CLIPTextConfig(
-        vocab_size=vocab_size,
+        vocab_size=len(tokenizer),
         hidden_size=width,
         intermediate_size=2 * width,
         num_hidden_layers=2,
         num_attention_heads=2,
         max_position_embeddings=PROMPT_LENGTH,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=1,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     return CLIPTextModel(config).eval()
 
@@ -91,7 +101,7 @@ def write_sd_folder(folder: Path, seed: int = 0) -> Path:
     vae = AutoencoderKL.from_config(configs["vae"])
     write_tokenizer(folder / "tokenizer")
     tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
-    text_encoder = _text_encoder(len(tokenizer), unet.config.cross_attention_dim, seed)
+    text_encoder = _text_encoder(tokenizer, unet.config.cross_attention_dim, seed)
     pipeline = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,

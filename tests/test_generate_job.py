@@ -326,11 +326,11 @@ def write_prompt_files(folder: Path, n: int) -> list[Path]:
     from teacher_workers.lsast_generator import generator_bytes, new_generator
     from teacher_workers.models import load_teacher
 
-    encoder = load_teacher("tiny", text_encoder=True).text_encoder
+    teacher = load_teacher("tiny", text_encoder=True)
     folder.mkdir()
     paths = [folder / f"style{k}.safetensors" for k in range(n)]
     for k, path in enumerate(paths):
-        path.write_bytes(generator_bytes(new_generator(encoder, seed=k)))
+        path.write_bytes(generator_bytes(new_generator(teacher, seed=k)))
     return paths
 
 

@@ -51,7 +51,7 @@ def last_linear_grad_rows(generator, dim: int = 32) -> torch.Tensor:
 
 @pytest.mark.parametrize("through", [False, True])
 def test_only_the_decoder_prompt_trains_in_code_mode(teacher, images, through):
-    generator = new_generator(teacher.text_encoder).train()
+    generator = new_generator(teacher).train()
     loss = StyleLoss(teacher, grad_through_down_mid=through)(
         generator, images, Draw(1, True, 450, 7)
     )
@@ -65,7 +65,7 @@ def test_only_the_decoder_prompt_trains_in_code_mode(teacher, images, through):
 
 
 def test_a_few_steps_lower_the_loss_and_change_only_the_generator(teacher, images):
-    generator = new_generator(teacher.text_encoder).train()
+    generator = new_generator(teacher).train()
     loss_fn = StyleLoss(teacher)
     frozen = {n: p.clone() for n, p in teacher.unet.named_parameters()}
     frozen_clip = {n: p.clone() for n, p in teacher.text_encoder.named_parameters()}
@@ -98,7 +98,7 @@ def test_a_resumed_run_takes_the_steps_an_uninterrupted_one_would(teacher, image
     loss_fn = StyleLoss(teacher)
 
     def fresh():
-        generator = new_generator(teacher.text_encoder).train()
+        generator = new_generator(teacher).train()
         return generator, torch.optim.AdamW(generator.parameters(), 1e-3, weight_decay=0.01)
 
     def train(generator, optimizer, steps):
@@ -148,7 +148,7 @@ def test_learn_style_on_ray_resumes_a_run_and_keeps_its_last_checkpoint(
     args = ["--styles", str(styles), "--out", str(out), "--resolution", "64", "--workers", "2"]
     args += ["--checkpoint-every", "1", "--lr", "1e-3"]
     config = LearnConfig(styles=(), out=str(out), lr=1e-3, resolution=64)
-    stopped = new_generator(teacher.text_encoder).train()
+    stopped = new_generator(teacher).train()
     optimizer = torch.optim.AdamW(stopped.parameters(), 1e-3, weight_decay=0.01)
     StyleLoss(teacher)(stopped, torch.rand(1, 3, 64, 64), Draw(0, False, 300, 1)).backward()
     optimizer.step()

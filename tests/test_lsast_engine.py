@@ -66,7 +66,7 @@ def test_ddim_step_is_the_hand_formula(teacher):
 
 def test_fresh_controlnet_changes_nothing_and_a_trained_one_does(teacher, contents):
     plain, trained = engine(teacher), engine(teacher, randomise=True)
-    cond = plain.style_contexts(new_generator(teacher.text_encoder))[None].expand(2, -1, -1, -1)
+    cond = plain.style_contexts(new_generator(teacher))[None].expand(2, -1, -1, -1)
     hint = canny_hint(contents)
     x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
     unet = teacher.unet
@@ -100,7 +100,7 @@ def test_fresh_controlnet_changes_nothing_and_a_trained_one_does(teacher, conten
 
 def test_guidance_one_is_the_conditional_pass(teacher, contents):
     guided = engine(teacher, randomise=True, guidance=1.0)
-    cond = guided.style_contexts(new_generator(teacher.text_encoder))[None]
+    cond = guided.style_contexts(new_generator(teacher))[None]
     hint = canny_hint(contents[:1])
     x = torch.randn(1, 4, 8, 8, dtype=torch.float64)
     with torch.no_grad():
@@ -133,7 +133,7 @@ def test_canny_hint_runs_on_the_three_channel_image():
 
 def test_stylize_pairs_gives_images_batch_invariant_and_repeatable(teacher, contents):
     lsast = engine(teacher, randomise=True, batch_size=3)
-    styles = [new_generator(teacher.text_encoder, seed=s) for s in (0, 1)]
+    styles = [new_generator(teacher, seed=s) for s in (0, 1)]
     pairs = [(0, 0), (1, 0), (0, 1)]
     passes = []
     images = lsast.stylize_pairs(contents, styles, pairs, passes.append)

@@ -31,7 +31,7 @@ def encoder(teacher) -> PromptEncoder:
 
 
 def test_generator_is_the_closed_form_and_trains_only_value_paths(teacher):
-    gen = new_generator(teacher.text_encoder).eval()
+    gen = new_generator(teacher).eval()
     prompts = gen()
     assert prompts.shape == (30, 32)
     block, x0 = gen.attention, gen.initial_embeddings.view(1, 1, 32)
@@ -56,7 +56,7 @@ def test_generator_has_the_authors_size_and_round_trips_as_safetensors(teacher):
     with torch.device("meta"):
         full = LSASTPromptGenerator(torch.zeros(1, 768))
     assert sum(p.numel() for p in full.parameters()) == 78_678_528
-    gen = new_generator(teacher.text_encoder, seed=3).eval()
+    gen = new_generator(teacher, seed=3).eval()
     loaded = generator_from_bytes(generator_bytes(gen), "prompts.safetensors").eval()
     assert set(loaded.state_dict()) >= {
         "attention.attn1.to_out.0.weight",

@@ -5,6 +5,7 @@ same weights written as one LDM-layout checkpoint go through diffusers' `from_si
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -18,9 +19,11 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from common.errors import UserError
 from common.storage import Storage
-from jobs import generate
+from jobs import generate, learn_style
 from jobs.stylize import main as stylize_main
 from teacher_workers.config import StyleIDConfig
+from teacher_workers.lsast_generator import generator_from_bytes, new_generator
+from teacher_workers.lsast_prompts import INIT_TOKEN, PLACEHOLDER_TOKEN
 from teacher_workers.model_source import DEFAULT_MODEL_ID
 from teacher_workers.models import load_teacher
 from teacher_workers.options import TeacherOptions
@@ -28,7 +31,7 @@ from teacher_workers.sizing import auto_tile
 from tests.cli import run_job
 from tests.generation_helpers import FAST_TEACHER, check_exactly_once, write_inputs
 from tests.ldm_checkpoint import write_ldm_checkpoint
-from tests.sd_folder import hub_cache, write_sd_folder
+from tests.sd_folder import clip_vocabulary, hub_cache, write_sd_folder
 
 REPO_ID = "test-org/tiny-sd"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -41,11 +44,10 @@ def sd_folder(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def hf_home(tmp_path_factory, sd_folder) -> Path:
-    """A Hugging Face cache holding REPO_ID at COMMIT, and nothing else."""
-    home = tmp_path_factory.mktemp("hf-home")
-    hub_cache(home, REPO_ID, sd_folder, COMMIT)
-    return home
+def hf_home(ray_hf_home, sd_folder) -> Path:
+    """A Hugging Face cache holding REPO_ID at COMMIT: the one Ray workers read (`ray_cluster`)."""
+    hub_cache(ray_hf_home, REPO_ID, sd_folder, COMMIT)
+    return ray_hf_home
 
 
 def read_hub_ids_from(monkeypatch: pytest.MonkeyPatch, home: Path) -> Path:
@@ -116,7 +118,8 @@ def test_the_empty_prompt_embedding_is_the_text_encoders_output(sd_folder):
     ids = tokenizer(
         "", padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt"
     ).input_ids
-    assert ids.shape == (1, 77) and ids[0, :2].tolist() == [0, 1]  # start, end, then padding
+    start_end = [tokenizer.bos_token_id, tokenizer.eos_token_id]
+    assert ids.shape == (1, 77) and ids[0, :2].tolist() == start_end  # then padding
     with torch.no_grad():
         expected = encoder(ids)[0]
     assert torch.equal(load_teacher(str(sd_folder)).prompt_embeds, expected)
@@ -211,6 +214,60 @@ def test_generate_on_ray_runs_a_model_folder_given_by_a_relative_path(
     styleid = StyleIDConfig(steps=3, resolution=64)  # FAST_TEACHER's
     pinned = TeacherOptions(str(sd_folder), dtype="float32", styleid=styleid).pinned()
     assert {line.teacher_hash for line in lines} == {pinned.hash(torch.device("cpu"))}
+
+
+def test_lsast_prompt_ids_come_from_the_models_own_tokenizer(sd_folder):
+    """The folder's tokenizer has CLIP's vocabulary layout, so the ids are the authors'."""
+    assert clip_vocabulary()[PLACEHOLDER_TOKEN] == "*</w>" and clip_vocabulary()[320] == "a</w>"
+    teacher = load_teacher(str(sd_folder), text_encoder=True)
+    tokens = teacher.prompt_tokens
+    assert (tokens.placeholder_id, tokens.init_id) == (PLACEHOLDER_TOKEN, INIT_TOKEN)
+    assert tokens.placeholder[0, 1] == PLACEHOLDER_TOKEN
+    table = teacher.text_encoder.get_input_embeddings().weight
+    assert torch.equal(new_generator(teacher).initial_embeddings[0], table[INIT_TOKEN])
+
+
+@pytest.mark.parametrize(
+    ("token", "problem"),
+    [("*</w>", "has no token '*' (the style placeholder)"), ("a</w>", "has no token 'a'")],
+)
+def test_a_tokenizer_without_lsasts_tokens_is_one_clear_line(sd_folder, tmp_path, token, problem):
+    broken = shutil.copytree(sd_folder, tmp_path / "broken")
+    vocab_file = broken / "tokenizer" / "vocab.json"
+    vocab = json.loads(vocab_file.read_text())
+    del vocab[token]
+    vocab_file.write_text(json.dumps(vocab))
+    assert load_teacher(str(broken)).text_encoder is None  # StyleID does not need them
+    with pytest.raises(UserError) as error:
+        load_teacher(str(broken), text_encoder=True)
+    message = str(error.value)
+    assert message.startswith(f"model folder {broken}: its tokenizer {problem}")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("source", ["folder", "hub-id"])
+def test_learn_style_on_ray_learns_from_a_model_folder_or_a_cached_hub_id(
+    ray_cluster, sd_folder, hf_home, pictures, monkeypatch, tmp_path, source
+):
+    """The driver pins the model (the folder's digest, the Hub id's cached commit); the Ray
+    worker loads it (offline, from the cluster's HF_HOME) and starts the generator from the
+    embedding of `a` in the model's own text encoder."""
+    read_hub_ids_from(monkeypatch, hf_home)
+    model = str(sd_folder) if source == "folder" else REPO_ID
+    out = tmp_path / "learned"
+    style = pictures[pictures.index("--style") + 1]
+    args = ["--styles", style, "--out", str(out), "--model", model, "--resolution", "64"]
+    assert learn_style.main([*args, "--steps", "2", "--lr", "1e-3"]) == 0
+    latest = json.loads((out / learn_style.LATEST).read_text())
+    assert latest["step"] == 2
+    pinned = (str(sd_folder.resolve()), None) if source == "folder" else (REPO_ID, COMMIT)
+    assert (latest["settings"]["model"], latest["settings"]["revision"]) == pinned
+    assert (out / "checkpoints" / "step-00000002" / "generator.safetensors").is_file()
+    learned = generator_from_bytes((out / learn_style.PROMPTS).read_bytes(), "prompts")
+    encoder = CLIPTextModel.from_pretrained(sd_folder, subfolder="text_encoder")
+    table = encoder.get_input_embeddings().weight
+    assert torch.equal(learned.initial_embeddings[0], table[INIT_TOKEN])
+    assert learned().shape == (30, 32)
 
 
 def test_a_single_file_loads_the_weights_of_the_folder_it_came_from(

@@ -90,8 +90,8 @@ def test_lsast_teacher_stylizes_with_a_learned_style(pictures, tmp_path):
 
     learned = tmp_path / "learned"
     learned.mkdir()
-    encoder = load_teacher("tiny", text_encoder=True).text_encoder
-    (learned / "prompts.safetensors").write_bytes(generator_bytes(new_generator(encoder)))
+    teacher = load_teacher("tiny", text_encoder=True)
+    (learned / "prompts.safetensors").write_bytes(generator_bytes(new_generator(teacher)))
     out = tmp_path / "out.png"
     args = ["--content", str(pictures["content"]), "--out", str(out), "--teacher", "lsast"]
     args += ["--controlnet", "tiny", "--resolution", "64", "--steps", "3"]
