@@ -140,10 +140,7 @@ def generator_bytes(generator: LSASTPromptGenerator) -> bytes:
 
 
 def generator_from_bytes(data: bytes, what: str) -> LSASTPromptGenerator:
-    """A generator from `generator_bytes` output; anything else is a `PromptFileError`.
-
-    Widths come from the tensors' shapes, so a 768-wide SD generator and a tiny test one load
-    the same way."""
+    """A generator from `generator_bytes` output; anything else is a `PromptFileError`."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 
@@ -153,6 +150,13 @@ def generator_from_bytes(data: bytes, what: str) -> LSASTPromptGenerator:
         raise PromptFileError(
             f"{what} is not a safetensors prompt file ({first_line(exc)})"
         ) from None
+    return generator_from_state(state, what)
+
+
+def generator_from_state(state: dict[str, torch.Tensor], what: str) -> LSASTPromptGenerator:
+    """A generator holding `state` (our key names); a wrong key set or wrong shapes are a
+    `PromptFileError`. Widths come from the tensors' shapes, so a 768-wide SD generator and a
+    tiny test one load the same way."""
     try:
         init = state["initial_embeddings"]
         dim = init.shape[-1]
@@ -161,8 +165,17 @@ def generator_from_bytes(data: bytes, what: str) -> LSASTPromptGenerator:
             n_prompts=state["attention.ff.net.2.weight"].shape[0] // dim,
             head_dim=state["attention.attn1.to_q.weight"].shape[0] // HEADS,
         )
+        expected = generator.state_dict()
+        missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        if missing or extra:
+            raise ValueError(f"missing {missing[:3]}, unexpected {extra[:3]}")
+        wrong = [
+            f"{k} {[*state[k].shape]}" for k, v in expected.items() if state[k].shape != v.shape
+        ]
+        if wrong:
+            raise ValueError(f"wrong shapes for a {dim}-wide generator: {', '.join(wrong[:3])}")
         generator.load_state_dict(state)
-    except (KeyError, RuntimeError, IndexError) as exc:
+    except (KeyError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
         raise PromptFileError(
             f"{what} does not hold LSAST prompt-generator weights ({first_line(exc)})"
         ) from None
