@@ -1,6 +1,7 @@
 """Import a style the LSAST authors' code learned: their prompt file as ours, no pickle run.
 
-    python -m jobs.import_style --authors embeddings_gs-99999.pt --out s3://styles/van-gogh
+    python -m jobs.import_style --authors embeddings_gs-99999.pt --out s3://styles/van-gogh \
+        --styles s3://art/van-gogh/
 
 Their `embeddings_gs-*.pt` is a pickled module; it is read with PyTorch's restricted unpickler
 (a file that needs any class but a module's, a wrong key set or wrong shapes is one error line)
@@ -18,7 +19,8 @@ from typing import Annotated
 import tyro
 
 from common.cli import JobArgs, parse, run_cli
-from common.storage import Storage, StorageOptions, read_url
+from common.inputs import expand_images
+from common.storage import Storage, StorageOptions, absolute_url, read_url
 from teacher_workers.lsast_authors import authors_generator
 from teacher_workers.lsast_generator import generator_bytes
 from teacher_workers.lsast_styles import PROMPT_FILE
@@ -32,6 +34,9 @@ class Args(JobArgs):
     """the authors' prompt file (embeddings_gs-*.pt), a path or URL"""
     out: str
     """where the style goes (a folder or URL; it gets prompts.safetensors)"""
+    styles: tuple[str, ...] = ()
+    """the images the style was learned from (files, folders, globs): recorded, so that
+    jobs.train can give the student one of them as the style of each LSAST pair"""
     storage: Annotated[StorageOptions, tyro.conf.OmitArgPrefixes] = field(
         default_factory=StorageOptions
     )
@@ -40,9 +45,10 @@ class Args(JobArgs):
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(Args, argv, "jobs.import_style", __doc__)
     generator = authors_generator(read_url(args.authors, args.storage), args.authors)
+    styles = [absolute_url(url) for url in expand_images(args.styles, args.storage, "style")]
     storage = Storage(args.out, args.storage)
     storage.check_writable()
-    storage.write_bytes(PROMPT_FILE, generator_bytes(generator))
+    storage.write_bytes(PROMPT_FILE, generator_bytes(generator, styles))
     print(f"{generator.n_prompts} prompts of width {generator.dim} -> {storage.url(PROMPT_FILE)}")
     return 0
 

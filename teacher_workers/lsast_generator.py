@@ -9,6 +9,8 @@ Any other `PromptGenerator` (the reproduction's unpublished replacement, say) ca
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -26,6 +28,7 @@ class PromptFileError(ImageError):
 N_PROMPTS = 30  # num_vectors_per_token (10) x 3 in the authors' EmbeddingManager
 HEADS, HEAD_DIM, DROPOUT = 8, 64, 0.1
 INIT_TOKEN = 320  # CLIP's `a</w>`: the code indexes the string 'a painting' and takes 'a'
+STYLES_KEY = "styles"  # header metadata: the style images a generator was learned from
 
 
 @runtime_checkable
@@ -131,12 +134,17 @@ def new_generator(text_encoder: nn.Module, seed: int = 0) -> LSASTPromptGenerato
     return generator.to(device=table.device, dtype=table.dtype)
 
 
-def generator_bytes(generator: LSASTPromptGenerator) -> bytes:
-    """The generator's weights as safetensors bytes (no pickle), under the authors' key names."""
+def generator_bytes(generator: LSASTPromptGenerator, styles: Sequence[str] = ()) -> bytes:
+    """The generator's weights as safetensors bytes (no pickle), under the authors' key names,
+    with the URLs of the style images it was learned from in the header (`STYLES_KEY`, a JSON
+    list): the student distilled from its targets takes one of them as its style input."""
     from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
-    return save(state, metadata={"format": "lsast-prompt-generator"})
+    metadata = {"format": "lsast-prompt-generator"}
+    if styles:
+        metadata[STYLES_KEY] = json.dumps(list(styles))
+    return save(state, metadata=metadata)
 
 
 def generator_from_bytes(data: bytes, what: str) -> LSASTPromptGenerator:

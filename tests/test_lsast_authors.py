@@ -14,12 +14,13 @@ import types
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from common.errors import UserError
 from jobs import import_style
 from teacher_workers.lsast_authors import authors_generator
-from teacher_workers.lsast_styles import read_prompts
+from teacher_workers.lsast_styles import learned_from, read_prompts
 
 DIM, HEADS, HEAD_DIM, N_PROMPTS = 32, 8, 64, 30
 
@@ -136,11 +137,14 @@ def test_an_authors_file_imports_to_the_same_prompts(monkeypatch, tmp_path):
     assert torch.allclose(
         authors_generator(path.read_bytes(), str(path)).eval()(), theirs, atol=1e-5
     )
-    out = tmp_path / "van-gogh"
-    assert import_style.main(["--authors", str(path), "--out", str(out)]) == 0
+    out, art = tmp_path / "van-gogh", tmp_path / "art.png"
+    Image.new("RGB", (8, 8)).save(art)
+    args = ["--authors", str(path), "--out", str(out), "--styles", str(art)]
+    assert import_style.main(args) == 0
     with torch.no_grad():
         imported = read_prompts(str(out / "prompts.safetensors"), {})()
     assert torch.allclose(imported, theirs, atol=1e-5)
+    assert learned_from(str(out / "prompts.safetensors"), {}) == [str(art)]
 
 
 def test_a_pickle_that_would_run_code_is_refused_without_running_it(monkeypatch, tmp_path):
