@@ -57,6 +57,8 @@ def learned_from(url: str, options: Mapping[str, Any]) -> list[str]:
                 raise ValueError(f"header size {size}")
             metadata = json.loads(handle.read(size)).get("__metadata__") or {}
             styles = json.loads(metadata.get(STYLES_KEY, "[]"))
+            if not isinstance(styles, list) or not all(isinstance(u, str) for u in styles):
+                raise ValueError(f"{STYLES_KEY} is not a list of URLs")
     except FileNotFoundError:
         raise UserError(f"learned style {url}: no such file") from None
     except (OSError, ValueError, AttributeError) as exc:
