@@ -39,6 +39,7 @@ from common.ray_connect import connect_ray
 from common.storage import Storage, StorageOptions, absolute_url, read_url
 from jobs.train import ray_filesystem
 from teacher_workers.lsast_generator import LSASTPromptGenerator, generator_bytes, new_generator
+from teacher_workers.lsast_styles import PROMPT_FILE
 from teacher_workers.lsast_training import (
     StyleLoss,
     draw,
@@ -52,7 +53,7 @@ from teacher_workers.models import PRESETS, check_model_name, load_teacher
 
 log = logging.getLogger(__name__)
 
-PROMPTS = "prompts.safetensors"
+PROMPTS = PROMPT_FILE
 LATEST = "checkpoints/latest.json"
 LOSS = "loss.jsonl"
 CURVE = "loss.png"
@@ -147,7 +148,7 @@ def parse_args(argv: Sequence[str] | None) -> LearnConfig:
     if not config.styles:
         raise UserError("--styles needs at least one image, folder or glob")
     styles = expand_images(config.styles, config.storage_options, "style")
-    return replace(config, styles=tuple(styles))
+    return replace(config, styles=tuple(absolute_url(url) for url in styles))
 
 
 # ---- checkpoints in the output storage ------------------------------------------------------
@@ -196,7 +197,7 @@ def save_checkpoint(
     leaves the previous checkpoint in force); then the older step's files go."""
     from safetensors.torch import save
 
-    weights = generator_bytes(generator)
+    weights = generator_bytes(generator, config.styles)
     storage.write_bytes(step_key(step, "generator.safetensors"), weights)
     storage.write_bytes(step_key(step, "optimizer.safetensors"), save(optimizer_tensors(optimizer)))
     storage.write_bytes(PROMPTS, weights)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import posixpath
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Annotated, Any
 
@@ -50,6 +50,7 @@ from student.train_loop import (
     metrics_key,
     train_loop_per_worker,
 )
+from teacher_workers.lsast_styles import learned_from
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,10 +66,13 @@ def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
 
 
 def validate(config: TrainConfig) -> Splits:
-    """Every check that needs I/O, before Ray starts: data, manifests, `--init`, crop size.
-    (`check_weights` follows it: it may change the config the workers get.)"""
+    """Every check that needs I/O, before Ray starts: data, manifests, the images each learned
+    style (LSAST) was learned from, which stand for it as the student's style input, `--init`,
+    crop size. (`check_weights` follows it: it may change the config the workers get.)"""
     storage = config.storage()
     splits = read_splits(storage, config.teacher_hash)
+    learned = {url: learned_from(url, config.storage_options) for url in splits.learned_styles()}
+    splits = replace(splits, style_images=learned)
     check_init(config)
     if config.tensorboard:
         config.tensorboard_storage().check_writable()

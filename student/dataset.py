@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -58,13 +58,21 @@ class Batch(NamedTuple):
 
 @dataclass(frozen=True)
 class Splits:
-    """The manifest lines a training run uses; golden lines are never trained on."""
+    """The manifest lines a training run uses; golden lines are never trained on.
+
+    `style_images` maps each learned style (an LSAST prompt file) the lines name to the
+    images it was learned from: the student's style input for those pairs is one of them."""
 
     train: list[ManifestLine]
     val: list[ManifestLine]
+    style_images: dict[str, list[str]] = field(default_factory=dict)
 
     def __repr__(self) -> str:  # Ray shows the loop config; thousands of lines would drown it
         return f"Splits(train={len(self.train)} pairs, val={len(self.val)} pairs)"
+
+    def learned_styles(self) -> list[str]:
+        """The prompt files the lines name as styles (pairs LSAST made), sorted."""
+        return sorted({line.style for line in (*self.train, *self.val) if line.teacher == "lsast"})
 
 
 def read_splits(storage: Storage, teacher_hash: str | None = None) -> Splits:
@@ -143,8 +151,10 @@ class TripleDataset(Dataset):
         train: bool,
         seed: int = 0,
         cache: DecodedCache | None = None,
+        style_images: dict[str, list[str]] | None = None,
     ) -> None:
         self.storage = storage
+        self.style_images = style_images or {}
         self.cache = cache
         self.lines = lines
         self.crop_size = crop_size
@@ -162,16 +172,29 @@ class TripleDataset(Dataset):
     def __getitem__(self, index: int) -> Triple | None:
         line = self.lines[index]
         try:
-            triple = self.load(line)
+            triple = self.load(line, self.style_url(line, index))
         except (UserError, OSError) as exc:  # ImageError is a UserError
             logger.warning("skipping %s: %s", self.storage.url(line.target), exc)
             return None
         cropped = self.augment(triple, index) if self.train else self.centre(triple)
         return Triple(*(to_unit_range(image) for image in cropped))
 
-    def load(self, line: ManifestLine) -> Triple:
+    def style_url(self, line: ManifestLine, index: int) -> str | None:
+        """For a pair of a learned style (LSAST), the one of its images this item shows: drawn
+        afresh each training epoch, so the student sees the whole collection, and fixed for
+        validation, so its loss compares across epochs. None for a style image (StyleID)."""
+        if line.teacher != "lsast":
+            return None
+        images = self.style_images[line.style]
+        if self.train:
+            return images[
+                np.random.default_rng([self.seed, self.epoch, index, 1]).integers(len(images))
+            ]
+        return images[index % len(images)]
+
+    def load(self, line: ManifestLine, style_url: str | None = None) -> Triple:
         """Whole uint8 images at the teacher resolution; unreadable or too small files raise."""
-        triple = decode_triple(self.storage, line, self.cache)
+        triple = decode_triple(self.storage, line, self.cache, style_url)
         size = triple.target.shape[-1]
         if size < self.crop_size:
             raise ImageError(f"{line.target}: {size}px is smaller than the crop {self.crop_size}")
@@ -207,10 +230,14 @@ def load_triple(storage: Storage, line: ManifestLine) -> Triple:
 
 
 def decode_triple(
-    storage: Storage, line: ManifestLine, cache: DecodedCache | None = None
+    storage: Storage,
+    line: ManifestLine,
+    cache: DecodedCache | None = None,
+    style_url: str | None = None,
 ) -> Triple:
     """`load_triple`'s images as uint8 [3, S, S], read from `cache` when it holds them (and
-    stored there when it does not)."""
+    stored there when it does not); `style_url`, an image of a learned style, stands for the
+    line's style (cached under the style's digest and its URL)."""
 
     def cached(
         kind: str, source_hash: str, size: int | None, decode: Callable[[], np.ndarray]
@@ -235,7 +262,12 @@ def decode_triple(
     size = target_image.shape[-1]
     return Triple(
         content=cached("content", line.content_id, size, lambda: square(line.content, size)),
-        style=cached("style", line.style_id, size, lambda: square(line.style, size)),
+        style=cached(
+            "style",
+            line.style_id if style_url is None else f"{line.style_id}/{style_url}",
+            size,
+            lambda: square(style_url or line.style, size),
+        ),
         target=target_image,
     )
 

@@ -267,8 +267,8 @@ class WorkerRun:
             )
             self.resumed_from = self.epoch
         self.loss_fn = self.build_loss().to(self.device)
-        self.train_loader = self.loader(splits.train, train=True)
-        self.val_loader = self.loader(splits.val, train=False)
+        self.train_loader = self.loader(splits.train, True, splits.style_images)
+        self.val_loader = self.loader(splits.val, False, splits.style_images)
 
     @property
     def fp16(self) -> bool:
@@ -326,10 +326,16 @@ class WorkerRun:
             "history": self.history,
         }
 
-    def loader(self, lines: list, train: bool) -> DataLoader:
+    def loader(self, lines: list, train: bool, style_images: dict[str, list[str]]) -> DataLoader:
         """This rank's share of a split, in a seeded order that changes with the epoch."""
         dataset = TripleDataset(
-            self.storage, lines, self.config.crop_size, train, self.config.seed, self.config.cache()
+            self.storage,
+            lines,
+            self.config.crop_size,
+            train,
+            self.config.seed,
+            self.config.cache(),
+            style_images,
         )
         sampler = DistributedSampler(
             dataset, num_replicas=self.world, rank=self.rank, shuffle=train, seed=self.config.seed

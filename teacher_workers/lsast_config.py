@@ -33,6 +33,8 @@ class LSASTConfig:
     resolution: int = 512
     seed: int = 41
     controlnet: str = DEFAULT_CONTROLNET
+    controlnet_revision: str | None = None  # a Hub id's revision; its commit once pinned
+    controlnet_digest: str | None = None  # a pinned folder's content digest
     batch_size: int = 4
 
     def __post_init__(self) -> None:
@@ -66,7 +68,13 @@ class LSASTConfig:
         return int(self.strength * self.steps)
 
     def output_fields(self) -> dict:
-        """Everything here that changes a target (batch size does not)."""
+        """Everything here that changes a target (batch size does not); a pinned ControlNet
+        counts by its digest (a folder, wherever it lies) or its Hub id at its commit."""
         fields = asdict(self)
         fields.pop("batch_size")
+        digest, revision = fields.pop("controlnet_digest"), fields.pop("controlnet_revision")
+        if digest:
+            fields["controlnet"] = f"sha256:{digest}"
+        elif revision:
+            fields["controlnet"] = f"{self.controlnet}@{revision}"
         return fields

@@ -9,6 +9,8 @@ Any other `PromptGenerator` (the reproduction's unpublished replacement, say) ca
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
@@ -28,6 +30,7 @@ class PromptFileError(ImageError):
 
 N_PROMPTS = 30  # num_vectors_per_token (10) x 3 in the authors' EmbeddingManager
 HEADS, HEAD_DIM, DROPOUT = 8, 64, 0.1
+STYLES_KEY = "styles"  # header metadata: the style images a generator was learned from
 
 
 @runtime_checkable
@@ -136,19 +139,21 @@ def new_generator(teacher: TeacherModel, seed: int = 0) -> LSASTPromptGenerator:
     return generator.to(device=table.device, dtype=table.dtype)
 
 
-def generator_bytes(generator: LSASTPromptGenerator) -> bytes:
-    """The generator's weights as safetensors bytes (no pickle), under the authors' key names."""
+def generator_bytes(generator: LSASTPromptGenerator, styles: Sequence[str] = ()) -> bytes:
+    """The generator's weights as safetensors bytes (no pickle), under the authors' key names,
+    with the URLs of the style images it was learned from in the header (`STYLES_KEY`, a JSON
+    list): the student distilled from its targets takes one of them as its style input."""
     from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
-    return save(state, metadata={"format": "lsast-prompt-generator"})
+    metadata = {"format": "lsast-prompt-generator"}
+    if styles:
+        metadata[STYLES_KEY] = json.dumps(list(styles))
+    return save(state, metadata=metadata)
 
 
 def generator_from_bytes(data: bytes, what: str) -> LSASTPromptGenerator:
-    """A generator from `generator_bytes` output; anything else is a `PromptFileError`.
-
-    Widths come from the tensors' shapes, so a 768-wide SD generator and a tiny test one load
-    the same way."""
+    """A generator from `generator_bytes` output; anything else is a `PromptFileError`."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 
@@ -158,6 +163,13 @@ def generator_from_bytes(data: bytes, what: str) -> LSASTPromptGenerator:
         raise PromptFileError(
             f"{what} is not a safetensors prompt file ({first_line(exc)})"
         ) from None
+    return generator_from_state(state, what)
+
+
+def generator_from_state(state: dict[str, torch.Tensor], what: str) -> LSASTPromptGenerator:
+    """A generator holding `state` (our key names); a wrong key set or wrong shapes are a
+    `PromptFileError`. Widths come from the tensors' shapes, so a 768-wide SD generator and a
+    tiny test one load the same way."""
     try:
         init = state["initial_embeddings"]
         dim = init.shape[-1]
@@ -166,8 +178,17 @@ def generator_from_bytes(data: bytes, what: str) -> LSASTPromptGenerator:
             n_prompts=state["attention.ff.net.2.weight"].shape[0] // dim,
             head_dim=state["attention.attn1.to_q.weight"].shape[0] // HEADS,
         )
+        expected = generator.state_dict()
+        missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        if missing or extra:
+            raise ValueError(f"missing {missing[:3]}, unexpected {extra[:3]}")
+        wrong = [
+            f"{k} {[*state[k].shape]}" for k, v in expected.items() if state[k].shape != v.shape
+        ]
+        if wrong:
+            raise ValueError(f"wrong shapes for a {dim}-wide generator: {', '.join(wrong[:3])}")
         generator.load_state_dict(state)
-    except (KeyError, RuntimeError, IndexError) as exc:
+    except (KeyError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
         raise PromptFileError(
             f"{what} does not hold LSAST prompt-generator weights ({first_line(exc)})"
         ) from None

@@ -7,15 +7,21 @@ is one error line before any work starts.
 
 from __future__ import annotations
 
+import json
 import posixpath
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from common.errors import UserError
+from common.errors import UserError, first_line
 from common.storage import open_fs, read_url
-from teacher_workers.lsast_generator import LSASTPromptGenerator, generator_from_bytes
+from teacher_workers.lsast_generator import (
+    STYLES_KEY,
+    LSASTPromptGenerator,
+    generator_from_bytes,
+)
 
 PROMPT_FILE = "prompts.safetensors"
+MAX_HEADER = 100_000_000  # safetensors' own limit on a header's size
 
 
 def prompt_file_urls(arguments: Sequence[str], options: Mapping[str, Any]) -> list[str]:
@@ -37,3 +43,34 @@ def prompt_file_urls(arguments: Sequence[str], options: Mapping[str, Any]) -> li
 def read_prompts(url: str, options: Mapping[str, Any]) -> LSASTPromptGenerator:
     """The generator a prompt file holds, in eval mode (`UserError` if missing or corrupt)."""
     return generator_from_bytes(read_url(url, options), url).eval()
+
+
+def learned_from(url: str, options: Mapping[str, Any]) -> list[str]:
+    """The style images a prompt file was learned from, as `jobs.learn_style` (or
+    `jobs.import_style --styles`) recorded them, each checked to exist; only the file's header
+    is read. A file that records none, or names a missing image, is a `UserError`."""
+    fs, path = open_fs(url, options)
+    try:
+        with fs.open(path, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            if not 0 < size <= MAX_HEADER:
+                raise ValueError(f"header size {size}")
+            metadata = json.loads(handle.read(size)).get("__metadata__") or {}
+            styles = json.loads(metadata.get(STYLES_KEY, "[]"))
+            if not isinstance(styles, list) or not all(isinstance(u, str) for u in styles):
+                raise ValueError(f"{STYLES_KEY} is not a list of URLs")
+    except FileNotFoundError:
+        raise UserError(f"learned style {url}: no such file") from None
+    except (OSError, ValueError, AttributeError) as exc:
+        raise UserError(f"{url} is not a safetensors prompt file ({first_line(exc)})") from None
+    if not styles:
+        raise UserError(
+            f"{url} does not record the style images it was learned from, which the student "
+            "takes as its style input for LSAST pairs: learn it again with jobs.learn_style, or "
+            "import it with jobs.import_style --styles IMAGES (the collection it was learned on)"
+        )
+    for image in styles:
+        image_fs, image_path = open_fs(image, options)
+        if not image_fs.exists(image_path):
+            raise UserError(f"{url} was learned from {image}, which no longer exists")
+    return styles

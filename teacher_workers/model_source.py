@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,8 @@ LDM_PARTS = {
 }
 # What a single file's config folder gives the teacher: configs, tokenizer files, no weights.
 CONFIG_SUFFIXES = (".json", ".txt")
+# What `ControlNetModel.from_pretrained` reads from a folder: its config and the weights beside it.
+CONTROLNET_CONFIG = "config.json"
 
 
 @dataclass(frozen=True)
@@ -97,14 +100,25 @@ def check_folder(folder: Path, what: str, weights: bool = True) -> None:
             raise UserError(f"{what}: no {part}/ ({LAYOUT})")
         if not (folder / part / config).is_file():
             raise UserError(f"{what}: no {part}/{config}")
-        if part not in WEIGHTED_PARTS or not weights:
-            continue
-        files = [p for p in sorted((folder / part).iterdir()) if p.suffix in WEIGHT_SUFFIXES]
-        if not files:
-            raise UserError(f"{what}: no weights (*.safetensors or *.bin) in {part}/")
-        for path in files:
-            if path.suffix == ".safetensors":
-                safetensors_keys(path, f"{what}: {part}/{path.name}")
+        if part in WEIGHTED_PARTS and weights:
+            check_weights(folder / part, what, f"{part}/")
+
+
+def check_weights(folder: Path, what: str, where: str = "") -> None:
+    """`folder` holds weights and every safetensors file among them is whole."""
+    files = [p for p in sorted(folder.iterdir()) if p.suffix in WEIGHT_SUFFIXES]
+    if not files:
+        raise UserError(f"{what}: no weights (*.safetensors or *.bin) in {where or 'it'}")
+    for path in files:
+        if path.suffix == ".safetensors":
+            safetensors_keys(path, f"{what}: {where}{path.name}")
+
+
+def check_controlnet_folder(folder: Path, what: str) -> None:
+    """A diffusers ControlNet folder: `config.json` and whole weights beside it."""
+    if not (folder / CONTROLNET_CONFIG).is_file():
+        raise UserError(f"{what}: no {CONTROLNET_CONFIG} (a diffusers ControlNet folder)")
+    check_weights(folder, what)
 
 
 def check_single_file(path: Path) -> None:
@@ -125,10 +139,20 @@ def check_single_file(path: Path) -> None:
 def folder_files(folder: Path, suffixes: tuple[str, ...] | None = None) -> dict[str, Path]:
     """`model_index.json` and every file in the parts the teacher loads (only those ending in
     `suffixes`, if given), by their relative paths, sorted."""
-    files = [folder / "model_index.json", *(folder / part for part in CONFIG_FILES)]
+    return visible_files(
+        folder, [folder / "model_index.json", *(folder / part for part in CONFIG_FILES)], suffixes
+    )
+
+
+def visible_files(
+    folder: Path, roots: list[Path], suffixes: tuple[str, ...] | None = None
+) -> dict[str, Path]:
+    """Each of `roots` that is a file, and every file below those that are folders, except
+    hidden ones (only those ending in `suffixes`, if given), by their paths relative to
+    `folder`, sorted."""
     paths = sorted(
         p
-        for f in files
+        for f in roots
         for p in ([f] if f.is_file() else f.rglob("*"))
         if p.is_file()
         and not any(s.startswith(".") for s in p.relative_to(folder).parts)
@@ -166,23 +190,29 @@ def single_file_digest(path: Path, config: Path) -> str:
     return digest
 
 
-def hub_snapshot(model_id: str, revision: str | None) -> Path:
+def hub_snapshot(
+    model_id: str,
+    revision: str | None,
+    index: str = "model_index.json",
+    check: Callable[[Path, str], None] = check_folder,
+    kind: str = "model",
+) -> Path:
     """The snapshot folder of a Hub id at `revision` (default: main), named by its commit.
 
-    Only `model_index.json` is fetched (online) or looked up (offline); with HF_HUB_OFFLINE
-    the whole snapshot is then checked, since no node of the run could fetch a missing part.
+    Only `index` is fetched (online) or looked up (offline); with HF_HUB_OFFLINE the whole
+    snapshot is then checked (`check`), since no node of the run could fetch a missing part.
     """
     from huggingface_hub import constants, hf_hub_download
 
     at = f" at revision {revision!r}" if revision else ""
     try:
-        snapshot = Path(hf_hub_download(model_id, "model_index.json", revision=revision)).parent
+        snapshot = Path(hf_hub_download(model_id, index, revision=revision)).parent
     except Exception as exc:  # network, authentication and cache misses all end the same way
         raise UserError(
-            f"cannot find model {model_id!r}{at} ({hub_hint()}): {first_line(exc)}"
+            f"cannot find {kind} {model_id!r}{at} ({hub_hint()}): {first_line(exc)}"
         ) from None
     if constants.HF_HUB_OFFLINE:
-        check_folder(snapshot, f"model {model_id!r} in the Hugging Face cache ({snapshot})")
+        check(snapshot, f"{kind} {model_id!r} in the Hugging Face cache ({snapshot})")
     return snapshot
 
 
@@ -247,3 +277,23 @@ def pin_model(model: str, revision: str | None, config: str | None = None) -> Pi
         check_folder(folder, f"model folder {folder}")
         return PinnedModel(str(folder), None, folder_digest(folder))
     return PinnedModel(model, hub_snapshot(model, revision).name, None)
+
+
+def pin_controlnet(name: str, revision: str | None) -> PinnedModel:
+    """A ControlNet pinned as `pin_model` pins a model: a folder by the digest of its files
+    (so a renamed copy keeps its targets), a Hub id by the commit its revision points to now."""
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        if revision:
+            raise UserError(
+                f"--controlnet-revision applies to Hub ids, not to the ControlNet folder {name}"
+            )
+        folder = folder.resolve()
+        what = f"ControlNet folder {folder}"
+        check_controlnet_folder(folder, what)
+        files = visible_files(folder, [folder])
+        digest = files_digest(files)
+        log.info("%s: %d files, sha256 %s", what, len(files), digest)
+        return PinnedModel(str(folder), None, digest)
+    commit = hub_snapshot(name, revision, CONTROLNET_CONFIG, check_controlnet_folder, "ControlNet")
+    return PinnedModel(name, commit.name, None)

@@ -20,7 +20,12 @@ from teacher_workers.config import StyleIDConfig, teacher_hash
 from teacher_workers.engine import StyleIDEngine
 from teacher_workers.lsast_config import DEFAULT_CONTROLNET, LSAST_ENGINE_VERSION, LSASTConfig
 from teacher_workers.lsast_control import TINY_CONTROLNET, check_controlnet_name
-from teacher_workers.model_source import DEFAULT_MODEL_ID, is_single_file, pin_model
+from teacher_workers.model_source import (
+    DEFAULT_MODEL_ID,
+    is_single_file,
+    pin_controlnet,
+    pin_model,
+)
 from teacher_workers.models import (
     DTYPES,
     PRESETS,
@@ -59,6 +64,8 @@ class LSASTFlags:
             f"model); none: {DEFAULT_CONTROLNET}, or tiny for a preset --model"
         ),
     ] = None
+    controlnet_revision: str | None = None
+    """revision of the --controlnet Hub id (pinned to its commit for the run)"""
     strength: float = LSASTConfig.strength
     """img2img strength"""
     guidance: float = LSASTConfig.guidance
@@ -163,6 +170,7 @@ class TeacherOptions:
                 seed=LSASTConfig.seed if seed is None else seed,
                 controlnet=flags.controlnet
                 or (TINY_CONTROLNET if self.model in PRESETS else DEFAULT_CONTROLNET),
+                controlnet_revision=flags.controlnet_revision,
                 batch_size=batch or LSASTConfig.batch_size,
             )
         return replace(
@@ -190,17 +198,28 @@ class TeacherOptions:
         actors load it later on other machines: a folder becomes an absolute path named by its
         content digest, a Hub id's revision the commit it resolves to now, a single file an
         absolute path named by the digest of its bytes and configs, with its config pinned like
-        a model (`UserError` if the model cannot be read)."""
-        if self.model in PRESETS:
-            return self
-        pinned = pin_model(self.model, self.revision, self.model_config)
-        return replace(
-            self,
-            model=pinned.name,
-            revision=pinned.revision,
-            digest=pinned.digest,
-            model_config=pinned.config,
+        a model (`UserError` if the model cannot be read). LSAST's ControlNet is pinned the
+        same way (a `tiny` one is made from the model, so the model pins it)."""
+        options = self
+        if self.model not in PRESETS:
+            model = pin_model(self.model, self.revision, self.model_config)
+            options = replace(
+                self,
+                model=model.name,
+                revision=model.revision,
+                digest=model.digest,
+                model_config=model.config,
+            )
+        if self.kind != "lsast" or self.lsast.controlnet == TINY_CONTROLNET:
+            return options
+        controlnet = pin_controlnet(self.lsast.controlnet, self.lsast.controlnet_revision)
+        lsast = replace(
+            self.lsast,
+            controlnet=controlnet.name,
+            controlnet_revision=controlnet.revision,
+            controlnet_digest=controlnet.digest,
         )
+        return replace(options, lsast=lsast)
 
     def hash(self, device: torch.device) -> str:
         """The teacher hash of targets this teacher makes on `device`'s kind of hardware; a
@@ -233,7 +252,9 @@ class TeacherOptions:
                 config=self.model_config,
                 text_encoder=True,
             )
-            controlnet = load_controlnet(self.lsast.controlnet, teacher.unet, dtype, device)
+            controlnet = load_controlnet(
+                self.lsast.controlnet, teacher.unet, dtype, device, self.lsast.controlnet_revision
+            )
             tune(teacher.unet, self.compile, self.channels_last)
             tune(controlnet, self.compile, self.channels_last)
             return LSASTEngine(teacher, controlnet, self.lsast)

@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 import ray
@@ -20,9 +21,15 @@ from PIL import Image
 from ray._private import ray_constants
 
 from common.errors import UserError
+from common.images import center_crop_resize
+from common.inputs import expand_images
 from common.manifest import read_manifest
+from common.planning import assign_split
 from common.storage import Storage
-from jobs import generate
+from jobs import generate, train
+from student.dataset import TripleDataset
+from teacher_workers.lsast_generator import generator_bytes, new_generator
+from teacher_workers.models import load_teacher
 from tests.generation_helpers import (
     FAST_TEACHER,
     check_exactly_once,
@@ -31,6 +38,7 @@ from tests.generation_helpers import (
     target_times,
     write_inputs,
 )
+from tests.train_helpers import SIZE, fit, history, small_config
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.ray
@@ -320,26 +328,42 @@ def test_unreachable_bucket_fails_fast(tmp_path, s3_bucket):
     assert time.monotonic() - start < 30
 
 
-def write_prompt_files(folder: Path, n: int) -> list[Path]:
+def write_prompt_files(folder: Path, n: int, images: list[str]) -> list[Path]:
     """Learned-style prompt files of the tiny teacher (random generators), as learn_style
-    writes them."""
-    from teacher_workers.lsast_generator import generator_bytes, new_generator
-    from teacher_workers.models import load_teacher
-
+    writes them: each records `images` as the style images it was learned from."""
     teacher = load_teacher("tiny", text_encoder=True)
     folder.mkdir()
     paths = [folder / f"style{k}.safetensors" for k in range(n)]
     for k, path in enumerate(paths):
-        path.write_bytes(generator_bytes(new_generator(teacher, seed=k)))
+        path.write_bytes(generator_bytes(new_generator(teacher, seed=k), images))
     return paths
 
 
-def test_lsast_teacher_writes_every_pair_once_and_says_so(ray_cluster, tmp_path, capsys):
-    contents, _ = write_inputs(tmp_path, 2, 0, corrupt=True)
-    prompts = write_prompt_files(tmp_path / "learned", 2)
+def plan_seed_for_both_splits(contents: list[str], styles: list[str], fraction: float) -> int:
+    """A plan seed that puts these few pairs in both splits, as training needs."""
+    pairs = [(c, s) for c in contents for s in styles]
+    return next(
+        seed
+        for seed in range(100)
+        if len({assign_split(c, s, fraction, seed) for c, s in pairs}) == 2
+    )
+
+
+def test_lsast_teacher_writes_every_pair_once_and_the_student_trains_on_it(
+    ray_cluster, tmp_path, capsys
+):
+    """Every pair once, as StyleID's; then the student trains on the run, its style input for
+    an LSAST pair being one of the images the pair's prompt file was learned from, and a
+    prompt file that records none stops jobs.train in one line before Ray."""
+    contents, styles = write_inputs(tmp_path, 2, 2, corrupt=True)
+    images = expand_images([str(styles)], {}, "style")
+    prompts = write_prompt_files(tmp_path / "learned", 2, images)
+    urls = [u for u in expand_images([str(contents)], {}, "content") if "broken" not in u]
+    seed = plan_seed_for_both_splits(urls, [str(p) for p in prompts], 0.5)
     out = tmp_path / "run"
     args = ["--content", str(contents), "--out", str(out), *FAST_TEACHER, "--workers", "2:2"]
     args += ["--teacher", "lsast", "--controlnet", "tiny", "--style-prompts", *map(str, prompts)]
+    args += ["--val-fraction", "0.5", "--plan-seed", str(seed)]
     assert generate.main(args) == 0
     assert summary_line(capsys).startswith("pairs planned 6, written 4, already done 0")
     storage = Storage(str(out))
@@ -354,6 +378,24 @@ def test_lsast_teacher_writes_every_pair_once_and_says_so(ray_cluster, tmp_path,
     assert generate.main(args) == 0
     check_unchanged(out, before)
     assert summary_line(capsys).startswith("pairs planned 6, written 0, already done 4")
+
+    config = small_config(str(out), "lsast", workers=1, epochs=1)
+    splits = train.validate(config)
+    assert splits.style_images == {str(p): images for p in prompts}
+    dataset = TripleDataset(storage, splits.val, SIZE, False, 0, None, splits.style_images)
+    squares = [np.asarray(center_crop_resize(Image.open(u).convert("RGB"), SIZE)) for u in images]
+    style = (dataset[0].style * 255).round().byte().permute(1, 2, 0).numpy()
+    assert any(np.array_equal(style, square) for square in squares)
+    fit(config)
+    assert [record["epoch"] for record in history(config)] == [1]
+    unrecorded = new_generator(load_teacher("tiny", text_encoder=True))
+    prompts[0].write_bytes(generator_bytes(unrecorded))  # records no style images
+    with pytest.raises(UserError) as error:
+        train.main(["--data", str(out), "--name", "again"])
+    message = str(error.value)
+    assert message.startswith(f"{prompts[0]} does not record the style images it was learned")
+    assert "jobs.import_style --styles" in message and "\n" not in message
+    assert not (out / "train" / "again").exists()
 
 
 @pytest.mark.parametrize(

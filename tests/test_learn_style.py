@@ -27,6 +27,7 @@ from jobs.learn_style import (
     save_checkpoint,
 )
 from teacher_workers.lsast_generator import generator_from_bytes, new_generator
+from teacher_workers.lsast_styles import learned_from
 from teacher_workers.lsast_training import Draw, StyleLoss, draw, style_image
 from teacher_workers.models import TeacherModel, load_teacher
 
@@ -172,6 +173,9 @@ def test_learn_style_on_ray_resumes_a_run_and_keeps_its_last_checkpoint(
         stopped.state_dict()["attention.ff.net.2.weight"],
     )
     assert (out / "loss.png").stat().st_size > 0
+    # what the student of these targets takes as the style's images
+    recorded = learned_from(storage.url(PROMPTS), {})
+    assert recorded == [str(p) for p in sorted(styles.iterdir())]
 
     assert main([*args, "--steps", "3"]) == 0
     assert "already learned to step 3" in capsys.readouterr().out

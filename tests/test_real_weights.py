@@ -26,7 +26,7 @@ from teacher_workers.lsast_generator import generator_from_bytes, new_generator
 from teacher_workers.lsast_prompts import INIT_TOKEN, PLACEHOLDER_TOKEN
 from teacher_workers.model_source import DEFAULT_MODEL_ID
 from teacher_workers.models import load_teacher
-from teacher_workers.options import TeacherOptions
+from teacher_workers.options import LSASTFlags, TeacherOptions
 from teacher_workers.sizing import auto_tile
 from tests.cli import run_job
 from tests.generation_helpers import FAST_TEACHER, check_exactly_once, write_inputs
@@ -371,3 +371,59 @@ def test_a_single_file_without_a_cached_config_is_one_clear_line(offline_cache, 
     assert "--model-config DIR" in message and "\n" not in message
     with pytest.raises(UserError, match="--model-config applies to single-file checkpoints"):
         TeacherOptions(model=REPO_ID, model_config=str(single_file.parent))
+
+
+@pytest.fixture(scope="module")
+def controlnets(tmp_path_factory) -> tuple[Path, Path]:
+    """Two tiny ControlNet folders (save_pretrained) that differ in one zero convolution."""
+    from diffusers import ControlNetModel
+
+    from teacher_workers.lsast_control import TINY_HINT_CHANNELS
+
+    unet = load_teacher("tiny").unet
+    folders = tmp_path_factory.mktemp("controlnets")
+    paths = (folders / "canny-a", folders / "canny-b")
+    for k, path in enumerate(paths):
+        controlnet = ControlNetModel.from_unet(
+            unet, conditioning_embedding_out_channels=TINY_HINT_CHANNELS
+        )
+        torch.nn.init.constant_(controlnet.controlnet_mid_block.weight, 0.01 * k)
+        controlnet.save_pretrained(path)
+    return paths
+
+
+def lsast_hash(controlnet: str, revision: str | None = None) -> str:
+    """The teacher hash of pinned LSAST targets made with `controlnet` on the tiny model."""
+    flags = LSASTFlags(controlnet=controlnet, controlnet_revision=revision)
+    options = TeacherOptions(kind="lsast", lsast_flags=flags).chosen().pinned()
+    return options.hash(torch.device("cpu"))
+
+
+def test_the_lsast_hash_follows_a_controlnet_folders_weights_not_its_place(controlnets, tmp_path):
+    first, other = controlnets
+    renamed = shutil.copytree(first, tmp_path / "renamed")
+    pinned = TeacherOptions(kind="lsast", lsast_flags=LSASTFlags(controlnet=str(first)))
+    pinned = pinned.chosen().pinned().lsast
+    assert pinned.controlnet == str(first.resolve()) and len(pinned.controlnet_digest) == 64
+    assert lsast_hash(str(renamed)) == lsast_hash(str(first)) != lsast_hash(str(other))
+    assert lsast_hash(str(first)) != lsast_hash("tiny")
+    (renamed / "config.json").unlink()
+    with pytest.raises(UserError, match=r"^ControlNet folder .*: no config.json \(a diffusers"):
+        lsast_hash(str(renamed))
+
+
+def test_a_hub_controlnet_pins_its_revision_to_the_commit(monkeypatch, tmp_path, controlnets):
+    """main and another revision of one Hub id: each pinned to its commit, hashed apart."""
+    home = read_hub_ids_from(monkeypatch, tmp_path / "hf-home")
+    repo_id, other_commit = "test-org/tiny-controlnet", "b" * 40
+    hub_cache(home, repo_id, controlnets[0], COMMIT)
+    snapshot = hub_cache(home, repo_id, controlnets[1], other_commit)
+    (snapshot.parents[1] / "refs" / "main").write_text(COMMIT)
+    (snapshot.parents[1] / "refs" / "v2").write_text(other_commit)
+    flags = LSASTFlags(controlnet=repo_id, controlnet_revision="v2")
+    pinned = TeacherOptions(kind="lsast", lsast_flags=flags).chosen().pinned().lsast
+    assert (pinned.controlnet, pinned.controlnet_revision) == (repo_id, other_commit)
+    assert lsast_hash(repo_id) != lsast_hash(repo_id, "v2")
+    assert lsast_hash(repo_id, COMMIT) == lsast_hash(repo_id)
+    with pytest.raises(UserError, match=r"^cannot find ControlNet 'test-org/none' "):
+        lsast_hash("test-org/none")
