@@ -28,12 +28,7 @@ from common.errors import UserError
 from common.ray_connect import connect_ray, ray_filesystem
 from common.storage import Storage
 from student.dataset import Splits, read_splits, teacher_resolution
-from student.run_record import (
-    best_checkpoint,
-    checkpoint_config,
-    checkpoint_url,
-    read_run_record,
-)
+from student.run_record import best_checkpoint, checkpoint_config, checkpoint_url, read_run_record
 from student.train_config import TrainConfig, check_init, check_weights
 from student.train_loop import (
     cannot_resume,
