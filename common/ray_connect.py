@@ -7,7 +7,7 @@
 Quiet unless `--verbose` (`common.cli.VERBOSE`): Ray's own loggers print only errors, in the
 driver and in every worker, and Ray Data's console lines stay in its log file; what workers
 print of their own (a training epoch, a skipped input) still reaches the driver. One line names
-the folder of Ray's logs.
+the folder of Ray's logs. Ray Train reaches a run's storage through `ray_filesystem`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,13 @@ from __future__ import annotations
 import logging
 import os
 
+import pyarrow.fs
 import ray
 import ray.data  # configures Ray Data's loggers, which `connect_ray` quiets
+from fsspec.implementations.local import LocalFileSystem
 
 from common.cli import ray_log_level, verbose
+from common.storage import Storage
 
 
 def connect_ray() -> None:
@@ -60,3 +63,11 @@ def connect_ray() -> None:
             if isinstance(handler, logging.StreamHandler):  # not its file handler
                 handler.setLevel(logging.ERROR)
         print(f"Ray's logs: {context.address_info['session_dir']}/logs (--verbose prints them)")
+
+
+def ray_filesystem(storage: Storage) -> pyarrow.fs.FileSystem | None:
+    """The storage's filesystem as Ray Train takes it (None: Ray's own local one), so that
+    Ray Train writes and reads a run folder with the run's storage options."""
+    if isinstance(storage.fs, LocalFileSystem):
+        return None
+    return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(storage.fs))

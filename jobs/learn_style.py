@@ -35,9 +35,8 @@ from common.cli import JobArgs, check_number, parse, run_cli
 from common.errors import UserError, first_line
 from common.inputs import expand_images
 from common.pictures import loss_curve
-from common.ray_connect import connect_ray
+from common.ray_connect import connect_ray, ray_filesystem
 from common.storage import Storage, StorageOptions, absolute_url, read_url
-from jobs.train import ray_filesystem
 from teacher_workers.lsast_generator import LSASTPromptGenerator, generator_bytes, new_generator
 from teacher_workers.lsast_styles import PROMPT_FILE
 from teacher_workers.lsast_training import (

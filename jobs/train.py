@@ -13,35 +13,22 @@ it) the job joins that cluster, else it starts a local one.
 from __future__ import annotations
 
 import logging
-import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Annotated, Any
 
-import pyarrow.fs
 import torch
 import tyro
-from fsspec.implementations.local import LocalFileSystem
-from ray.train import (
-    Checkpoint,
-    CheckpointConfig,
-    FailureConfig,
-    LoggingConfig,
-    Result,
-    RunConfig,
-    ScalingConfig,
-)
+from ray.train import FailureConfig, LoggingConfig, Result, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-# not exported by ray.train; the one error of Result.from_path that re-running cannot fix
-from ray.train.v2._internal.exceptions import CheckpointManagerInitializationError
-
 from common.cli import JobArgs, parse, ray_log_level, run_cli
-from common.errors import UserError, first_line
-from common.ray_connect import connect_ray
+from common.errors import UserError
+from common.ray_connect import connect_ray, ray_filesystem
 from common.storage import Storage
 from student.dataset import Splits, read_splits, teacher_resolution
+from student.run_record import best_checkpoint, checkpoint_config, checkpoint_url, read_run_record
 from student.train_config import TrainConfig, check_init, check_weights
 from student.train_loop import (
     cannot_resume,
@@ -82,26 +69,18 @@ def validate(config: TrainConfig) -> Splits:
     return splits
 
 
-def ray_filesystem(storage: Storage) -> pyarrow.fs.FileSystem | None:
-    """The data's filesystem as Ray Train takes it (None: Ray's own local one)."""
-    if isinstance(storage.fs, LocalFileSystem):
-        return None
-    return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(storage.fs))
+def run_storage(config: TrainConfig) -> Storage:
+    """The run folder <data>/train/<name>/, where Ray Train keeps its record and checkpoints."""
+    return Storage(config.storage().url(f"train/{config.name}"), config.storage_options)
 
 
 def run_record(config: TrainConfig) -> Result | None:
     """Ray Train's record of this run name (its checkpoints and their metrics); None for a new
     run. A record that cannot be used is one error line: Ray Train would fail on it too."""
-    storage = config.storage()
     try:
-        return Result.from_path(
-            storage.path(f"train/{config.name}"), storage_filesystem=ray_filesystem(storage)
-        )
-    except RuntimeError:  # no run folder or no record in it: Ray Train starts afresh too
-        return None
-    except CheckpointManagerInitializationError as exc:  # damaged, or names a deleted folder
-        cause = f"Ray Train's record of the run cannot be used ({first_line(exc)})"
-        raise cannot_resume(config, UserError(cause)) from None
+        return read_run_record(run_storage(config))
+    except UserError as exc:
+        raise cannot_resume(config, exc) from None
 
 
 def resume_state(config: TrainConfig, record: Result | None) -> dict[str, Any] | None:
@@ -115,7 +94,7 @@ def resume_state(config: TrainConfig, record: Result | None) -> dict[str, Any] |
         return None
     try:
         restored = load_checkpoint(
-            checkpoint_url(config, record.checkpoint),
+            checkpoint_url(run_storage(config), record.checkpoint),
             config,
             torch.device("cpu"),
             False,
@@ -126,20 +105,9 @@ def resume_state(config: TrainConfig, record: Result | None) -> dict[str, Any] |
     return restored.state
 
 
-def checkpoint_url(config: TrainConfig, checkpoint: Checkpoint) -> str:
-    """The URL of one of the run's checkpoints (Ray Train knows its filesystem path)."""
-    name = posixpath.basename(checkpoint.path.rstrip("/"))
-    return config.storage().url(f"train/{config.name}/{name}")
-
-
-def best_checkpoint(result: Result) -> Checkpoint | None:
-    """The kept checkpoint with the lowest validation loss, as Ray Train ranks them."""
-    return result.get_best_checkpoint("val_loss", "min") if result.best_checkpoints else None
-
-
 def completion(config: TrainConfig, state: dict[str, Any], record: Result) -> str:
     """The line for a run that has nothing left to do, with where its best checkpoint is."""
-    best = record.get_best_checkpoint("val_loss", "min")
+    best = best_checkpoint(record)
     assert best is not None  # `state` came from one of its checkpoints
     val_loss = min(entry["val_loss"] for entry in state["history"])
     if state["epoch"] >= config.epochs:
@@ -148,7 +116,8 @@ def completion(config: TrainConfig, state: dict[str, Any], record: Result) -> st
         why, advice = f"early stop at epoch {state['epoch']}", "a larger --patience"
     return (
         f"run {config.name!r} is already complete ({why}; best val_loss {val_loss:.5f} at "
-        f"{checkpoint_url(config, best)}); nothing to do. Pass {advice} to train it further."
+        f"{checkpoint_url(run_storage(config), best)}); nothing to do. Pass {advice} to train "
+        "it further."
     )
 
 
@@ -162,10 +131,7 @@ def run_config(config: TrainConfig) -> RunConfig:
         failure_config=FailureConfig(max_failures=config.max_failures),
         # Ray Train's controller and workers: quiet as the rest of Ray (see `connect_ray`)
         logging_config=LoggingConfig(log_level=logging.getLevelName(ray_log_level())),
-        # the best checkpoint by validation loss, and always the latest (to resume from)
-        checkpoint_config=CheckpointConfig(
-            num_to_keep=1, checkpoint_score_attribute="val_loss", checkpoint_score_order="min"
-        ),
+        checkpoint_config=checkpoint_config(config.keep_checkpoints),
     )
 
 
@@ -198,7 +164,7 @@ def describe(config: TrainConfig, result: Result) -> str:
         ("best checkpoint", best_checkpoint(result)),
     ):
         if checkpoint is not None:
-            lines.append(f"{label}: {checkpoint_url(config, checkpoint)}")
+            lines.append(f"{label}: {checkpoint_url(run_storage(config), checkpoint)}")
     return "\n".join(lines)
 
 

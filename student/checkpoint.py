@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,10 +20,10 @@ from torch import nn
 from common.errors import UserError
 from common.storage import Storage
 from student.model import STTR, STTRConfig, build_sttr
+from student.run_record import best_checkpoint, checkpoint_url, read_run_record
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-EPOCH_DIR = re.compile(r"^(epoch-\d+)/" + re.escape(CONFIG_FILE) + "$")
 
 
 def save_student(model: nn.Module, config: STTRConfig, storage_or_dir: Storage | str) -> None:
@@ -55,25 +53,24 @@ def load_student(
 
 
 def resolve_checkpoint(url: str, storage_options: Mapping[str, Any] | None = None) -> str:
-    """`url` itself if it is a checkpoint; for a training run folder, its kept `epoch-NNNN`
-    checkpoint with the lowest validation loss in `metrics.jsonl` (the latest if none has one).
-    """
+    """`url` itself if it is a checkpoint; for a training run folder, the checkpoint Ray Train's
+    record of the run ranks best (`student.run_record`). Anything else is one `UserError`."""
     storage = Storage(url, storage_options)
     if storage.exists(CONFIG_FILE):
         return url
-    keys = storage.list("")
-    if not keys:
+    if not storage.exists(""):
         raise UserError(f"{storage.root}: no such checkpoint (nothing is stored there)")
-    kept = sorted(m.group(1) for key in keys if (m := EPOCH_DIR.match(key)))
-    if not kept:
-        return url  # reading it reports "not a student checkpoint"
-    val_loss: dict[str, float] = {}
-    if storage.exists("metrics.jsonl"):
-        for line in storage.read_bytes("metrics.jsonl").decode().splitlines():
-            record = json.loads(line)
-            val_loss[f"epoch-{record['epoch']:04d}"] = record["val_loss"]
-    best = min(reversed(kept), key=lambda name: val_loss.get(name, math.inf))
-    return storage.url(best)
+    try:
+        record = read_run_record(storage)
+    except UserError as exc:
+        raise UserError(f"{storage.root}: {exc}") from None
+    best = best_checkpoint(record) if record is not None else None
+    if best is None:
+        raise UserError(
+            f"{storage.root} is neither a student checkpoint (it has no {CONFIG_FILE}) nor a "
+            "training run folder with a checkpoint in Ray Train's record"
+        )
+    return checkpoint_url(storage, best)
 
 
 def load_weights(model: STTR, state: Mapping[str, torch.Tensor], where: str) -> None:

@@ -97,6 +97,8 @@ class TrainConfig:
     ] = None
     max_failures: int = 3
     """worker-group restarts from the last checkpoint before giving up (-1: no limit)"""
+    keep_checkpoints: int = 1
+    """checkpoints kept with the lowest validation loss, besides the latest (to resume from)"""
     model: Annotated[STTRConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=STTRConfig)
     tensorboard: Annotated[
         str | None,
@@ -145,6 +147,7 @@ class TrainConfig:
             epochs=self.epochs,
             batch_size=self.batch_size,
             patience=self.patience,
+            keep_checkpoints=self.keep_checkpoints,
         )
         self._check_at_least(0, lr_patience=self.lr_patience, loader_workers=self.loader_workers)
         self._check_at_least(-1, max_failures=self.max_failures)  # -1: retry without limit

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from student.checkpoint import resolve_checkpoint, save_student
+from student.checkpoint import save_student
 from student.model import STTRConfig, build_sttr
 from tests.cli import run_job
 
@@ -94,18 +93,6 @@ def test_a_training_run_folder_resolves_to_its_checkpoint(checkpoint, pictures, 
     assert result.returncode == 0, result.stderr
     with Image.open(tmp_path / "out.png") as image:
         assert image.size == (64, 45)
-
-
-def test_a_run_folder_picks_its_kept_checkpoint_with_the_lowest_val_loss(checkpoint, tmp_path):
-    """Not the latest, not the highest, not an epoch whose checkpoint Ray Train removed."""
-    run = tmp_path / "train" / "l1"
-    for epoch in (1, 2, 3):
-        shutil.copytree(checkpoint, run / f"epoch-{epoch:04d}")
-    val_losses = {1: 0.9, 2: 0.2, 3: 0.5, 4: 0.1}  # epoch 4's checkpoint is no longer kept
-    (run / "metrics.jsonl").write_text(
-        "".join(json.dumps({"epoch": e, "val_loss": v}) + "\n" for e, v in val_losses.items())
-    )
-    assert resolve_checkpoint(str(run)) == str(run / "epoch-0002")
 
 
 def test_export_writes_an_onnx_graph_that_matches_pytorch(checkpoint, tmp_path):

@@ -482,10 +482,18 @@ def test_checkpoint_round_trip(small_model: STTR, tmp_path: Path, where: str) ->
 def test_not_a_checkpoint_is_a_user_error(small_model: STTR, tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"nowhere: no such checkpoint \(nothing is stored"):
         load_student(resolve_checkpoint(str(tmp_path / "nowhere")))
+    # a run folder without Ray Train's record of a checkpoint, and a plain folder
     (tmp_path / "empty-run" / "epoch-0001").mkdir(parents=True)
     (tmp_path / "empty-run" / "metrics.jsonl").write_text("")
-    with pytest.raises(UserError, match=r"not a student checkpoint: it has no config\.json"):
-        load_student(resolve_checkpoint(str(tmp_path / "empty-run")))
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "notes.txt").write_text("hello")
+    for folder in ("empty-run", "plain"):
+        with pytest.raises(UserError) as error:
+            resolve_checkpoint(str(tmp_path / folder))
+        assert str(error.value) == (
+            f"{tmp_path / folder} is neither a student checkpoint (it has no config.json) nor a "
+            "training run folder with a checkpoint in Ray Train's record"
+        )
     (tmp_path / "file.txt").write_text("hello")
     with pytest.raises(UserError):
         load_student(str(tmp_path / "file.txt"))

@@ -112,15 +112,24 @@ def expected_schedule(val_losses: list[float], config: TrainConfig) -> list[tupl
     return schedule
 
 
-def test_a_resumed_run_keeps_its_lr_schedule_and_early_stop(ray_cluster: Any, data: Path) -> None:
-    """A lr high enough to overshoot: in the real loop the validation loss stalls after epoch 3,
-    the lr drops, and training stops early; a re-run of the same name that resumes right after
-    the drop must remember it (a fresh early-stop state would train on past epoch 4)."""
-    plateau = {"lr": 2e-3, "lr_patience": 0, "patience": 1}
+@pytest.fixture(scope="module")
+def plateau_run(ray_cluster: Any, data: Path) -> tuple[TrainConfig, Result, Result]:
+    """A lr high enough to overshoot: in the real loop the validation loss stalls, the lr drops
+    and training stops early. Trained for 3 epochs, then re-run by name up to 8: the config, the
+    first and the resumed run's results. Every checkpoint is kept, for the resolution test."""
+    plateau = {"lr": 2e-3, "lr_patience": 0, "patience": 1, "keep_checkpoints": 8}
     first = fit(small_config(str(data), "plateau", epochs=3, **plateau))
-    assert first.metrics["epoch"] == 3
     config = small_config(str(data), "plateau", epochs=8, **plateau)
-    result = fit(config)
+    return config, first, fit(config)
+
+
+def test_a_resumed_run_keeps_its_lr_schedule_and_early_stop(
+    plateau_run: tuple[TrainConfig, Result, Result],
+) -> None:
+    """The re-run resumes right after the lr drop and must remember it (a fresh early-stop
+    state would train on past epoch 4)."""
+    config, first, result = plateau_run
+    assert first.metrics["epoch"] == 3
     records = history(config)
     assert [record["epoch"] for record in records] == list(range(1, len(records) + 1))
     assert [record["resumed_from"] for record in records] == [0] * 3 + [3] * (len(records) - 3)
@@ -130,6 +139,22 @@ def test_a_resumed_run_keeps_its_lr_schedule_and_early_stop(ray_cluster: Any, da
     # these seeds put the first drop at the end of epoch 3: the resume starts mid-plateau
     assert [record["lr"] for record in records[2:4]] == [config.lr, config.lr * config.lr_factor]
     assert result.metrics["epoch"] == len(records)
+
+
+def test_a_run_folder_resolves_to_its_checkpoint_with_the_lowest_validation_loss(
+    plateau_run: tuple[TrainConfig, Result, Result], data: Path
+) -> None:
+    """Later commands only have the run folder: they name the checkpoint Ray Train ranks best
+    when it ranks them in `jobs.train`, not the first, the latest or the highest."""
+    config, _, result = plateau_run
+    val_loss = {record["epoch"]: record["val_loss"] for record in history(config)}
+    run = data / "train" / config.name
+    kept = sorted(int(folder.name.removeprefix("epoch-")) for folder in run.glob("epoch-*"))
+    assert kept == sorted(val_loss)  # several checkpoints: every epoch's
+    best = min(val_loss, key=val_loss.__getitem__)
+    assert best not in (kept[0], kept[-1], max(val_loss, key=val_loss.__getitem__))
+    assert resolve_checkpoint(str(run)) == str(run / f"epoch-{best:04d}")
+    assert Path(result.get_best_checkpoint("val_loss", "min").path) == run / f"epoch-{best:04d}"
 
 
 def test_a_lost_worker_resumes_from_the_last_checkpoint_on_s3(
@@ -214,19 +239,6 @@ def test_the_loss_terms_sum_to_the_loss_and_both_count(
             assert mse > 0 and gram > 0
 
 
-def test_ray_train_and_a_run_folder_name_the_same_best_checkpoint(
-    first_run: tuple[TrainConfig, Result],
-) -> None:
-    """jobs.train asks Ray Train's Result; later commands only have the run folder."""
-    config, result = first_run
-    best = result.get_best_checkpoint("val_loss", "min")
-    records = history(config)
-    best_epoch = min(records, key=lambda record: record["val_loss"])["epoch"]
-    assert Path(best.path).name == f"epoch-{best_epoch:04d}"
-    run = config.storage().url(f"train/{config.name}")
-    assert resolve_checkpoint(run) == f"{run}/epoch-{best_epoch:04d}"
-
-
 def test_help_lists_the_options() -> None:
     result = run_job("train", "--help")
     assert result.returncode == 0
@@ -292,6 +304,7 @@ def test_early_stop_after_patience_epochs_in_which_a_reduced_lr_did_not_help(
         (["--precision", "bf16"], "--precision bf16 needs --gpu"),
         (["--name", "a/b"], "--name 'a/b'"),
         (["--lr", "0"], "--lr 0.0: must be positive"),
+        (["--keep-checkpoints", "0"], "--keep-checkpoints 0: must be at least 1"),
         (["--storage-option", "novalue"], "key=value"),
     ],
 )
