@@ -30,6 +30,7 @@ from tests.generation_helpers import (
     run_json,
     target_times,
     write_inputs,
+    write_prompt_files,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -318,20 +319,6 @@ def test_unreachable_bucket_fails_fast(tmp_path, s3_bucket):
             )
         )
     assert time.monotonic() - start < 30
-
-
-def write_prompt_files(folder: Path, n: int) -> list[Path]:
-    """Learned-style prompt files of the tiny teacher (random generators), as learn_style
-    writes them."""
-    from teacher_workers.lsast_generator import generator_bytes, new_generator
-    from teacher_workers.models import load_teacher
-
-    encoder = load_teacher("tiny", text_encoder=True).text_encoder
-    folder.mkdir()
-    paths = [folder / f"style{k}.safetensors" for k in range(n)]
-    for k, path in enumerate(paths):
-        path.write_bytes(generator_bytes(new_generator(encoder, seed=k)))
-    return paths
 
 
 def test_lsast_teacher_writes_every_pair_once_and_says_so(ray_cluster, tmp_path, capsys):
