@@ -73,6 +73,8 @@ class GoldenLSAST:
     ) -> GoldenLSAST:
         """Checked before any work: the options, and every prompt file read (a missing or
         corrupt one, or two learned styles of one name, is a `UserError`)."""
+        if run_teacher.get("kind") == "lsast":
+            raise UserError("--also-teacher lsast: the run's own teacher is LSAST")
         learned: dict[str, str] = {}
         for url in prompt_file_urls(style_prompts, storage_options):
             name = style_name(url)

@@ -21,11 +21,12 @@ from common.storage import Storage
 from jobs import evaluate
 from student.checkpoint import save_student
 from student.dataset import load_triple
+from student.golden_lsast import GoldenLSAST
 from student.golden_metrics import ImageMeter
 from student.model import STTRConfig, build_sttr
 from teacher_workers.config import StyleIDConfig
 from teacher_workers.lsast_styles import read_prompts
-from teacher_workers.options import TeacherOptions
+from teacher_workers.options import LSASTFlags, TeacherOptions
 from tests.generation_helpers import write_prompt_files
 from tests.synthetic_run import write_synthetic_run
 from tests.train_helpers import write_seeded_vgg19
@@ -113,3 +114,5 @@ def test_a_golden_style_without_its_learned_style_is_one_clear_line(run) -> None
     assert not (Path(run["data"]) / "eval" / "missing").exists()
     with pytest.raises(UserError, match="--style-prompts are learned styles for --also-teacher"):
         evaluate_run(run, "missing", "--style-prompts", run["prompts"][0])
+    with pytest.raises(UserError, match="the run's own teacher is LSAST"):
+        GoldenLSAST.from_run({"kind": "lsast"}, run["prompts"], LSASTFlags(), {})
