@@ -19,7 +19,8 @@ from student.pretrained import RANDOM
 
 LSAST_NOTES = {
     "lsast": "LSAST beside the run's teacher (--also-teacher lsast): the same measures of its "
-    "image of each golden pair, the style a learned one named as the golden style image",
+    "image of each golden pair, in the learned style named as the golden style image "
+    "(also_teacher.lsast.style_prompts)",
     "lsast.seconds": "per pair: its batch's time on this machine, shared out",
 }
 
