@@ -6,6 +6,13 @@
 
 Writes <data>/eval/<name>/. Golden pairs are the manifest lines with split "golden", which no
 training or validation ever reads.
+
+    python -m jobs.evaluate --data runs/demo --student CKPT --also-teacher lsast \
+        --style-prompts styles/01 styles/02 --controlnet lllyasviel/control_v11p_sd15_canny
+
+also runs LSAST on the golden pairs of a StyleID run (its model, steps and resolution), and
+shows it beside StyleID and the student: each golden style image takes the learned style of its
+name (style 01.png: the learn_style folder .../01/ or the prompt file .../01.safetensors).
 """
 
 from __future__ import annotations
@@ -13,15 +20,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Literal
 
 import tyro
 
 from common.cli import JobArgs, parse, run_cli
+from common.errors import UserError
 from common.run_info import read_run_info
 from common.storage import Storage, StorageOptions
+from student.golden_lsast import GoldenLSAST
 from student.reporting import write_evaluation
 from teacher_workers.model_source import config_source
+from teacher_workers.options import LSASTFlags
 from teacher_workers.sizing import teacher_parameters
 
 
@@ -57,6 +67,27 @@ class Args(JobArgs):
     storage: Annotated[StorageOptions, tyro.conf.OmitArgPrefixes] = field(
         default_factory=StorageOptions
     )
+    also_teacher: Annotated[
+        Literal["lsast"] | None,
+        tyro.conf.arg(
+            help="also run this teacher on the golden pairs of the run (a StyleID run): a "
+            "contact-sheet column beside the run's teacher and the student, and its measures "
+            "in metrics.json"
+        ),
+    ] = None
+    style_prompts: Annotated[
+        tuple[str, ...],
+        tyro.conf.arg(
+            help="with --also-teacher lsast: learned styles (learn_style folders or prompt "
+            "files); each golden style image takes the one of its file's stem (01.png: "
+            ".../01/ or .../01.safetensors)"
+        ),
+    ] = ()
+    lsast: Annotated[LSASTFlags, tyro.conf.OmitArgPrefixes] = field(default_factory=LSASTFlags)
+
+    def __post_init__(self) -> None:
+        if self.style_prompts and not self.also_teacher:
+            raise UserError("--style-prompts are learned styles for --also-teacher lsast")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,6 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # run.json of this version nests the teacher's options; an older one holds them flat
     teacher = config["teacher"] if isinstance(config.get("teacher"), dict) else config
     model = teacher.get("model", "tiny")
+    lsast = (
+        GoldenLSAST.from_run(teacher, args.style_prompts, args.lsast, args.storage)
+        if args.also_teacher
+        else None
+    )
     where = write_evaluation(
         storage,
         args.student,
@@ -74,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.metrics,
         {"vgg": args.vgg_weights, "lpips": args.lpips_weights, "inception": args.inception_weights},
         args.storage,
+        lsast,
         teacher_model=model,
         teacher_parameters=teacher_parameters(
             config_source(model, teacher.get("model_config")), teacher.get("revision")

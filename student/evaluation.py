@@ -1,11 +1,12 @@
 """Teacher vs student on the golden set, side by side: each image against its content and style,
 the student against the teacher, FID/ArtFID over the set (see `student.golden_metrics`), with
-timings; plus the contact sheet that shows them."""
+timings; plus the contact sheet that shows them. With `GoldenLSAST`, LSAST's images of the same
+pairs get a column and the same measures of their own."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -16,24 +17,28 @@ from common.manifest import ManifestLine
 from common.pictures import contact_sheet
 from common.storage import Storage
 from student.dataset import Triple, load_triple
+from student.golden_lsast import GoldenLSAST
 from student.golden_metrics import ImageMeter, SetMeter
 from student.inference import stylize
 
-SIDES = ("teacher", "student")
 SHEET_COLUMNS = ("content", "style", "teacher", "student")
+# with LSAST beside the run's teacher (a StyleID run: LSAST runs have no style images)
+SIDE_BY_SIDE_COLUMNS = ("content", "style", "StyleID (teacher)", "LSAST", "student")
 SHEET_ROWS = 16  # pairs on the contact sheet: a readable picture, not one per pair of 800
 
 
 @dataclass(frozen=True)
 class PairScores:
     """One golden pair. `teacher`, `student`: that image against the content and style
-    (`ImageMeter.against_inputs`) and its `seconds`; `student_vs_teacher`: PSNR, SSIM, LPIPS."""
+    (`ImageMeter.against_inputs`) and its `seconds`; `student_vs_teacher`: PSNR, SSIM, LPIPS;
+    `lsast`: as `teacher`, for LSAST's image when it runs beside the run's teacher."""
 
     content: str
     style: str
     teacher: dict[str, float | None]
     student: dict[str, float | None]
     student_vs_teacher: dict[str, float]
+    lsast: dict[str, float | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -72,36 +77,40 @@ def evaluate_golden(
     model: nn.Module,
     meter: ImageMeter,
     set_meter: SetMeter,
+    lsast: GoldenLSAST | None = None,
 ) -> GoldenResult:
-    """Score every golden pair, then the set as a whole."""
+    """Score every golden pair, then the set as a whole; with `lsast`, LSAST's images too."""
     triples = [load_triple(storage, line) for line in lines]
+    lsast_images, lsast_seconds = lsast.stylize(lines, triples) if lsast else ([], [])
     stylize(model, triples[0].content, triples[0].style)  # warm-up, so timings are steady
     pairs, students, rows = [], [], []
     for number, (line, triple) in enumerate(zip(lines, triples, strict=True), start=1):
         pair, student = evaluate_pair(model, meter, line, triple)
+        shown = [(triple.target, pair.teacher), (student, pair.student)]
+        if lsast:
+            image = lsast_images[number - 1]
+            scores = meter.against_inputs(image, triple.content, triple.style)
+            pair = replace(pair, lsast={**scores, "seconds": lsast_seconds[number - 1]})
+            shown.insert(1, (image, pair.lsast))
         pairs.append(pair)
         students.append(student)
-        if number > SHEET_ROWS:
-            continue
-        rows.append(
-            (
-                f"pair {number}",
-                [
-                    (to_pil(triple.content), _name(line.content)),
-                    (to_pil(triple.style), _name(line.style)),
-                    (to_pil(triple.target), _lpips_caption(pair.teacher["lpips_content"])),
-                    (to_pil(student), _lpips_caption(pair.student["lpips_content"])),
-                ],
-            )
-        )
+        if number <= SHEET_ROWS:
+            cells = [(to_pil(triple.content), _name(line.content))]
+            cells.append((to_pil(triple.style), _name(line.style)))
+            cells += [(to_pil(image), _lpips_caption(s["lpips_content"])) for image, s in shown]
+            rows.append((f"pair {number}", cells))
     means = summarize(pairs)
+    stylized = {"teacher": [t.target for t in triples], "student": students}
+    if lsast:
+        stylized["lsast"] = lsast_images
     set_scores = set_meter.scores(
         [t.style for t in triples],
-        {"teacher": [t.target for t in triples], "student": students},
-        {side: means[side]["lpips_content"] for side in SIDES},
+        stylized,
+        {side: means[side]["lpips_content"] for side in stylized},
     )
     title = f"golden pairs 1-{len(rows)} of {len(pairs)}" if len(rows) < len(pairs) else ""
-    return GoldenResult(pairs, set_scores, contact_sheet(SHEET_COLUMNS, rows, title))
+    columns = SIDE_BY_SIDE_COLUMNS if lsast else SHEET_COLUMNS
+    return GoldenResult(pairs, set_scores, contact_sheet(columns, rows, title))
 
 
 def summarize(pairs: list[PairScores]) -> dict[str, dict[str, float | None]]:
@@ -111,6 +120,8 @@ def summarize(pairs: list[PairScores]) -> dict[str, dict[str, float | None]]:
         "student": [p.student for p in pairs],
         "student_vs_teacher": [p.student_vs_teacher for p in pairs],
     }
+    if pairs[0].lsast is not None:
+        groups["lsast"] = [p.lsast for p in pairs]
     return {group: _means(records) for group, records in groups.items()}
 
 

@@ -13,8 +13,16 @@ from common.pictures import training_curves
 from common.storage import Storage, read_url
 from student.checkpoint import load_student, resolve_checkpoint
 from student.evaluation import evaluate_golden, summarize
+from student.golden_lsast import GoldenLSAST
 from student.golden_metrics import ImageMeter, SetMeter
 from student.pretrained import RANDOM
+
+LSAST_NOTES = {
+    "lsast": "LSAST beside the run's teacher (--also-teacher lsast): the same measures of its "
+    "image of each golden pair, in the learned style named as the golden style image "
+    "(also_teacher.lsast.style_prompts)",
+    "lsast.seconds": "per pair: its batch's time on this machine, shared out",
+}
 
 
 def read_training_metrics(url: str, options: dict[str, Any]) -> list[dict[str, Any]]:
@@ -62,23 +70,27 @@ def write_evaluation(
     metrics_url: str | None,
     weights: dict[str, str | None],
     options: dict[str, Any],
+    lsast: GoldenLSAST | None = None,
     **extra: Any,
 ) -> str:
     """Evaluate the student on the run's golden pairs; returns the URL of the output folder.
-    `weights`: the choice (path/URL, "random" or None) for "vgg", "lpips" and "inception".
-    `extra` fields (e.g. the teacher's parameter count) go into metrics.json as they are."""
+    `weights`: the choice (path/URL, "random" or None) for "vgg", "lpips" and "inception";
+    `lsast`: LSAST to run beside the run's teacher. `extra` fields (e.g. the teacher's
+    parameter count) go into metrics.json as they are."""
     lines = read_manifest(storage, teacher_hash, splits=("golden",))
     if not lines:
         raise UserError(
             f"{storage.url('manifests')}: no golden pairs; generate with "
             "--golden-content and --golden-styles"
         )
+    if lsast:  # every golden style has its learned style, before any work
+        extra["also_teacher"] = {"lsast": lsast.report(lines)}
     student_url = resolve_checkpoint(student_url, options)
     # the measuring networks before the model: missing weights fail fast
     meter = ImageMeter(weights.get("vgg"), weights.get("lpips"), options)
     set_meter = SetMeter(len(lines), weights.get("inception"), options)
     model, config = load_student(student_url, options)
-    result = evaluate_golden(storage, lines, model, meter, set_meter)
+    result = evaluate_golden(storage, lines, model, meter, set_meter, lsast)
     metrics_url = metrics_url or posixpath.join(
         posixpath.dirname(student_url.rstrip("/")), "metrics.jsonl"
     )
@@ -91,7 +103,10 @@ def write_evaluation(
         **weights_report({**meter.sources, "Inception (FID)": set_meter.source}),
         "mean": summarize(result.pairs),
         "set": result.set_scores,
-        "pairs": [asdict(s) for s in result.pairs],
+        "pairs": [
+            {side: scores for side, scores in asdict(s).items() if scores is not None}
+            for s in result.pairs
+        ],
         "notes": {
             "lpips_content": "LPIPS (AlexNet) of the image to its content; lower keeps more",
             "cfsd": "StyleID's content feature structural distance to the content (VGG19 "
@@ -101,6 +116,7 @@ def write_evaluation(
             "student_vs_teacher": "PSNR (dB), SSIM and LPIPS of the student to the teacher",
             "teacher.seconds": "per pair inside its tile, as recorded by generation",
             "student.seconds": "one forward pass on this machine's CPU/GPU",
+            **(LSAST_NOTES if lsast else {}),
         },
     }
     folder = f"eval/{name}"

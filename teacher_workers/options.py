@@ -54,8 +54,9 @@ OFFLOAD = tyro.constructors.PrimitiveConstructorSpec(
 
 @dataclass(frozen=True, kw_only=True)
 class LSASTFlags:
-    """The LSAST teacher's own flags (`--teacher lsast`); `TeacherOptions.chosen` folds them and
-    the shared --steps, --resolution, --seed and --batch-size into the run's `LSASTConfig`."""
+    """The LSAST teacher's own flags (`--teacher lsast`, or jobs.evaluate's `--also-teacher
+    lsast`); `TeacherOptions.chosen` folds them and the shared --steps, --resolution, --seed and
+    --batch-size into the run's `LSASTConfig`."""
 
     controlnet: Annotated[
         str | None,

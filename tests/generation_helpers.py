@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -74,3 +75,20 @@ def check_unchanged(root: Path, before: dict[str, int]) -> None:
 
 def run_json(storage: Storage) -> dict:
     return json.loads(storage.read_bytes("run.json"))
+
+
+def write_prompt_files(
+    folder: Path, n: int, prefix: str = "style", images: Sequence[str] = ()
+) -> list[Path]:
+    """Learned-style prompt files `<prefix><k>.safetensors` of the tiny teacher (random
+    generators, seeds 0..n-1), as learn_style writes them: each records `images` as the style
+    images it was learned from."""
+    from teacher_workers.lsast_generator import generator_bytes, new_generator
+    from teacher_workers.models import load_teacher
+
+    teacher = load_teacher("tiny", text_encoder=True)
+    folder.mkdir()
+    paths = [folder / f"{prefix}{k}.safetensors" for k in range(n)]
+    for k, path in enumerate(paths):
+        path.write_bytes(generator_bytes(new_generator(teacher, seed=k), images))
+    return paths

@@ -37,6 +37,7 @@ from tests.generation_helpers import (
     run_json,
     target_times,
     write_inputs,
+    write_prompt_files,
 )
 from tests.train_helpers import SIZE, fit, history, small_config
 
@@ -328,17 +329,6 @@ def test_unreachable_bucket_fails_fast(tmp_path, s3_bucket):
     assert time.monotonic() - start < 30
 
 
-def write_prompt_files(folder: Path, n: int, images: list[str]) -> list[Path]:
-    """Learned-style prompt files of the tiny teacher (random generators), as learn_style
-    writes them: each records `images` as the style images it was learned from."""
-    teacher = load_teacher("tiny", text_encoder=True)
-    folder.mkdir()
-    paths = [folder / f"style{k}.safetensors" for k in range(n)]
-    for k, path in enumerate(paths):
-        path.write_bytes(generator_bytes(new_generator(teacher, seed=k), images))
-    return paths
-
-
 def plan_seed_for_both_splits(contents: list[str], styles: list[str], fraction: float) -> int:
     """A plan seed that puts these few pairs in both splits, as training needs."""
     pairs = [(c, s) for c in contents for s in styles]
@@ -357,7 +347,7 @@ def test_lsast_teacher_writes_every_pair_once_and_the_student_trains_on_it(
     prompt file that records none stops jobs.train in one line before Ray."""
     contents, styles = write_inputs(tmp_path, 2, 2, corrupt=True)
     images = expand_images([str(styles)], {}, "style")
-    prompts = write_prompt_files(tmp_path / "learned", 2, images)
+    prompts = write_prompt_files(tmp_path / "learned", 2, images=images)
     urls = [u for u in expand_images([str(contents)], {}, "content") if "broken" not in u]
     seed = plan_seed_for_both_splits(urls, [str(p) for p in prompts], 0.5)
     out = tmp_path / "run"

@@ -64,6 +64,8 @@ def test_main_job_writes_targets_checkpoint_metrics_and_pictures(tmp_path):
         assert set(metrics["mean"][side]) == figures
         assert all(math.isfinite(v) for v in metrics["mean"][side].values())
     assert set(metrics["mean"]["student_vs_teacher"]) == {"psnr", "ssim", "lpips"}
+    assert set(metrics["pairs"][0]) == {"content", "style", *metrics["mean"]}  # no LSAST
+    assert "also_teacher" not in metrics and "lsast" not in metrics["notes"]
     # the demo measures with random networks, and says so; 4 pairs are too few for FID
     assert metrics["paper_comparable"] is False
     assert metrics["weights"]["VGG19"] == metrics["weights"]["AlexNet (LPIPS)"] == "random"

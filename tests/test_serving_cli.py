@@ -75,26 +75,6 @@ def test_a_folder_of_contents_is_stylized_in_one_call(checkpoint, pictures, tmp_
         assert np.array_equal(np.asarray(one), np.asarray(in_folder))
 
 
-def test_a_training_run_folder_resolves_to_its_checkpoint(checkpoint, pictures, tmp_path):
-    content, style = pictures
-    result = run_job(
-        "stylize",
-        "--student",
-        str(checkpoint.parent),
-        "--content",
-        str(content),
-        "--style",
-        str(style),
-        "--out",
-        str(tmp_path / "out.png"),
-        "--max-side",
-        "64",
-    )
-    assert result.returncode == 0, result.stderr
-    with Image.open(tmp_path / "out.png") as image:
-        assert image.size == (64, 45)
-
-
 def test_export_writes_an_onnx_graph_that_matches_pytorch(checkpoint, tmp_path):
     out = tmp_path / "sttr.onnx"
     result = run_job(

@@ -1,0 +1,118 @@
+"""`jobs.evaluate --also-teacher lsast`: the golden set under the run's teacher, LSAST and the
+student in one contact sheet and one metrics.json (tiny models, no Ray)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torchvision.models import alexnet
+
+from common.errors import UserError
+from common.manifest import read_manifest
+from common.pictures import CELL, DPI
+from common.run_info import write_run_info
+from common.storage import Storage
+from jobs import evaluate
+from student.checkpoint import save_student
+from student.dataset import load_triple
+from student.golden_lsast import GoldenLSAST
+from student.golden_metrics import ImageMeter
+from student.model import STTRConfig, build_sttr
+from teacher_workers.config import StyleIDConfig
+from teacher_workers.lsast_styles import read_prompts
+from teacher_workers.options import LSASTFlags, TeacherOptions
+from tests.generation_helpers import write_prompt_files
+from tests.synthetic_run import write_synthetic_run
+from tests.train_helpers import write_seeded_vgg19
+
+RUN_TEACHER = TeacherOptions(styleid=StyleIDConfig(steps=2, resolution=64)).chosen()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A StyleID run of 2 golden pairs (styles style-0, style-1) with its run.json, a student,
+    learned styles of the golden styles' names and seeded measuring networks."""
+    root = tmp_path_factory.mktemp("side")
+    storage = write_synthetic_run(root / "data", n_content=2, n_style=2, size=64)
+    write_run_info(storage, "generate", {"teacher": asdict(RUN_TEACHER)})
+    config = STTRConfig(enc_layers=1, dec_layers=1, dim_feedforward=64)
+    save_student(build_sttr(config, init="scratch"), config, str(root / "student"))
+    torch.manual_seed(0)
+    features = {f"features.{k}": v for k, v in alexnet().features.state_dict().items()}
+    torch.save(features, root / "alexnet.pth")
+    prompts = write_prompt_files(root / "learned", 2, prefix="style-")
+    return {
+        "data": str(root / "data"),
+        "student": str(root / "student"),
+        "vgg": write_seeded_vgg19(root / "vgg19.pth"),
+        "lpips": str(root / "alexnet.pth"),
+        "prompts": [str(p) for p in prompts],
+    }
+
+
+def evaluate_run(run: dict, name: str, *flags: str) -> tuple[dict, Image.Image]:
+    """metrics.json and the contact sheet of one `jobs.evaluate` of the run."""
+    common = ["--data", run["data"], "--student", run["student"], "--name", name]
+    common += ["--vgg-weights", run["vgg"], "--lpips-weights", run["lpips"]]
+    assert evaluate.main([*common, *flags]) == 0
+    folder = Path(run["data"]) / "eval" / name
+    return json.loads((folder / "metrics.json").read_text()), Image.open(
+        folder / "contact_sheet.png"
+    )
+
+
+def sheet_size(columns: int, rows: int) -> tuple[int, int]:
+    return round((CELL * columns + 0.6) * DPI), round(((CELL + 0.35) * rows + 0.3) * DPI)
+
+
+def test_lsast_gets_a_column_and_the_measures_of_its_engines_images(run) -> None:
+    flags = ["--also-teacher", "lsast", "--style-prompts", *run["prompts"]]
+    both, both_sheet = evaluate_run(run, "both", *flags)
+    # a fifth column (the default's four: tests/test_pipeline.py), LSAST's measures beside
+    # the teacher's and the student's
+    assert both_sheet.size == sheet_size(5, 2)
+    assert set(both["mean"]) == {"teacher", "lsast", "student", "student_vs_teacher"}
+    assert set(both["pairs"][0]) == {"content", "style", *both["mean"]}
+    assert set(both["mean"]["lsast"]) == set(both["mean"]["teacher"])
+    assert all(math.isfinite(v) for v in both["mean"]["lsast"].values())
+    learned = both["also_teacher"]["lsast"]
+    assert learned["model"] == "tiny" and learned["lsast"]["steps"] == 2
+    assert learned["lsast"]["resolution"] == 64 and learned["lsast"]["controlnet"] == "tiny"
+    # each golden style took the learned style of its name, and the scores are of LSAST's
+    # image of the pair, made here by the engine on its own
+    storage = Storage(run["data"])
+    lines = read_manifest(storage, splits=("golden",))
+    engine = (
+        TeacherOptions(kind="lsast", styleid=StyleIDConfig(steps=2, resolution=64)).chosen().build()
+    )
+    meter = ImageMeter(run["vgg"], run["lpips"])
+    for line, pair in zip(lines, both["pairs"], strict=True):
+        prompt_file = learned["style_prompts"][line.style]
+        assert Path(prompt_file).stem == Path(line.style).stem
+        triple = load_triple(storage, line)
+        image = engine.stylize_pairs(
+            triple.content[None], [read_prompts(prompt_file, {})], [(0, 0)]
+        )
+        want = meter.against_inputs(image[0], triple.content, triple.style)
+        assert pair["lsast"]["lpips_content"] != pair["teacher"]["lpips_content"]
+        for figure, value in want.items():
+            assert pair["lsast"][figure] == pytest.approx(value, rel=1e-4, abs=1e-6)
+
+
+def test_a_golden_style_without_its_learned_style_is_one_clear_line(run) -> None:
+    flags = ["--also-teacher", "lsast", "--style-prompts", run["prompts"][0]]
+    with pytest.raises(
+        UserError, match=r"no learned style for golden style.*style-1\.png.*style-0"
+    ):
+        evaluate_run(run, "missing", *flags)
+    assert not (Path(run["data"]) / "eval" / "missing").exists()
+    with pytest.raises(UserError, match="--style-prompts are learned styles for --also-teacher"):
+        evaluate_run(run, "missing", "--style-prompts", run["prompts"][0])
+    with pytest.raises(UserError, match="the run's own teacher is LSAST"):
+        GoldenLSAST.from_run({"kind": "lsast"}, run["prompts"], LSASTFlags(), {})
