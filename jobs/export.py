@@ -9,15 +9,11 @@ multiples of 32, any size) and returns the stylized content in the same space.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
-from typing import Annotated
 
-import tyro
-
-from common.cli import JobArgs, parse, run_cli
+from common.cli import StorageJobArgs, parse, run_cli
 from common.errors import UserError
-from common.storage import StorageOptions
 from student.checkpoint import load_student, resolve_checkpoint
 from student.export import check_onnx, export_onnx, require_onnx
 
@@ -25,7 +21,7 @@ TOLERANCE = 1e-4  # max |ONNX - PyTorch| in normalized units; float32 on the CPU
 
 
 @dataclass(frozen=True, kw_only=True)
-class Args(JobArgs):
+class Args(StorageJobArgs):
     """The flags of `python -m jobs.export`."""
 
     student: str
@@ -36,9 +32,6 @@ class Args(JobArgs):
     """tracing size (x32)"""
     check_sizes: tuple[str, ...] = ("256x256", "192x320")
     """HxW sizes to compare ONNX Runtime with PyTorch at"""
-    storage: Annotated[StorageOptions, tyro.conf.OmitArgPrefixes] = field(
-        default_factory=StorageOptions
-    )
 
 
 def parse_sizes(texts: Sequence[str]) -> list[tuple[int, int]]:
