@@ -74,8 +74,7 @@ def run_cli(
 
 
 def ray_log_level() -> int:
-    """The level of Ray's own loggers in a job's processes: Ray's default (INFO) with
-    `--verbose`, else ERROR."""
+    """The level of Ray's own loggers in a job's processes: ERROR unless `--verbose`."""
     return logging.INFO if verbose() else logging.ERROR
 
 

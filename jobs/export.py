@@ -35,6 +35,7 @@ class Args(StorageJobArgs):
 
 
 def parse_sizes(texts: Sequence[str]) -> list[tuple[int, int]]:
+    """(H, W) of each of --check-sizes; the student takes sides that are multiples of 32."""
     sizes = []
     for text in texts:
         try:
@@ -62,8 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-# `styleid-export` (pyproject.toml [project.scripts]) and `python -m jobs.export`
-cli = partial(run_cli, main)
+cli = partial(run_cli, main)  # the console script `styleid-export` (pyproject.toml)
 
 if __name__ == "__main__":
     cli()

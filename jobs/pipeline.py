@@ -74,8 +74,9 @@ def flags(**options: object) -> list[str]:
 
 
 def steps(args: Args) -> list[tuple[str, list[str]]]:
-    """(name, argv) of each step, in order; a missing or empty sample folder, or a crop larger
-    than the teacher's images, is a `UserError` here."""
+    """(name, argv) of each step, in order. Generation's and training's options are parsed here
+    as those steps will: a bad value (or a missing sample folder) ends the pipeline before
+    generation, not after it."""
     sets = {name.replace("/", "_"): Path(args.samples) / name for name in SAMPLE_SETS}
     for flag, folder in sets.items():
         expand_images([str(folder)], {}, flag.replace("_", "-"))
@@ -112,22 +113,14 @@ def steps(args: Args) -> list[tuple[str, list[str]]]:
         + (["--vgg-weights", vgg] if vgg else [])
         + (["--lpips-weights", "random"] if args.model in PRESETS else [])
     )
+    parse(generate_job.Args, generate, "jobs.generate", None)
+    config_from_args(train)
     return [("generate", generate), ("train", train), ("evaluate", evaluate)]
-
-
-def check_steps(plan: list[tuple[str, list[str]]]) -> None:
-    """Parse the options of generation and training as those steps will, before the first step
-    runs: a bad value ends the pipeline before generation, not after it."""
-    argv = dict(plan)
-    parse(generate_job.Args, argv["generate"], "jobs.generate", None)
-    config_from_args(argv["train"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(Args, argv, "jobs.pipeline", __doc__)
-    plan = steps(args)
-    check_steps(plan)
-    for name, step_argv in plan:
+    for name, step_argv in steps(args):
         print(f"\n== {name}: python -m jobs.{name} {' '.join(step_argv)}", flush=True)
         code = subprocess.call([sys.executable, "-m", f"jobs.{name}", *step_argv])
         if code == USER_ERROR:

@@ -73,14 +73,11 @@ def read_image(url: str, options: StorageOptions, max_side: int) -> torch.Tensor
 def check_style(args: Args) -> None:
     """LSAST takes a learned style, StyleID and the student a style image."""
     lsast = args.teacher.kind == "lsast" and not args.student
-    given, wanted, other = (
-        (args.style_prompts, "--style-prompts", "--style")
-        if lsast
-        else (args.style, "--style", "--style-prompts")
-    )
-    if not given:
+    wanted, other = ("--style-prompts", "--style") if lsast else ("--style", "--style-prompts")
+    given = {"--style": args.style, "--style-prompts": args.style_prompts}
+    if not given[wanted]:
         raise UserError(f"{wanted} is required" + (" with --teacher lsast" if lsast else ""))
-    if (args.style if lsast else args.style_prompts) is not None:
+    if given[other] is not None:
         raise UserError(f"{other} does not apply here; pass {wanted}")
 
 
