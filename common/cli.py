@@ -10,12 +10,13 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, TypeVar
 
 import tyro
 
 from common.errors import UserError
+from common.storage import StorageOptions
 
 T = TypeVar("T")
 USER_ERROR = 2  # the exit code of a command that ended with one `error:` line
@@ -35,13 +36,18 @@ class JobArgs:
     """The flag every job takes; each job's `Args` extends it. `run_cli` acts on it before
     parsing, so that Ray's loggers are quiet from the first line."""
 
-    verbose: Annotated[
-        bool,
-        tyro.conf.arg(
-            help="print Ray's own log lines here too (by default only their errors; the rest "
-            "stays in Ray's session logs, whose folder the job names)"
-        ),
-    ] = False
+    verbose: bool = False
+    """print Ray's own log lines here too (by default only their errors; the rest stays in Ray's
+    session logs, whose folder the job names)"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StorageJobArgs(JobArgs):
+    """The flags of a job that reads or writes URLs: `--verbose` and `--storage-option`."""
+
+    storage: Annotated[StorageOptions, tyro.conf.OmitArgPrefixes] = field(
+        default_factory=StorageOptions
+    )
 
 
 def run_cli(
@@ -68,8 +74,7 @@ def run_cli(
 
 
 def ray_log_level() -> int:
-    """The level of Ray's own loggers in a job's processes: Ray's default (INFO) with
-    `--verbose`, else ERROR."""
+    """The level of Ray's own loggers in a job's processes: ERROR unless `--verbose`."""
     return logging.INFO if verbose() else logging.ERROR
 
 

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torchvision.transforms.functional import center_crop
+from torchvision.transforms.functional import center_crop, pil_to_tensor
 
 from common.errors import ImageError
 
@@ -94,15 +94,12 @@ def center_crop_resize(image: Image.Image, size: int) -> Image.Image:
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """RGB image -> float32 tensor [3, H, W] in [0, 1]."""
-    array = np.asarray(image, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+    return pil_to_tensor(image).float().div_(255.0)
 
 
-def load_square(
-    data: bytes, size: int, name: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS
-) -> torch.Tensor:
+def load_square(data: bytes, size: int, name: str = "image") -> torch.Tensor:
     """Bytes -> [3, size, size] tensor in [0, 1], centre-cropped; bad input raises `ImageError`."""
-    return to_tensor(center_crop_resize(decode_image(data, name, max_pixels), size))
+    return to_tensor(center_crop_resize(decode_image(data, name), size))
 
 
 def to_pil(tensor: torch.Tensor) -> Image.Image:
@@ -115,13 +112,8 @@ def to_pil(tensor: torch.Tensor) -> Image.Image:
     return Image.fromarray(array, "RGB")
 
 
-def encode_png(image: Image.Image) -> bytes:
-    """PNG file bytes of an image."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def png_bytes(tensor: torch.Tensor) -> bytes:
     """[3, H, W] tensor in [0, 1] -> PNG file bytes."""
-    return encode_png(to_pil(tensor))
+    buffer = io.BytesIO()
+    to_pil(tensor).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -66,7 +66,8 @@ def expand_images(arguments: Sequence[str], options: Mapping[str, Any], role: st
         if not found:
             why = f" ({skipped})" if skipped else ""
             raise UserError(f"{role} input {argument!r} holds no images{why}")
-        urls.extend(_url(protocol, p, argument) for p in sorted(found))
+        # back from filesystem paths to the URL form the user used
+        urls.extend(p if is_local(argument) else f"{protocol}://{p}" for p in sorted(found))
     return list(dict.fromkeys(urls))
 
 
@@ -89,13 +90,6 @@ def _folder_images(files: list[str], folder: str) -> tuple[list[str], str]:
     ]
     line = f"skipped {len(hidden) + len(other)} of {len(files)} files: {'; '.join(reasons)}"
     return images, line if reasons else ""
-
-
-def _url(protocol: str, path: str, argument: str) -> str:
-    """Back from a filesystem path to the URL form the user used."""
-    if is_local(argument):
-        return path
-    return f"{protocol}://{path}"
 
 
 def check_golden_leak(

@@ -78,11 +78,6 @@ def write_lines(storage: Storage, key: str, lines: list[ManifestLine] | list[Fai
     storage.write_bytes(key, "".join(line.to_json() + "\n" for line in lines).encode())
 
 
-def teacher_hashes(storage: Storage) -> list[str]:
-    """Teacher hashes that have manifests under this root."""
-    return sorted({key.split("/")[1] for key in storage.list("manifests") if key.count("/") >= 2})
-
-
 def manifest_parts(storage: Storage, teacher_hash: str) -> dict[str, list[ManifestLine]]:
     """Every manifest part of one teacher and its lines as stored (no de-duplication).
 
@@ -120,7 +115,9 @@ def read_manifest(
     Without `teacher_hash` the root must hold exactly one teacher's manifests.
     """
     if teacher_hash is None:
-        found = teacher_hashes(storage)
+        found = sorted(
+            {key.split("/")[1] for key in storage.list("manifests") if key.count("/") >= 2}
+        )
         if not found:
             raise UserError(no_manifests(storage, "manifests"))
         if len(found) > 1:

@@ -18,6 +18,7 @@ from common.manifest import SPLITS
 
 # The paper's 8,700 pairs: 7,800 train + 900 validation.
 VAL_FRACTION = 900 / 8700
+Combination = tuple[tuple[str, ...], tuple[str, ...]]  # (contents + faces, styles) drawn together
 
 
 @dataclass(frozen=True)
@@ -103,11 +104,8 @@ def plan_grid(
     contents, styles = _unique(contents), _unique(styles)
     if not contents or not styles:
         raise UserError(f"grid needs contents and styles, got {len(contents)} and {len(styles)}")
-    _check_fraction(val_fraction)
-    golden = _golden_pairs(golden_contents, golden_styles, [*contents, *styles])
-    return [
-        Pair(c, s, assign_split(c, s, val_fraction, seed)) for c in contents for s in styles
-    ] + golden
+    grid = [(c, s) for c in contents for s in styles]
+    return _split(grid, [*contents, *styles], val_fraction, seed, golden_contents, golden_styles)
 
 
 def sample_combinations(
@@ -119,7 +117,7 @@ def sample_combinations(
     n_contents: int = 10,
     n_faces: int = 2,
     n_styles: int = 8,
-) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+) -> list[Combination]:
     """The paper's recipe: each combination draws `n_contents` contents, `n_faces` faces and
     `n_styles` styles without replacement; returns (contents + faces, styles) per combination.
 
@@ -167,30 +165,15 @@ def plan_recipe(
     val_fraction: float = VAL_FRACTION,
     golden_contents: Sequence[str] = (),
     golden_styles: Sequence[str] = (),
-) -> list[Pair]:
-    """Pairs of `sample_combinations` (a pair drawn twice is kept once), plus the golden set."""
+) -> tuple[list[Pair], list[Combination]]:
+    """The pairs of `sample_combinations` (a pair drawn twice is kept once) plus the golden set,
+    and the combinations themselves: `make_tiles` cuts its best tiles from them."""
     drawn = sample_combinations(
         contents, faces, styles, combinations, seed, n_contents, n_faces, n_styles
     )
-    return recipe_pairs(
-        drawn, [*contents, *faces, *styles], val_fraction, seed, golden_contents, golden_styles
-    )
-
-
-def recipe_pairs(
-    drawn: Sequence[tuple[Sequence[str], Sequence[str]]],
-    training: Sequence[str],
-    val_fraction: float = VAL_FRACTION,
-    seed: int = 0,
-    golden_contents: Sequence[str] = (),
-    golden_styles: Sequence[str] = (),
-) -> list[Pair]:
-    """The pairs of drawn combinations (a pair drawn twice is kept once) plus the golden set;
-    `training` is every training input, which no golden image may be."""
-    _check_fraction(val_fraction)
-    golden = _golden_pairs(golden_contents, golden_styles, training)
     unique = dict.fromkeys((c, s) for block, chosen in drawn for c in block for s in chosen)
-    return [Pair(c, s, assign_split(c, s, val_fraction, seed)) for c, s in unique] + golden
+    training = [*contents, *faces, *styles]
+    return _split(unique, training, val_fraction, seed, golden_contents, golden_styles), drawn
 
 
 def make_tiles(
@@ -206,8 +189,6 @@ def make_tiles(
     that pair with exactly the same styles form one block, cut into near-equal full tiles, so
     a grid becomes whole tiles. Tiles are sorted, their ids deterministic.
     """
-    if max_contents < 1 or max_styles < 1:
-        raise ValueError(f"tile limits must be >= 1, got {max_contents} x {max_styles}")
     split_of: dict[tuple[str, str], str] = {}
     for pair in pairs:
         if split_of.setdefault((pair.content, pair.style), pair.split) != pair.split:
@@ -285,10 +266,18 @@ def tile_shape_for_memory(
     return min(fitting, key=lambda s: (1 / s[0] + 1 / s[1], -s[0] * s[1], -s[0]))
 
 
-def _golden_pairs(
-    golden_contents: Sequence[str], golden_styles: Sequence[str], training: Iterable[str]
+def _split(
+    pairs: Iterable[tuple[str, str]],
+    training: Sequence[str],
+    val_fraction: float,
+    seed: int,
+    golden_contents: Sequence[str],
+    golden_styles: Sequence[str],
 ) -> list[Pair]:
-    """Golden contents x golden styles; a golden image among the training inputs is a leak."""
+    """`pairs` in their train/val splits, then golden contents x golden styles; a golden image
+    among the `training` inputs is a leak."""
+    if not 0 <= val_fraction < 1:
+        raise UserError(f"validation fraction must be in [0, 1), got {val_fraction}")
     contents, styles = _unique(golden_contents), _unique(golden_styles)
     if bool(contents) != bool(styles):
         raise UserError(
@@ -296,17 +285,14 @@ def _golden_pairs(
         )
     if leaked := sorted(set(contents + styles) & set(training)):
         raise UserError(f"golden image {leaked[0]} is also a training input (a leak)")
-    return [Pair(c, s, "golden") for c in contents for s in styles]
+    return [Pair(c, s, assign_split(c, s, val_fraction, seed)) for c, s in pairs] + [
+        Pair(c, s, "golden") for c in contents for s in styles
+    ]
 
 
 def _unique(urls: Sequence[str]) -> list[str]:
     """Sorted distinct URLs: plans do not depend on listing order or repeats."""
     return sorted(set(urls))
-
-
-def _check_fraction(val_fraction: float) -> None:
-    if not 0 <= val_fraction < 1:
-        raise UserError(f"validation fraction must be in [0, 1), got {val_fraction}")
 
 
 def _chunks(items: Sequence[str], limit: int) -> list[tuple[str, ...]]:

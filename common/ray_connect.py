@@ -4,7 +4,7 @@
 127.0.0.1 rather than let `ray.init()` look for one: a stale address file left by an old
 `ray start` makes that search hang, and a local run should not join someone else's cluster.
 
-Quiet unless `--verbose` (`common.cli.VERBOSE`): Ray's own loggers print only errors, in the
+Quiet unless `--verbose` (`common.cli.verbose`): Ray's own loggers print only errors, in the
 driver and in every worker, and Ray Data's console lines stay in its log file; what workers
 print of their own (a training epoch, a skipped input) still reaches the driver. One line names
 the folder of Ray's logs. Ray Train reaches a run's storage through `ray_filesystem`.
@@ -51,13 +51,10 @@ def connect_ray() -> None:
         "logging_level": ray_log_level(),
         "runtime_env": {"worker_process_setup_hook": setup_worker},
     }
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        context = ray.init(address=address, **options)
-    else:
-        context = ray.init(
-            address="local", _node_ip_address="127.0.0.1", include_dashboard=False, **options
-        )
+    if not (address := os.environ.get("RAY_ADDRESS")):
+        address = "local"
+        options |= {"_node_ip_address": "127.0.0.1", "include_dashboard": False}
+    context = ray.init(address, **options)
     if quiet:
         for handler in logging.getLogger("ray.data").handlers:
             if isinstance(handler, logging.StreamHandler):  # not its file handler

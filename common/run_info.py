@@ -11,34 +11,17 @@ from typing import Any
 from common.errors import UserError
 from common.storage import Storage, redact
 
-PACKAGES = (
-    "styleid-distill",
-    "torch",
-    "torchvision",
-    "diffusers",
-    "transformers",
-    "ray",
-    "fsspec",
-    "s3fs",
-    "pillow",
-)
+PACKAGES = "styleid-distill torch torchvision diffusers transformers ray fsspec s3fs pillow"
 
 
 def package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    """The version of each of PACKAGES, None where one is not installed."""
+    installed = {dist.metadata["Name"].lower(): dist.version for dist in metadata.distributions()}
+    return {name: installed.get(name) for name in PACKAGES.split()}
 
 
 def write_run_info(
-    storage: Storage,
-    command: str,
-    config: dict[str, Any],
-    **extra: Any,
+    storage: Storage, command: str, config: dict[str, Any], **extra: Any
 ) -> dict[str, Any]:
     """Write run.json: the command's config, the storage's options redacted, package versions."""
     info = {

@@ -45,17 +45,17 @@ TRANSIENT_ERRNOS = {
 }
 
 
+def is_secret(key: str) -> bool:
+    """Whether a storage option's key looks like a credential's."""
+    return any(word in key.lower() for word in SECRET_WORDS)
+
+
 def redact(options: Mapping[str, Any]) -> dict[str, Any]:
     """Storage options safe to log or store: values of secret-looking keys are replaced."""
-    safe: dict[str, Any] = {}
-    for name, value in options.items():
-        if isinstance(value, Mapping):
-            safe[name] = redact(value)
-        elif any(word in name.lower() for word in SECRET_WORDS):
-            safe[name] = "***"
-        else:
-            safe[name] = value
-    return safe
+    return {
+        name: redact(value) if isinstance(value, Mapping) else "***" if is_secret(name) else value
+        for name, value in options.items()
+    }
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -83,7 +83,7 @@ class StorageOptions(UserDict):
             # mostly strings; booleans and integers are given their type
             scalar = int(value) if value.lstrip("-").isdigit() else value
             target[leaf] = {"true": True, "false": False}.get(value.lower(), scalar)
-            if any(word in leaf.lower() for word in SECRET_WORDS):
+            if is_secret(leaf):
                 log.warning("--storage-option %s: a secret here shows in `ray job list`", leaf)
 
     def __repr__(self) -> str:
@@ -97,9 +97,8 @@ def is_local(url: str) -> bool:
 
 def absolute_url(url: str) -> str:
     """Local paths made absolute (Ray workers run in other working directories); URLs as given."""
-    if not is_local(url):
-        return url
-    return os.path.abspath(os.path.expanduser(url.removeprefix("file://")))
+    local = os.path.expanduser(url.removeprefix("file://"))
+    return os.path.abspath(local) if is_local(url) else url
 
 
 def open_fs(
@@ -169,7 +168,7 @@ class Storage:
         """Store `data` under `key` in one piece (temp + rename on local disks)."""
         try:
             self._put(self.path(key), data)
-        except (OSError, PermissionError, ValueError) as exc:
+        except (OSError, ValueError) as exc:
             raise UserError(f"cannot write {self.url(key)}: {first_line(exc)}") from None
 
     def _put(self, target: str, data: bytes) -> None:

@@ -9,15 +9,11 @@ multiples of 32, any size) and returns the stylized content in the same space.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
-from typing import Annotated
 
-import tyro
-
-from common.cli import JobArgs, parse, run_cli
+from common.cli import StorageJobArgs, parse, run_cli
 from common.errors import UserError
-from common.storage import StorageOptions
 from student.checkpoint import load_student, resolve_checkpoint
 from student.export import check_onnx, export_onnx, require_onnx
 
@@ -25,7 +21,7 @@ TOLERANCE = 1e-4  # max |ONNX - PyTorch| in normalized units; float32 on the CPU
 
 
 @dataclass(frozen=True, kw_only=True)
-class Args(JobArgs):
+class Args(StorageJobArgs):
     """The flags of `python -m jobs.export`."""
 
     student: str
@@ -36,12 +32,10 @@ class Args(JobArgs):
     """tracing size (x32)"""
     check_sizes: tuple[str, ...] = ("256x256", "192x320")
     """HxW sizes to compare ONNX Runtime with PyTorch at"""
-    storage: Annotated[StorageOptions, tyro.conf.OmitArgPrefixes] = field(
-        default_factory=StorageOptions
-    )
 
 
 def parse_sizes(texts: Sequence[str]) -> list[tuple[int, int]]:
+    """(H, W) of each of --check-sizes; the student takes sides that are multiples of 32."""
     sizes = []
     for text in texts:
         try:
@@ -69,8 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-# `styleid-export` (pyproject.toml [project.scripts]) and `python -m jobs.export`
-cli = partial(run_cli, main)
+cli = partial(run_cli, main)  # the console script `styleid-export` (pyproject.toml)
 
 if __name__ == "__main__":
     cli()

@@ -27,21 +27,14 @@ import ray
 import torch
 import tyro
 
-from common.cli import JobArgs, check_number, pair_flag, parse, run_cli
+from common.cli import StorageJobArgs, check_number, pair_flag, parse, run_cli
 from common.errors import UserError
 from common.inputs import check_golden_leak, expand_images
 from common.manifest import forget_failures, listed_pairs
-from common.planning import (
-    VAL_FRACTION,
-    Pair,
-    make_tiles,
-    plan_grid,
-    recipe_pairs,
-    sample_combinations,
-)
+from common.planning import VAL_FRACTION, Combination, Pair, make_tiles, plan_grid, plan_recipe
 from common.ray_connect import connect_ray
 from common.run_info import write_run_info
-from common.storage import Storage, StorageOptions
+from common.storage import Storage
 from teacher_workers.generation import PoolConfig, generate
 from teacher_workers.lsast_styles import prompt_file_urls
 from teacher_workers.node_fit import wait_for_fit
@@ -52,7 +45,7 @@ log = logging.getLogger("jobs.generate")
 
 
 @dataclass(frozen=True, kw_only=True)
-class Args(JobArgs):
+class Args(StorageJobArgs):
     """The flags of `python -m jobs.generate`."""
 
     content: tuple[str, ...]
@@ -69,9 +62,6 @@ class Args(JobArgs):
     """held-out golden styles (LSAST: learned)"""
     out: str
     """output root URL (local dir, s3://, ...)"""
-    storage: Annotated[StorageOptions, tyro.conf.OmitArgPrefixes] = field(
-        default_factory=StorageOptions
-    )
     planner: Literal["grid", "recipe"] = "grid"
     """grid: every content with every style; recipe: drawn content/face/style combinations"""
     combinations: int = 1
@@ -95,12 +85,6 @@ class Args(JobArgs):
             raise UserError(f"--combinations must be >= 1, got {self.combinations}")
 
 
-def parse_args(argv: Sequence[str] | None) -> Args:
-    """The flags, with the teacher they choose (see `TeacherOptions.chosen`)."""
-    args = parse(Args, argv, "jobs.generate", __doc__)
-    return replace(args, teacher=args.teacher.chosen())
-
-
 def expand_styles(args: Args) -> tuple[list[str], list[str]]:
     """Style URLs and golden style URLs: images for StyleID, prompt files for LSAST (each
     read and checked here, so a missing or corrupt one is one line before any work)."""
@@ -117,7 +101,7 @@ def expand_styles(args: Args) -> tuple[list[str], list[str]]:
     return expand_images(args.styles, args.storage, "style"), golden
 
 
-def plan(args: Args) -> tuple[list[Pair], list]:
+def plan(args: Args) -> tuple[list[Pair], list[Combination]]:
     """Expand inputs and plan the pairs, with the recipe's combinations as tile blocks (all
     failures here are one-line `UserError`s)."""
     contents = expand_images(args.content, args.storage, "content")
@@ -125,16 +109,10 @@ def plan(args: Args) -> tuple[list[Pair], list]:
     faces = expand_images(args.faces, args.storage, "face")
     golden_c = expand_images(args.golden_content, args.storage, "golden content")
     check_golden_leak([*golden_c, *golden_s], [*contents, *faces, *styles], args.storage)
+    split = dict(val_fraction=args.val_fraction, golden_contents=golden_c, golden_styles=golden_s)
     if args.planner == "grid":
-        pairs = plan_grid(
-            [*contents, *faces], styles, args.val_fraction, args.plan_seed, golden_c, golden_s
-        )
-        return pairs, []
-    drawn = sample_combinations(contents, faces, styles, args.combinations, args.plan_seed)
-    pairs = recipe_pairs(
-        drawn, [*contents, *faces, *styles], args.val_fraction, args.plan_seed, golden_c, golden_s
-    )
-    return pairs, drawn
+        return plan_grid([*contents, *faces], styles, seed=args.plan_seed, **split), []
+    return plan_recipe(contents, faces, styles, args.combinations, args.plan_seed, **split)
 
 
 def gpus_per_worker(pool: PoolConfig, teacher: TeacherOptions) -> float:
@@ -145,28 +123,21 @@ def gpus_per_worker(pool: PoolConfig, teacher: TeacherOptions) -> float:
     """
     if pool.gpus_per_worker is not None:
         return pool.gpus_per_worker
-    if teacher.device == "cpu":
+    has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+    if teacher.device == "cpu" or (teacher.model == "tiny" and not has_gpus):
         return 0.0
-    if ray.cluster_resources().get("GPU", 0) > 0:
-        return 1.0
-    if teacher.model == "tiny":
-        return 0.0
-    log.warning(
-        "no GPU in the cluster yet: actors wait for GPU nodes (pass "
-        "--gpus-per-worker 0 to run %s on CPUs)",
-        teacher.model,
-    )
+    if not has_gpus:
+        log.warning(
+            "no GPU in the cluster yet: actors wait for GPU nodes (pass "
+            "--gpus-per-worker 0 to run %s on CPUs)",
+            teacher.model,
+        )
     return 1.0
 
 
-def placed_options(teacher: TeacherOptions, gpus: float) -> TeacherOptions:
-    """Pin device and dtype so the driver's teacher hash is the one the actors produce."""
-    device = "cuda" if gpus > 0 else "cpu"
-    return replace(teacher, device=device, dtype=teacher.resolved_dtype(torch.device(device)))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = parse(Args, argv, "jobs.generate", __doc__)
+    args = replace(args, teacher=args.teacher.chosen())
     teacher = args.teacher.pinned()
     pairs, blocks = plan(args)
     storage = Storage(args.out, args.storage)
@@ -175,11 +146,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     gpus = gpus_per_worker(args.pool, teacher)
     pool = replace(args.pool, gpus_per_worker=gpus)
     wait_for_fit(pool.cpus_per_worker, gpus, pool.startup_timeout_s)
-    teacher = placed_options(teacher, gpus)
+    # device and dtype pinned, so that the driver's teacher hash is the one the actors produce
+    device = torch.device("cuda" if gpus > 0 else "cpu")
+    teacher = replace(teacher, device=device.type, dtype=teacher.resolved_dtype(device))
     # StyleID's stored features bound a tile; LSAST stores none
     styleid_gpu = gpus > 0 and teacher.kind == "styleid"
     tile = args.tile or (auto_tile(teacher, args.gpu_memory_gb) if styleid_gpu else (12, 8))
-    teacher_hash = teacher.hash(torch.device(teacher.device))
+    teacher_hash = teacher.hash(device)
     # Only pairs no manifest lists are tiled: a failed pair is tried again, and a pair listed
     # by an earlier run (of other inputs or tiles) is never made or listed twice.
     done = listed_pairs(storage, teacher_hash)
@@ -209,8 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-# `styleid-generate` (pyproject.toml [project.scripts]) and `python -m jobs.generate`
-cli = partial(run_cli, main)
+cli = partial(run_cli, main)  # the console script `styleid-generate` (pyproject.toml)
 
 if __name__ == "__main__":
     cli()

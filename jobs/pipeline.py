@@ -26,10 +26,12 @@ from jobs.train import config_from_args
 from student.model import STTRConfig
 from student.train_config import TrainConfig
 from teacher_workers.config import StyleIDConfig
+from teacher_workers.models import PRESETS
 from teacher_workers.options import TeacherOptions
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
-PRESETS = ("tiny", "sd15-random")
+# folders below --samples, each the input of the jobs.generate flag of its name (--golden-content)
+SAMPLE_SETS = ("content", "faces", "styles", "golden/content", "golden/styles")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,20 +64,6 @@ class Args(JobArgs):
     """VGG19 weights for jobs.evaluate (none: 'random' for tiny/sd15-random, else the hub's)"""
 
 
-def sample_sets(folder: Path) -> dict[str, Path]:
-    """The five sample folders; a missing or empty one is a `UserError` before any work."""
-    sets = {
-        "content": folder / "content",
-        "faces": folder / "faces",
-        "styles": folder / "styles",
-        "golden-content": folder / "golden" / "content",
-        "golden-styles": folder / "golden" / "styles",
-    }
-    for role, path in sets.items():
-        expand_images([str(path)], {}, role)
-    return sets
-
-
 def flags(**options: object) -> list[str]:
     """`--key value` arguments from keywords (underscores become dashes)."""
     return [
@@ -85,15 +73,19 @@ def flags(**options: object) -> list[str]:
     ]
 
 
-def steps(args: Args, sets: dict[str, Path]) -> list[tuple[str, list[str]]]:
-    """(name, argv) of each step, in order."""
+def steps(args: Args) -> list[tuple[str, list[str]]]:
+    """(name, argv) of each step, in order. Generation's and training's options are parsed here
+    as those steps will: a bad value (or a missing sample folder) ends the pipeline before
+    generation, not after it."""
+    sets = {name.replace("/", "_"): Path(args.samples) / name for name in SAMPLE_SETS}
+    for flag, folder in sets.items():
+        expand_images([str(folder)], {}, flag.replace("_", "-"))
     resolution = args.resolution or (128 if args.model == "tiny" else 512)
+    crop_size = args.crop_size or resolution
+    if crop_size > resolution:
+        raise UserError(f"--crop-size {crop_size}: larger than the teacher resolution {resolution}")
     generate = flags(
-        content=sets["content"],
-        faces=sets["faces"],
-        styles=sets["styles"],
-        golden_content=sets["golden-content"],
-        golden_styles=sets["golden-styles"],
+        **sets,
         planner="recipe",
         combinations=1,
         out=args.out,
@@ -106,7 +98,7 @@ def steps(args: Args, sets: dict[str, Path]) -> list[tuple[str, list[str]]]:
         name=args.name,
         epochs=args.epochs,
         workers=args.train_workers,
-        crop_size=args.crop_size or resolution,
+        crop_size=crop_size,
         batch_size=4,
         loss="l1",
         init="imagenet",
@@ -121,27 +113,14 @@ def steps(args: Args, sets: dict[str, Path]) -> list[tuple[str, list[str]]]:
         + (["--vgg-weights", vgg] if vgg else [])
         + (["--lpips-weights", "random"] if args.model in PRESETS else [])
     )
+    parse(generate_job.Args, generate, "jobs.generate", None)
+    config_from_args(train)
     return [("generate", generate), ("train", train), ("evaluate", evaluate)]
-
-
-def check_steps(plan: list[tuple[str, list[str]]]) -> None:
-    """Validate every step's options as the step itself will, before the first step runs: a
-    bad value ends the pipeline before generation, not after it."""
-    argv = dict(plan)
-    resolution = generate_job.parse_args(argv["generate"]).teacher.styleid.resolution
-    train = config_from_args(argv["train"])
-    if train.crop_size > resolution:
-        raise UserError(
-            f"--crop-size {train.crop_size}: larger than the teacher resolution {resolution}"
-        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(Args, argv, "jobs.pipeline", __doc__)
-    sets = sample_sets(Path(args.samples))
-    plan = steps(args, sets)
-    check_steps(plan)
-    for name, step_argv in plan:
+    for name, step_argv in steps(args):
         print(f"\n== {name}: python -m jobs.{name} {' '.join(step_argv)}", flush=True)
         code = subprocess.call([sys.executable, "-m", f"jobs.{name}", *step_argv])
         if code == USER_ERROR:
@@ -155,8 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-# `styleid-pipeline` (pyproject.toml [project.scripts]) and `python -m jobs.pipeline`
-cli = partial(run_cli, main)
+cli = partial(run_cli, main)  # the console script `styleid-pipeline` (pyproject.toml)
 
 if __name__ == "__main__":
     cli()

@@ -18,16 +18,16 @@ from __future__ import annotations
 import posixpath
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
 import tyro
 
-from common.cli import JobArgs, parse, run_cli
+from common.cli import StorageJobArgs, parse, run_cli
 from common.errors import UserError, first_line
-from common.storage import Storage, StorageOptions, is_local, open_fs
+from common.storage import Storage, is_local, open_fs
 from teacher_workers.lsast_config import DEFAULT_CONTROLNET
 from teacher_workers.model_source import DEFAULT_MODEL_ID
 
@@ -48,33 +48,46 @@ HF_HOME_DIR = "huggingface"
 TORCH_CHECKPOINTS = "torch/hub/checkpoints"
 
 
-def hub_id_flag(default: str) -> tyro.constructors.PrimitiveConstructorSpec:
-    """A flag that alone means `default` and with a value names another Hub id (`--sd`)."""
+def hub_id_flag(flag: str, default: str) -> tyro.constructors.PrimitiveConstructorSpec:
+    """A flag that alone means `default` and with a value names another Hub id (`--sd`); a
+    malformed id is a `UserError`."""
+
+    def hub_id(args: list[str]) -> str:
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        repo_id = args[0] if args else default
+        try:
+            validate_repo_id(repo_id)
+        except HFValidationError as exc:
+            message = f"{flag} {repo_id!r} is not a Hugging Face id: {first_line(exc)}"
+            raise UserError(message) from None
+        return repo_id
+
     return tyro.constructors.PrimitiveConstructorSpec(
         nargs=(0, 1),
         metavar="[MODEL_ID]",
-        instance_from_str=lambda args: args[0] if args else default,
+        instance_from_str=hub_id,
         is_instance=lambda value: value is None or isinstance(value, str),
         str_from_instance=lambda value: [value] if value else [],
     )
 
 
 @dataclass(frozen=True, kw_only=True)
-class Args(JobArgs):
+class Args(StorageJobArgs):
     """The flags of `python -m jobs.prepare_models`."""
 
     out: str
     """local folder or URL (s3://...)"""
     sd: Annotated[
         str | None,
-        hub_id_flag(DEFAULT_MODEL_ID),
+        hub_id_flag("--sd", DEFAULT_MODEL_ID),
         tyro.conf.arg(help=f"a Stable Diffusion 1.x Hub id (alone: {DEFAULT_MODEL_ID})"),
     ] = None
     revision: str | None = None
     """revision of the --sd model"""
     controlnet: Annotated[
         str | None,
-        hub_id_flag(DEFAULT_CONTROLNET),
+        hub_id_flag("--controlnet", DEFAULT_CONTROLNET),
         tyro.conf.arg(help=f"LSAST's canny ControlNet, a Hub id (alone: {DEFAULT_CONTROLNET})"),
     ] = None
     vgg: bool = False
@@ -87,24 +100,19 @@ class Args(JobArgs):
     """list what would be fetched"""
     staging: str | None = None
     """local folder to fetch into before an upload"""
-    storage: Annotated[StorageOptions, tyro.conf.OmitArgPrefixes] = field(
-        default_factory=StorageOptions
-    )
 
 
 class HubRepo(NamedTuple):
     """A Hugging Face repository to cache, and the files a run reads from it."""
 
-    flag: str
+    flag: str  # the flag of a run that names it
     repo_id: str
     revision: str | None
     files: tuple[str, ...]
 
 
 def chosen(args: Args) -> tuple[list[HubRepo], list[str]]:
-    """The Hub repositories and torch hub weight URLs to fetch (all when none is named),
-    validated."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    """The Hub repositories and torch hub weight URLs to fetch: those named, or all."""
     from torchvision.models import ResNet50_Weights, VGG19_Weights
 
     from student.golden_metrics import ALEXNET, INCEPTION
@@ -114,21 +122,9 @@ def chosen(args: Args) -> tuple[list[HubRepo], list[str]]:
     controlnet = DEFAULT_CONTROLNET if everything else args.controlnet
     if args.revision and not sd:
         raise UserError("--revision applies to the --sd model, which is not being fetched")
-    repos = [
-        HubRepo(flag, repo_id, revision, files)
-        for flag, repo_id, revision, files in (
-            ("--sd", sd, args.revision, SD_FILES),
-            ("--controlnet", controlnet, None, CONTROLNET_FILES),
-        )
-        if repo_id
-    ]
-    for repo in repos:
-        try:
-            validate_repo_id(repo.repo_id)
-        except HFValidationError as exc:
-            raise UserError(
-                f"{repo.flag} {repo.repo_id!r} is not a Hugging Face id: {first_line(exc)}"
-            ) from None
+    repos = [HubRepo("--model", sd, args.revision, SD_FILES)] if sd else []
+    if controlnet:
+        repos.append(HubRepo("--controlnet", controlnet, None, CONTROLNET_FILES))
     urls = [
         url
         for wanted, url in (
@@ -169,21 +165,16 @@ def fetch_repo(repo: HubRepo, folder: Path) -> Path:
     return Path(snapshot)
 
 
-def fetch_url(url: str, folder: Path) -> Path:
-    """A torchvision weight file where torch.hub looks for it under TORCH_HOME, checked
-    against the hash prefix in its name; a file already there is kept."""
+def fetch_url(url: str, folder: Path) -> None:
+    """A torchvision weight file where torch.hub looks for it under TORCH_HOME, fetched by
+    torch.hub itself: checked against the hash prefix in its name, kept if already there, and
+    loaded once (a damaged file fails here, not on the cluster)."""
     import torch.hub
 
-    target = folder / TORCH_CHECKPOINTS / posixpath.basename(url)
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    match = torch.hub.HASH_REGEX.search(target.name)
     try:
-        torch.hub.download_url_to_file(url, str(target), match.group(1) if match else None)
+        torch.hub.load_state_dict_from_url(url, str(folder / TORCH_CHECKPOINTS), check_hash=True)
     except (OSError, RuntimeError) as exc:
         raise UserError(f"cannot download {url}: {first_line(exc)}") from None
-    return target
 
 
 def upload(folder: Path, url: str, options: dict[str, Any]) -> int:
@@ -210,10 +201,9 @@ def prepare(repos: list[HubRepo], urls: list[str], folder: Path) -> list[str]:
     hints = []
     for repo in repos:
         snapshot = fetch_repo(repo, folder)
-        flag = "--model" if repo.flag == "--sd" else repo.flag
         hints.append(
             f"{repo.repo_id}: HF_HOME={folder / HF_HOME_DIR} HF_HUB_OFFLINE=1 with "
-            f"{flag} {repo.repo_id}, or {flag} {snapshot}"
+            f"{repo.flag} {repo.repo_id}, or {repo.flag} {snapshot}"
         )
     for url in urls:
         fetch_url(url, folder)
@@ -232,8 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(plan_lines(repos, urls, args.out)))
         return 0
     if not remote:
-        hints = prepare(repos, urls, Path(args.out).expanduser().resolve())
-        print("\n".join(hints))
+        print("\n".join(prepare(repos, urls, Path(args.out).expanduser().resolve())))
         return 0
     with tempfile.TemporaryDirectory(dir=args.staging) as staging:
         prepare(repos, urls, Path(staging))
@@ -243,8 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-# `styleid-prepare-models` (pyproject.toml [project.scripts]) and `python -m jobs.prepare_models`
-cli = partial(run_cli, main)
+cli = partial(run_cli, main)  # the console script `styleid-prepare-models` (pyproject.toml)
 
 if __name__ == "__main__":
     cli()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import posixpath
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Annotated, Literal
@@ -27,7 +27,7 @@ import tyro
 from PIL import Image
 from tqdm import tqdm
 
-from common.cli import JobArgs, parse, run_cli
+from common.cli import StorageJobArgs, parse, run_cli
 from common.errors import UserError
 from common.images import decode_image, load_square, png_bytes, to_tensor
 from common.inputs import expand_images
@@ -37,11 +37,9 @@ from student.inference import PRECISIONS, for_inference, resolve_precision, styl
 from teacher_workers.lsast_styles import prompt_file_urls, read_prompts
 from teacher_workers.options import TeacherOptions
 
-Writer = Callable[[str, torch.Tensor], None]  # (content URL, result [3, H, W]) -> written
-
 
 @dataclass(frozen=True, kw_only=True)
-class Args(JobArgs):
+class Args(StorageJobArgs):
     """The flags of `python -m jobs.stylize`."""
 
     content: str
@@ -52,20 +50,13 @@ class Args(JobArgs):
     """a learned style for --teacher lsast: prompt file or jobs.learn_style output folder"""
     out: str
     """output PNG path or URL; a folder when --content names a folder or glob"""
-    storage: Annotated[StorageOptions, tyro.conf.OmitArgPrefixes] = field(
-        default_factory=StorageOptions
-    )
     student: str | None = None
     """student checkpoint directory (or training run folder), instead of the teacher"""
     max_side: int = 512
     """student: scale images so their longer side is at most this (0: keep)"""
-    precision: Annotated[
-        Literal[PRECISIONS],  # type: ignore[valid-type]
-        tyro.conf.arg(
-            help="student arithmetic: auto times bf16 against fp32 here and takes the faster; "
-            "both stay within 35 dB PSNR of fp32, which is the reference output"
-        ),
-    ] = "auto"
+    precision: Literal[PRECISIONS] = "auto"  # type: ignore[valid-type]
+    """student arithmetic: auto times bf16 against fp32 here and takes the faster; both stay
+    within 35 dB PSNR of fp32, which is the reference output"""
     teacher: Annotated[TeacherOptions, tyro.conf.OmitArgPrefixes] = field(
         default_factory=TeacherOptions
     )
@@ -82,44 +73,40 @@ def read_image(url: str, options: StorageOptions, max_side: int) -> torch.Tensor
 def check_style(args: Args) -> None:
     """LSAST takes a learned style, StyleID and the student a style image."""
     lsast = args.teacher.kind == "lsast" and not args.student
-    given, wanted, other = (
-        (args.style_prompts, "--style-prompts", "--style")
-        if lsast
-        else (args.style, "--style", "--style-prompts")
-    )
-    if not given:
+    wanted, other = ("--style-prompts", "--style") if lsast else ("--style", "--style-prompts")
+    given = {"--style": args.style, "--style-prompts": args.style_prompts}
+    if not given[wanted]:
         raise UserError(f"{wanted} is required" + (" with --teacher lsast" if lsast else ""))
-    if (args.style if lsast else args.style_prompts) is not None:
+    if given[other] is not None:
         raise UserError(f"{other} does not apply here; pass {wanted}")
 
 
-def with_lsast(args: Args, teacher: TeacherOptions, options: StorageOptions) -> torch.Tensor:
-    content = load_square(
-        read_url(args.content, options),
-        teacher.resolution,
-        args.content,
-    )
-    style = read_prompts(prompt_file_urls([args.style_prompts], options)[0], options)
-    engine = teacher.build()
-    with tqdm(total=engine.unet_passes(1), desc="LSAST", unit="step") as bar:
-        return engine.stylize_pairs(content[None], [style], [(0, 0)], progress=bar.update)[0]
-
-
-def with_teacher(args: Args, teacher: TeacherOptions, options: StorageOptions) -> torch.Tensor:
+def with_teacher(args: Args) -> torch.Tensor:
+    """The content stylized by the teacher; the style is read before the model loads."""
+    teacher, options = args.teacher, args.storage
+    content = load_square(read_url(args.content, options), teacher.resolution, args.content)
     if teacher.kind == "lsast":
-        return with_lsast(args, teacher, options)
-    size = teacher.styleid.resolution
-    content = load_square(read_url(args.content, options), size, args.content)
-    style = load_square(read_url(args.style, options), size, args.style)
+        prompts = read_prompts(prompt_file_urls([args.style_prompts], options)[0], options)
+        engine = teacher.build()
+        with tqdm(total=engine.unet_passes(1), desc="LSAST", unit="step") as bar:
+            return engine.stylize_pairs(content[None], [prompts], [(0, 0)], progress=bar.update)[0]
+    style = load_square(read_url(args.style, options), teacher.resolution, args.style)
     engine = teacher.build()
     with tqdm(total=engine.unet_passes(1, 1), desc="StyleID", unit="UNet pass") as bar:
         return engine.stylize_tile(content[None], style[None], progress=bar.update)[0, 0]
 
 
-def is_many(url: str, options: StorageOptions) -> bool:
-    """Whether --content names a folder or a glob (outputs go to a folder) rather than a file."""
-    fs, path = open_fs(url, options)
-    return any(ch in path for ch in "*?[") or fs.isdir(path)
+def with_student(args: Args, contents: list[str]) -> Iterator[torch.Tensor]:
+    """Every content stylized with one model and one style, each yielded as it is done."""
+    options = args.storage
+    style = read_image(args.style, options, args.max_side)
+    model = for_inference(load_student(resolve_checkpoint(args.student, options), options)[0])
+    if args.teacher.compile:
+        model.compile(dynamic=False)  # one graph per image size (symbolic shapes compile slowly)
+    precision = resolve_precision(args.precision, next(model.parameters()).device)
+    bar = tqdm(contents, desc=f"student ({precision})", unit="image", disable=len(contents) == 1)
+    for url in bar:
+        yield stylize(model, read_image(url, options, args.max_side), style, precision)
 
 
 def output_names(contents: list[str]) -> list[str]:
@@ -131,47 +118,23 @@ def output_names(contents: list[str]) -> list[str]:
     return names
 
 
-def with_student(args: Args, options: StorageOptions, contents: list[str], write: Writer) -> None:
-    """Stylize every content with one model and one style, writing each result as it is done."""
-    style = read_image(args.style, options, args.max_side)
-    model, _ = load_student(resolve_checkpoint(args.student, options), options)
-    model = for_inference(model)
-    if args.teacher.compile:
-        model.compile(dynamic=False)  # one graph per image size (symbolic shapes compile slowly)
-    precision = resolve_precision(args.precision, next(model.parameters()).device)
-    bar = tqdm(contents, desc=f"student ({precision})", unit="image", disable=len(contents) == 1)
-    for url in bar:
-        content = read_image(url, options, args.max_side)
-        write(url, stylize(model, content, style, precision))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(Args, argv, "jobs.stylize", __doc__)
     args = replace(args, teacher=args.teacher.chosen())
-    options, teacher = args.storage, args.teacher
     check_style(args)
-    many = is_many(args.content, options)
+    fs, path = open_fs(args.content, args.storage)
+    many = any(ch in path for ch in "*?[") or fs.isdir(path)  # a folder or glob of contents
     if many and not args.student:
         raise UserError("--content: a folder or glob of contents needs --student")
-    contents = expand_images([args.content], options, "content") if many else [args.content]
-    names = output_names(contents)
-    out_fs, out_path = open_fs(args.out, options)
-    folder = out_path if many else posixpath.dirname(out_path)
-    if folder:
-        out_fs.makedirs(folder, exist_ok=True)
-    targets = {
-        url: posixpath.join(out_path, name) if many else out_path
-        for url, name in zip(contents, names, strict=True)
-    }
-
-    def write(url: str, result: torch.Tensor) -> None:
-        out_fs.pipe_file(targets[url], png_bytes(result))
-
+    contents = expand_images([args.content], args.storage, "content") if many else [args.content]
+    out_fs, out_path = open_fs(args.out, args.storage)
+    names = output_names(contents) if many else []
+    targets = [posixpath.join(out_path, name) for name in names] or [out_path]
+    out_fs.makedirs(posixpath.dirname(targets[0]), exist_ok=True)
     start = time.perf_counter()
-    if args.student:
-        with_student(args, options, contents, write)
-    else:
-        write(args.content, with_teacher(args, teacher, options))
+    results = with_student(args, contents) if args.student else [with_teacher(args)]
+    for target, result in zip(targets, results, strict=True):
+        out_fs.pipe_file(target, png_bytes(result))
     seconds = time.perf_counter() - start
     if many:
         print(f"wrote {len(contents)} images to {args.out} ({seconds / len(contents):.2f} s each)")
@@ -180,8 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-# `styleid-stylize` (pyproject.toml [project.scripts]) and `python -m jobs.stylize`
-cli = partial(run_cli, main)
+cli = partial(run_cli, main)  # the console script `styleid-stylize` (pyproject.toml)
 
 if __name__ == "__main__":
     cli()

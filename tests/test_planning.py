@@ -57,7 +57,7 @@ def test_recipe_combination_draws_the_configured_counts() -> None:
 
 
 def test_one_recipe_combination_is_96_pairs() -> None:
-    assert len(plan_recipe(CONTENTS, FACES, STYLES, combinations=1, seed=0)) == 96
+    assert len(plan_recipe(CONTENTS, FACES, STYLES, combinations=1, seed=0)[0]) == 96
 
 
 def test_recipe_is_deterministic_per_seed_and_listing_order() -> None:
@@ -70,7 +70,7 @@ def test_recipe_is_deterministic_per_seed_and_listing_order() -> None:
 
 def test_recipe_keeps_a_pair_drawn_twice_once() -> None:
     # Tiny pools force repeated draws: all 3 x 2 pairs, each once.
-    pairs = plan_recipe(
+    pairs, _ = plan_recipe(
         urls("c", 2), urls("f", 1), urls("s", 2), 6, n_contents=2, n_faces=1, n_styles=2
     )
     assert len(pairs) == 6 == len({(p.content, p.style) for p in pairs})
@@ -93,7 +93,7 @@ def test_recipe_rejects_bad_inputs(kwargs: dict, message: str) -> None:
 
 
 def test_golden_pairs_are_golden_and_never_train_or_val() -> None:
-    pairs = plan_recipe(
+    pairs, _ = plan_recipe(
         CONTENTS, FACES, STYLES, 10, golden_contents=GOLDEN_C, golden_styles=GOLDEN_S
     )
     golden = {(p.content, p.style) for p in pairs if p.split == "golden"}
@@ -158,8 +158,8 @@ def test_tiles_cover_every_grid_pair_exactly_once_in_full_blocks() -> None:
 def test_each_recipe_combination_becomes_one_tile() -> None:
     # Large pools: these three combinations share no image, so each is one whole 12 x 8 tile.
     pools = urls("c", 1000), urls("f", 100), urls("s", 1000)
-    combos = sample_combinations(*pools, combinations=3, seed=2)
-    tiles = make_tiles(plan_recipe(*pools, combinations=3, seed=2))
+    pairs, combos = plan_recipe(*pools, combinations=3, seed=2)
+    tiles = make_tiles(pairs)
     assert sorted((set(t.contents), set(t.styles)) for t in tiles) == sorted(
         (set(contents), set(styles)) for contents, styles in combos
     )
@@ -228,8 +228,7 @@ def test_recipe_combinations_stay_whole_tiles_when_images_repeat() -> None:
     """Small pools repeat images across combinations; tiling by combination keeps ~one tile per
     combination (few inversions per pair) and still covers every pair exactly once."""
     contents, faces, styles = urls("content", 300), urls("face", 50), urls("style", 300)
-    drawn = sample_combinations(contents, faces, styles, combinations=90, seed=1)
-    pairs = plan_recipe(contents, faces, styles, combinations=90, seed=1)
+    pairs, drawn = plan_recipe(contents, faces, styles, combinations=90, seed=1)
     tiles = make_tiles(pairs, 12, 8, blocks=drawn)
     covered = [(p.content, p.style, p.split) for t in tiles for p in t.pairs()]
     assert sorted(covered) == sorted((p.content, p.style, p.split) for p in pairs)
