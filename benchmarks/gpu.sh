@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The GPU figures in one go, each part time-boxed: student inference paths and training steps,
-# the compiled student path, then the teacher's speed switches (dtype, channels-last,
-# torch.compile) on SD 1.5's architecture at 512 px.
-#   bash benchmarks/gpu.sh OUT_DIR [student|compile|teacher ...]   (default: all three)
+# the compiled student path, the teacher's speed switches (dtype, channels-last, torch.compile)
+# on SD 1.5's architecture at 512 px, and LSAST's per-pair cost against StyleID's.
+#   bash benchmarks/gpu.sh OUT_DIR [student|compile|teacher|lsast ...]   (default: all four)
 set -u
-out=${1:?usage: benchmarks/gpu.sh OUT_DIR [student|compile|teacher ...]}
+out=${1:?usage: benchmarks/gpu.sh OUT_DIR [student|compile|teacher|lsast ...]}
 shift
-parts=${*:-student compile teacher}
+parts=${*:-student compile teacher lsast}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
@@ -20,6 +20,8 @@ for part in $parts; do
     teacher) timeout 330 python3 -m benchmarks.teacher_switches --model sd15-random \
         --device cuda --resolution 512 --tile 2x2 --repeats 1 \
         --out "$out/teacher_switches_gpu.json" ;;
+    lsast) timeout 300 python3 -m benchmarks.lsast_vs_styleid --model sd15-random --device cuda \
+        --dtype float16 --resolution 512 --tile 4x2 --out "$out/lsast_vs_styleid_gpu.json" ;;
     esac >"$out/$part.log" 2>&1
     echo "$part: rc $?"
 done
