@@ -60,8 +60,11 @@ def redact(options: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True, eq=False, repr=False)
 class StorageOptions(UserDict):
-    """The run's fsspec options (`--storage-option`), parsed once; `open_fs`, `read_url` and
-    `Storage` apply them to object-store URLs only. Its repr hides secrets (Ray shows configs)."""
+    """How to reach object storage (s3:// and other fsspec URLs); local paths ignore these.
+    Credentials are best left to the standard AWS chain: options show in `ray job list`."""
+
+    # Parsed once here; `open_fs`, `read_url` and `Storage` apply them to object-store URLs
+    # only, and the repr hides secrets (Ray shows configs).
 
     storage_option: Annotated[
         tuple[str, ...], tyro.conf.UseAppendAction, tyro.conf.arg(metavar="K=V")

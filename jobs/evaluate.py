@@ -24,10 +24,10 @@ from typing import Annotated, Literal
 
 import tyro
 
-from common.cli import JobArgs, parse, run_cli
+from common.cli import StorageJobArgs, parse, run_cli
 from common.errors import UserError
 from common.run_info import read_run_info
-from common.storage import Storage, StorageOptions
+from common.storage import Storage
 from student.golden_lsast import GoldenLSAST
 from student.reporting import write_evaluation
 from teacher_workers.model_source import config_source
@@ -44,7 +44,7 @@ def weights_flag(network: str, used_for: str) -> object:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Args(JobArgs):
+class Args(StorageJobArgs):
     """The flags of `python -m jobs.evaluate`."""
 
     data: str
@@ -64,9 +64,6 @@ class Args(JobArgs):
     inception_weights: Annotated[
         str | None, weights_flag("pytorch-fid Inception", "FID, on large golden sets only")
     ] = None
-    storage: Annotated[StorageOptions, tyro.conf.OmitArgPrefixes] = field(
-        default_factory=StorageOptions
-    )
     also_teacher: Annotated[
         Literal["lsast"] | None,
         tyro.conf.arg(

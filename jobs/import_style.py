@@ -12,22 +12,19 @@ jobs.stylize reads, as if jobs.learn_style had made it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
-from typing import Annotated
 
-import tyro
-
-from common.cli import JobArgs, parse, run_cli
+from common.cli import StorageJobArgs, parse, run_cli
 from common.inputs import expand_images
-from common.storage import Storage, StorageOptions, absolute_url, read_url
+from common.storage import Storage, absolute_url, read_url
 from teacher_workers.lsast_authors import authors_generator
 from teacher_workers.lsast_generator import generator_bytes
 from teacher_workers.lsast_styles import PROMPT_FILE
 
 
 @dataclass(frozen=True, kw_only=True)
-class Args(JobArgs):
+class Args(StorageJobArgs):
     """The flags of `python -m jobs.import_style`."""
 
     authors: str
@@ -37,9 +34,6 @@ class Args(JobArgs):
     styles: tuple[str, ...] = ()
     """the images the style was learned from (files, folders, globs): recorded, so that
     jobs.train can give the student one of them as the style of each LSAST pair"""
-    storage: Annotated[StorageOptions, tyro.conf.OmitArgPrefixes] = field(
-        default_factory=StorageOptions
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
