@@ -53,10 +53,15 @@ def expected_defaults(config: type, instance: object = None) -> dict[str, str]:
         names = [m.name for m in marks if isinstance(m, tyro.conf._confstruct._ArgConfig)]
         flag = "--" + ((names[0] if names and names[0] else None) or field.name.replace("_", "-"))
         specs = [m for m in marks if isinstance(m, PrimitiveConstructorSpec)]
+        # `tuple[Annotated[T, spec], ...]`: each item shown as its spec shows it
+        item = (typing.get_args(hints[field.name]) or (None,))[0]
+        items = [m for m in typing.get_args(item) if isinstance(m, PrimitiveConstructorSpec)]
         if specs:
             shown = " ".join(specs[0].str_from_instance(default))
         elif isinstance(default, tuple):
-            shown = " ".join(map(str, default))
+            shown = " ".join(
+                " ".join(items[0].str_from_instance(v)) if items else str(v) for v in default
+            )
         else:
             shown = str(default)
         found[flag] = shown
