@@ -117,8 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-# `styleid-evaluate` (pyproject.toml [project.scripts]) and `python -m jobs.evaluate`
-cli = partial(run_cli, main)
+cli = partial(run_cli, main)  # the console script `styleid-evaluate` (pyproject.toml)
 
 if __name__ == "__main__":
     cli()

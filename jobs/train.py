@@ -74,35 +74,22 @@ def run_storage(config: TrainConfig) -> Storage:
     return Storage(config.storage().url(f"train/{config.name}"), config.storage_options)
 
 
-def run_record(config: TrainConfig) -> Result | None:
-    """Ray Train's record of this run name (its checkpoints and their metrics); None for a new
-    run. A record that cannot be used is one error line: Ray Train would fail on it too."""
-    try:
-        return read_run_record(run_storage(config))
-    except UserError as exc:
-        raise cannot_resume(config, exc) from None
+def resume_state(config: TrainConfig) -> tuple[Result | None, dict[str, Any] | None]:
+    """Ray Train's record of this run name (its checkpoints and their metrics) and the training
+    state of the checkpoint it will resume from (the latest), checked in full; None for a new run.
 
-
-def resume_state(config: TrainConfig, record: Result | None) -> dict[str, Any] | None:
-    """The training state of the checkpoint Ray Train will resume this run from (the latest in
-    its `record`), checked in full; None for a new run.
-
-    Checking here, once, turns a damaged checkpoint into one error line: in the workers it
-    would fail every restart Ray Train makes.
+    Checking here, once, turns a damaged record or checkpoint into one error line: Ray Train
+    would fail on the record too, and in the workers a checkpoint would fail every restart.
     """
-    if record is None or record.checkpoint is None:
-        return None
     try:
-        restored = load_checkpoint(
-            checkpoint_url(run_storage(config), record.checkpoint),
-            config,
-            torch.device("cpu"),
-            False,
-            config.storage_options,
-        )
+        record = read_run_record(run_storage(config))
+        if record is None or record.checkpoint is None:
+            return record, None
+        url = checkpoint_url(run_storage(config), record.checkpoint)
+        cpu = torch.device("cpu")
+        return record, load_checkpoint(url, config, cpu, False, config.storage_options).state
     except UserError as exc:
         raise cannot_resume(config, exc) from None
-    return restored.state
 
 
 def completion(config: TrainConfig, state: dict[str, Any], record: Result) -> str:
@@ -121,26 +108,22 @@ def completion(config: TrainConfig, state: dict[str, Any], record: Result) -> st
     )
 
 
-def run_config(config: TrainConfig) -> RunConfig:
+def build_trainer(config: TrainConfig, splits: Splits) -> TorchTrainer:
     """Ray Train writes to <data>/train/<name>/ through the same filesystem as the data."""
     storage = config.storage()
-    return RunConfig(
-        name=config.name,
-        storage_path=storage.path("train"),
-        storage_filesystem=ray_filesystem(storage),
-        failure_config=FailureConfig(max_failures=config.max_failures),
-        # Ray Train's controller and workers: quiet as the rest of Ray (see `connect_ray`)
-        logging_config=LoggingConfig(log_level=logging.getLevelName(ray_log_level())),
-        checkpoint_config=checkpoint_config(config.keep_checkpoints),
-    )
-
-
-def build_trainer(config: TrainConfig, splits: Splits) -> TorchTrainer:
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": config, "splits": splits},
         scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=config.gpu),
-        run_config=run_config(config),
+        run_config=RunConfig(
+            name=config.name,
+            storage_path=storage.path("train"),
+            storage_filesystem=ray_filesystem(storage),
+            failure_config=FailureConfig(max_failures=config.max_failures),
+            # Ray Train's controller and workers: quiet as the rest of Ray (see `connect_ray`)
+            logging_config=LoggingConfig(log_level=logging.getLevelName(ray_log_level())),
+            checkpoint_config=checkpoint_config(config.keep_checkpoints),
+        ),
     )
 
 
@@ -154,24 +137,20 @@ def train(config: TrainConfig, splits: Splits) -> Result:
 
 def describe(config: TrainConfig, result: Result) -> str:
     """Where the checkpoints, metrics and TensorBoard records of a finished run are."""
-    storage = config.storage()
     lines = [
-        f"metrics: {storage.url(metrics_key(config.name))}",
+        f"metrics: {config.storage().url(metrics_key(config.name))}",
         f"tensorboard: {config.tensorboard_url()}",
     ]
-    for label, checkpoint in (
-        ("latest checkpoint", result.checkpoint),
-        ("best checkpoint", best_checkpoint(result)),
-    ):
+    checkpoints = {"latest": result.checkpoint, "best": best_checkpoint(result)}
+    for label, checkpoint in checkpoints.items():
         if checkpoint is not None:
-            lines.append(f"{label}: {checkpoint_url(run_storage(config), checkpoint)}")
+            lines.append(f"{label} checkpoint: {checkpoint_url(run_storage(config), checkpoint)}")
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = config_from_args(argv)
-    record = run_record(config)
-    state = resume_state(config, record)
+    record, state = resume_state(config)
     if state is not None and finished(state, config):
         assert record is not None
         print(completion(config, state, record))
@@ -184,8 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-# `styleid-train` (pyproject.toml [project.scripts]) and `python -m jobs.train`
-cli = partial(run_cli, main)
+cli = partial(run_cli, main)  # the console script `styleid-train` (pyproject.toml)
 
 if __name__ == "__main__":
     cli()
