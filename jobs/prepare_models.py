@@ -125,56 +125,13 @@ def chosen(args: Args) -> tuple[list[HubRepo], list[str]]:
     repos = [HubRepo("--model", sd, args.revision, SD_FILES)] if sd else []
     if controlnet:
         repos.append(HubRepo("--controlnet", controlnet, None, CONTROLNET_FILES))
-    urls = [
-        url
-        for wanted, url in (
-            (args.vgg, VGG19_Weights.IMAGENET1K_V1.url),
-            (args.resnet, ResNet50_Weights.IMAGENET1K_V1.url),
-            (args.metrics, ALEXNET.url),
-            (args.metrics, INCEPTION.url),
-        )
-        if wanted or everything
-    ]
-    return repos, urls
-
-
-def plan_lines(repos: list[HubRepo], urls: list[str], out: str) -> list[str]:
-    """One line per download: what, from where, to where (below `out`)."""
-    lines = [
-        f"{repo.repo_id} (revision {repo.revision or 'main'}): {', '.join(repo.files)} "
-        f"-> {out}/{HF_HOME_DIR}/hub"
-        for repo in repos
-    ]
-    lines += [f"{url} -> {out}/{TORCH_CHECKPOINTS}/{posixpath.basename(url)}" for url in urls]
-    return lines
-
-
-def fetch_repo(repo: HubRepo, folder: Path) -> Path:
-    """A repository's files into a Hugging Face cache under `folder`; returns the snapshot."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        snapshot = snapshot_download(
-            repo.repo_id,
-            revision=repo.revision,
-            cache_dir=folder / HF_HOME_DIR / "hub",
-            allow_patterns=list(repo.files),
-        )
-    except Exception as exc:  # network, authentication and missing repositories alike
-        raise UserError(f"cannot download {repo.repo_id}: {first_line(exc)}") from None
-    return Path(snapshot)
-
-
-def fetch_url(url: str, folder: Path) -> None:
-    """A torchvision weight file where torch.hub looks for it under TORCH_HOME, fetched by
-    torch.hub itself: checked against the hash prefix in its name, kept if already there, and
-    loaded once (a damaged file fails here, not on the cluster)."""
-    import torch.hub
-
-    try:
-        torch.hub.load_state_dict_from_url(url, str(folder / TORCH_CHECKPOINTS), check_hash=True)
-    except (OSError, RuntimeError) as exc:
-        raise UserError(f"cannot download {url}: {first_line(exc)}") from None
+    wanted = {
+        VGG19_Weights.IMAGENET1K_V1.url: args.vgg,
+        ResNet50_Weights.IMAGENET1K_V1.url: args.resnet,
+        ALEXNET.url: args.metrics,
+        INCEPTION.url: args.metrics,
+    }
+    return repos, [url for url, named in wanted.items() if named or everything]
 
 
 def upload(folder: Path, url: str, options: dict[str, Any]) -> int:
@@ -197,16 +154,35 @@ def upload(folder: Path, url: str, options: dict[str, Any]) -> int:
 
 
 def prepare(repos: list[HubRepo], urls: list[str], folder: Path) -> list[str]:
-    """Fetch into `folder`; returns how a run finds each thing."""
+    """Fetch into `folder`; returns how a run finds each thing. The repositories go to a Hugging
+    Face cache; each torchvision weight file goes where torch.hub looks for it under TORCH_HOME,
+    fetched by torch.hub itself: checked against the hash prefix in its name, kept if already
+    there, and loaded once (a damaged file fails here, not on the cluster)."""
+    import torch.hub
+    from huggingface_hub import snapshot_download
+
     hints = []
     for repo in repos:
-        snapshot = fetch_repo(repo, folder)
+        try:
+            snapshot = snapshot_download(
+                repo.repo_id,
+                revision=repo.revision,
+                cache_dir=folder / HF_HOME_DIR / "hub",
+                allow_patterns=list(repo.files),
+            )
+        except Exception as exc:  # network, authentication and missing repositories alike
+            raise UserError(f"cannot download {repo.repo_id}: {first_line(exc)}") from None
         hints.append(
             f"{repo.repo_id}: HF_HOME={folder / HF_HOME_DIR} HF_HUB_OFFLINE=1 with "
             f"{repo.flag} {repo.repo_id}, or {repo.flag} {snapshot}"
         )
     for url in urls:
-        fetch_url(url, folder)
+        try:
+            torch.hub.load_state_dict_from_url(
+                url, str(folder / TORCH_CHECKPOINTS), check_hash=True
+            )
+        except (OSError, RuntimeError) as exc:
+            raise UserError(f"cannot download {url}: {first_line(exc)}") from None
     if urls:
         hints.append(f"torch hub weights: TORCH_HOME={folder / 'torch'}")
     return hints
@@ -218,8 +194,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     remote = not is_local(args.out)
     if remote:
         Storage(args.out, args.storage).check_writable()
-    if args.dry_run:
-        print("\n".join(plan_lines(repos, urls, args.out)))
+    if args.dry_run:  # one line per download: what, from where, to where
+        for repo in repos:
+            what = f"{repo.repo_id} (revision {repo.revision or 'main'}): {', '.join(repo.files)}"
+            print(f"{what} -> {args.out}/{HF_HOME_DIR}/hub")
+        for url in urls:
+            print(f"{url} -> {args.out}/{TORCH_CHECKPOINTS}/{posixpath.basename(url)}")
         return 0
     if not remote:
         print("\n".join(prepare(repos, urls, Path(args.out).expanduser().resolve())))
