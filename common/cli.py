@@ -61,6 +61,8 @@ def run_cli(
     if "--verbose" in (sys.argv[1:] if argv is None else argv):
         os.environ[VERBOSE_ENV] = "1"
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    import ray  # noqa: F401  (importing Ray sets its logger to INFO: first, so that ours holds)
+
     logging.getLogger("ray").setLevel(ray_log_level())
     try:
         code = main(argv)

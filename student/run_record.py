@@ -8,21 +8,21 @@ the same checkpoint and none re-parses Ray Train's files or `metrics.jsonl` to c
 from __future__ import annotations
 
 import posixpath
-
-from ray.train import Checkpoint, CheckpointConfig, Result
-
-# not exported by ray.train; the one error of Result.from_path that re-running cannot fix
-from ray.train.v2._internal.exceptions import CheckpointManagerInitializationError
+from typing import TYPE_CHECKING
 
 from common.errors import UserError, first_line
-from common.ray_connect import ray_filesystem
 from common.storage import Storage
+
+if TYPE_CHECKING:  # Ray Train is imported where it is needed: a checkpoint folder needs none
+    from ray.train import Checkpoint, CheckpointConfig, Result
 
 SCORE, ORDER = "val_loss", "min"  # the best checkpoint has the lowest validation loss
 
 
 def checkpoint_config(keep: int) -> CheckpointConfig:
     """The `keep` best checkpoints by `SCORE` and, as Ray Train always does, the latest."""
+    from ray.train import CheckpointConfig
+
     return CheckpointConfig(
         num_to_keep=keep, checkpoint_score_attribute=SCORE, checkpoint_score_order=ORDER
     )
@@ -33,6 +33,13 @@ def read_run_record(run: Storage) -> Result | None:
     None where there is none (no folder, or no record in it), as Ray Train sees a new run.
     A record that cannot be used (damaged, or naming a deleted checkpoint) is a `UserError`:
     Ray Train would fail on it too."""
+    from ray.train import Result
+
+    # not exported by ray.train; the one error of Result.from_path that re-running cannot fix
+    from ray.train.v2._internal.exceptions import CheckpointManagerInitializationError
+
+    from common.ray_connect import ray_filesystem
+
     try:
         return Result.from_path(run.root_path, storage_filesystem=ray_filesystem(run))
     except RuntimeError:
