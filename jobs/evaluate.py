@@ -94,11 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # run.json of this version nests the teacher's options; an older one holds them flat
     teacher = config["teacher"] if isinstance(config.get("teacher"), dict) else config
     model = teacher.get("model", "tiny")
-    lsast = (
-        GoldenLSAST.from_run(teacher, args.style_prompts, args.lsast, args.storage)
-        if args.also_teacher
-        else None
-    )
+    lsast = None
+    if args.also_teacher:
+        lsast = GoldenLSAST.from_run(teacher, args.style_prompts, args.lsast, args.storage)
     where = write_evaluation(
         storage,
         args.student,

@@ -81,8 +81,7 @@ class Args(StorageJobArgs):
 
     def __post_init__(self) -> None:
         check_number("--gpu-memory-gb", self.gpu_memory_gb)
-        if self.combinations < 1:
-            raise UserError(f"--combinations must be >= 1, got {self.combinations}")
+        check_number("--combinations", self.combinations, 1, inclusive=True)
 
 
 def expand_styles(args: Args) -> tuple[list[str], list[str]]:

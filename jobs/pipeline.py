@@ -66,11 +66,8 @@ class Args(JobArgs):
 
 def flags(**options: object) -> list[str]:
     """`--key value` arguments from keywords (underscores become dashes)."""
-    return [
-        part
-        for key, value in options.items()
-        for part in (f"--{key.replace('_', '-')}", str(value))
-    ]
+    pairs = ((f"--{key.replace('_', '-')}", str(value)) for key, value in options.items())
+    return [part for pair in pairs for part in pair]
 
 
 def steps(args: Args) -> list[tuple[str, list[str]]]:

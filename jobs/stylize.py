@@ -61,6 +61,16 @@ class Args(StorageJobArgs):
         default_factory=TeacherOptions
     )
 
+    def __post_init__(self) -> None:
+        """LSAST takes a learned style, StyleID and the student a style image."""
+        lsast = self.teacher.kind == "lsast" and not self.student
+        wanted, other = ("--style-prompts", "--style") if lsast else ("--style", "--style-prompts")
+        given = {"--style": self.style, "--style-prompts": self.style_prompts}
+        if not given[wanted]:
+            raise UserError(f"{wanted} is required" + (" with --teacher lsast" if lsast else ""))
+        if given[other] is not None:
+            raise UserError(f"{other} does not apply here; pass {wanted}")
+
 
 def read_image(url: str, options: StorageOptions, max_side: int) -> torch.Tensor:
     """[3, H, W] in [0, 1], downscaled (LANCZOS) so the longer side is at most `max_side`."""
@@ -68,17 +78,6 @@ def read_image(url: str, options: StorageOptions, max_side: int) -> torch.Tensor
     if max_side and max(image.size) > max_side:
         image.thumbnail((max_side, max_side), resample=Image.Resampling.LANCZOS)
     return to_tensor(image)
-
-
-def check_style(args: Args) -> None:
-    """LSAST takes a learned style, StyleID and the student a style image."""
-    lsast = args.teacher.kind == "lsast" and not args.student
-    wanted, other = ("--style-prompts", "--style") if lsast else ("--style", "--style-prompts")
-    given = {"--style": args.style, "--style-prompts": args.style_prompts}
-    if not given[wanted]:
-        raise UserError(f"{wanted} is required" + (" with --teacher lsast" if lsast else ""))
-    if given[other] is not None:
-        raise UserError(f"{other} does not apply here; pass {wanted}")
 
 
 def with_teacher(args: Args) -> torch.Tensor:
@@ -121,7 +120,6 @@ def output_names(contents: list[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(Args, argv, "jobs.stylize", __doc__)
     args = replace(args, teacher=args.teacher.chosen())
-    check_style(args)
     fs, path = open_fs(args.content, args.storage)
     many = any(ch in path for ch in "*?[") or fs.isdir(path)  # a folder or glob of contents
     if many and not args.student:
