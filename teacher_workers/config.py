@@ -60,8 +60,8 @@ class StyleIDConfig:
             raise UserError(f"gamma must be in [0, 1], got {self.gamma!r}")
         if not self.temperature > 0:
             raise UserError(f"temperature T must be > 0, got {self.temperature!r}")
-        if self.resolution < 8 or self.resolution % 8:
-            raise UserError(f"resolution must be a positive multiple of 8, got {self.resolution!r}")
+        if self.resolution < 64 or self.resolution % 64:  # the engine's rule: latents of 8
+            raise UserError(f"resolution must be a positive multiple of 64, got {self.resolution}")
         if self.encode not in ENCODINGS:
             raise UserError(f"encode must be one of {ENCODINGS}, got {self.encode!r}")
         if self.batch_size < 1:

@@ -251,6 +251,8 @@ def test_feature_memory_matches_sd15_figures():
         {"gamma": 1.5},
         {"temperature": 0},
         {"resolution": 100},
+        {"resolution": 96},  # a multiple of 8 that the UNet cannot take (latents of 12)
+        {"resolution": 32},
         {"encode": "noise"},
         {"batch_size": 0},
     ],
