@@ -5,9 +5,9 @@
 `ray start` makes that search hang, and a local run should not join someone else's cluster.
 
 Quiet unless `--verbose` (`common.cli.verbose`): Ray's own loggers print only errors, in the
-driver and in every worker, and Ray Data's console lines stay in its log file; what workers
-print of their own (a training epoch, a skipped input) still reaches the driver. One line names
-the folder of Ray's logs. Ray Train reaches a run's storage through `ray_filesystem`.
+driver and in every worker, and Ray Data's console lines (its errors too) stay in its log file;
+what workers print of their own (a training epoch, a skipped input) still reaches the driver.
+One line names the folder of Ray's logs. Ray Train reaches a run's storage through `ray_filesystem`.
 """
 
 from __future__ import annotations
@@ -56,9 +56,11 @@ def connect_ray() -> None:
         options |= {"_node_ip_address": "127.0.0.1", "include_dashboard": False}
     context = ray.init(address, **options)
     if quiet:
+        # Ray Data prints a failed work unit's whole remote traceback, ~200 lines, before the
+        # job's own `error:` line names its cause: the console gets none, the log file all
         for handler in logging.getLogger("ray.data").handlers:
             if isinstance(handler, logging.StreamHandler):  # not its file handler
-                handler.setLevel(logging.ERROR)
+                handler.setLevel(logging.CRITICAL)
         print(f"Ray's logs: {context.address_info['session_dir']}/logs (--verbose prints them)")
 
 

@@ -130,8 +130,9 @@ def generate(
                 "teacher_hash": teacher_hash,
             },
             compute=ray.data.ActorPoolStrategy(
-                min_size=pool.workers[0],
-                max_size=pool.workers[1],
+                # no actor (each loads a teacher) for which there is no tile
+                min_size=min(pool.workers[0], len(tiles)),
+                max_size=min(pool.workers[1], len(tiles)),
                 max_concurrent_calls_per_actor=TILES_IN_FLIGHT,
                 enable_true_multi_threading=True,  # TileRunner locks its engine itself
             ),
