@@ -79,8 +79,9 @@ def test_main_job_writes_targets_checkpoint_metrics_and_pictures(tmp_path):
         assert curves.info["Software"].startswith("Matplotlib")
         assert curves.size == (800, 600)
 
-    # Lose what a run killed mid-way would not have: two tiles' targets, a manifest part, the
-    # evaluation. The same command (one more epoch) finishes exactly what is missing.
+    # Lose what a run killed mid-way (after training) would not have: two tiles' targets, a
+    # manifest part, the evaluation. The same command finishes exactly what is missing; the
+    # finished training says so and starts nothing (its resume is test_train_job's).
     part = sorted(storage.list("manifests"))[0]
     part_targets = [json.loads(text)["target"] for text in (out / part).read_text().splitlines()]
     (out / part).unlink()
@@ -88,18 +89,18 @@ def test_main_job_writes_targets_checkpoint_metrics_and_pictures(tmp_path):
         (out / key).unlink()
     shutil.rmtree(out / "eval")
     kept = target_times(out)
-    more = [*flags[:-4], "--epochs", "2", *flags[-2:], "--verbose"]
-    result = run_job("pipeline", "--out", str(out), *more)
+    result = run_job("pipeline", "--out", str(out), *flags, "--verbose")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     printed = result.stdout + result.stderr
-    assert "Requesting resources" in printed and "Ray's logs: " not in printed
+    assert "Execution plan of Dataset" in printed and "Ray's logs: " not in printed
     assert f"written 2, already done {len(lines) - 2}" in result.stdout
+    assert "run 'demo' is already complete (epoch 1 of 1" in result.stdout
     check_unchanged(out, kept)
     assert sorted(line.target for line in read_manifest(storage)) == sorted(
         line.target for line in lines
     )
     records = [json.loads(line) for line in (out / "train/demo/metrics.jsonl").open()]
-    assert [(r["epoch"], r["resumed_from"]) for r in records] == [(1, 0), (2, 1)]
+    assert [(r["epoch"], r["resumed_from"]) for r in records] == [(1, 0)]
     assert (out / "eval/golden/metrics.json").exists()
 
 
