@@ -46,7 +46,10 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.ray
 
 
-def job_args(contents: Path, styles: Path, out: str, *extra: str) -> list[str]:
+def job_args(
+    contents: Path, styles: Path, out: str, *extra: str, workers: str = "1:1"
+) -> list[str]:
+    """The job's arguments; one actor unless the test is about several (each loads a teacher)."""
     return [
         "--content",
         str(contents),
@@ -56,7 +59,7 @@ def job_args(contents: Path, styles: Path, out: str, *extra: str) -> list[str]:
         out,
         *FAST_TEACHER,
         "--workers",
-        "2:2",
+        workers,
         *extra,
     ]
 
@@ -71,7 +74,7 @@ def test_two_actors_write_every_pair_once_and_record_the_corrupt_input(
 ):
     contents, styles = write_inputs(tmp_path, 3, 2, corrupt=True)
     out = tmp_path / "run"
-    assert generate.main(job_args(contents, styles, str(out), "--tile", "2x1")) == 0
+    assert generate.main(job_args(contents, styles, str(out), "--tile", "2x1", workers="2:2")) == 0
     storage = Storage(str(out))
     lines = check_exactly_once(storage, 3 * 2)
     assert {line.split for line in lines} <= {"train", "val"}
@@ -84,7 +87,7 @@ def test_two_actors_write_every_pair_once_and_record_the_corrupt_input(
     )
     # the same job again writes nothing and tries the corrupt input again
     before = target_times(out)
-    assert generate.main(job_args(contents, styles, str(out), "--tile", "2x1")) == 0
+    assert generate.main(job_args(contents, styles, str(out), "--tile", "2x1", workers="2:2")) == 0
     check_unchanged(out, before)
     check_exactly_once(storage, 3 * 2)
     assert summary_line(capsys).startswith(
@@ -214,7 +217,7 @@ def test_a_killed_actor_is_replaced_and_every_pair_is_written_once(ray_cluster, 
     the kill are reused (not written again), and every pair is listed once."""
     contents, styles = write_inputs(tmp_path, 6, 2)
     out = tmp_path / "run"
-    args = job_args(contents, styles, str(out), "--tile", "1x1", "--steps", "12")
+    args = job_args(contents, styles, str(out), "--tile", "1x1", "--steps", "12", workers="2:2")
     result: dict[str, object] = {}
     driver = threading.Thread(target=lambda: result.setdefault("code", generate.main(args)))
     driver.start()
@@ -359,7 +362,7 @@ def test_lsast_teacher_writes_every_pair_once_and_the_student_trains_on_it(
     urls = [u for u in expand_images([str(contents)], {}, "content") if "broken" not in u]
     seed = plan_seed_for_both_splits(urls, [str(p) for p in prompts], 0.5)
     out = tmp_path / "run"
-    args = ["--content", str(contents), "--out", str(out), *FAST_TEACHER, "--workers", "2:2"]
+    args = ["--content", str(contents), "--out", str(out), *FAST_TEACHER, "--workers", "1:1"]
     args += ["--teacher", "lsast", "--controlnet", "tiny", "--style-prompts", *map(str, prompts)]
     args += ["--val-fraction", "0.5", "--plan-seed", str(seed)]
     assert generate.main(args) == 0
