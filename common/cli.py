@@ -37,8 +37,7 @@ class JobArgs:
     parsing, so that Ray's loggers are quiet from the first line."""
 
     verbose: bool = False
-    """print Ray's own log lines here too (by default only their errors; the rest stays in Ray's
-    session logs, whose folder the job names)"""
+    """print Ray's own log lines too (by default only errors: the rest stays in Ray's logs)"""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,4 +1,4 @@
-"""Compare teacher and student on the golden set: metrics.json, contact_sheet.png, curves.png.
+r"""Compare teacher and student on the golden set: metrics.json, contact_sheet.png, curves.png.
 
     python -m jobs.evaluate --data runs/demo --student runs/demo/train/demo/checkpoint_000004
     ray job submit --address http://HEAD:8265 --working-dir . --runtime-env runtime_env.yaml \

@@ -1,4 +1,4 @@
-"""Generate teacher targets for (content, style) pairs on a Ray cluster.
+r"""Generate teacher targets for (content, style) pairs on a Ray cluster.
 
     python -m jobs.generate --content photos/ --styles paintings/ --out runs/demo
     python -m jobs.generate --teacher lsast --content photos/ --style-prompts styles/van-gogh \

@@ -1,4 +1,4 @@
-"""Import a style the LSAST authors' code learned: their prompt file as ours, no pickle run.
+r"""Import a style the LSAST authors' code learned: their prompt file as ours, no pickle run.
 
     python -m jobs.import_style --authors embeddings_gs-99999.pt --out s3://styles/van-gogh \
         --styles s3://art/van-gogh/
@@ -32,8 +32,7 @@ class Args(StorageJobArgs):
     out: str
     """where the style goes (a folder or URL; it gets prompts.safetensors)"""
     styles: tuple[str, ...] = ()
-    """the images the style was learned from (files, folders, globs): recorded, so that
-    jobs.train can give the student one of them as the style of each LSAST pair"""
+    """the images the style was learned from (files, folders, globs), for jobs.train's student"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

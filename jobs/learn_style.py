@@ -1,4 +1,4 @@
-"""Learn an LSAST style: train the prompt generator on one style collection with Ray Train.
+r"""Learn an LSAST style: train the prompt generator on one style collection with Ray Train.
 
     python -m jobs.learn_style --styles s3://art/van-gogh/ --out s3://styles/van-gogh \
         --model stable-diffusion-v1-5/stable-diffusion-v1-5 --steps 100000 --workers 4 --gpu

@@ -1,4 +1,4 @@
-"""Stylize content images with one style, with a teacher (StyleID or LSAST) or a student.
+r"""Stylize content images with one style, with a teacher (StyleID or LSAST) or a student.
 
     python -m jobs.stylize --content photo.jpg --style painting.jpg --out out.png [--model tiny]
     python -m jobs.stylize --teacher lsast --content photo.jpg --style-prompts styles/van-gogh \
@@ -55,8 +55,7 @@ class Args(StorageJobArgs):
     max_side: int = 512
     """student: scale images so their longer side is at most this (0: keep)"""
     precision: Literal[PRECISIONS] = "auto"  # type: ignore[valid-type]
-    """student arithmetic: auto times bf16 against fp32 here and takes the faster; both stay
-    within 35 dB PSNR of fp32, which is the reference output"""
+    """student math: auto = bf16 where faster than fp32 here (within 35 dB PSNR of it), else fp32"""
     teacher: Annotated[TeacherOptions, tyro.conf.OmitArgPrefixes] = field(
         default_factory=TeacherOptions
     )

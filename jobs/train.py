@@ -1,4 +1,4 @@
-"""Train the STTR student on the teacher's targets with Ray Train (DDP, one worker per GPU).
+r"""Train the STTR student on the teacher's targets with Ray Train (DDP, one worker per GPU).
 
     python -m jobs.train --data s3://bucket/run --name l1 --workers 4 --gpu
     ray job submit --address http://HEAD:8265 --working-dir . --runtime-env runtime_env.yaml \

@@ -107,10 +107,10 @@ class TeacherOptions:
     )
     offload: Annotated[bool | None, OFFLOAD] = None
     """keep attention features in pinned CPU memory (auto: decided per tile from free GPU memory)"""
+    # the first call of each shape pays the compile; outputs are the same within float
+    # tolerance, so the teacher hash ignores it
     compile: bool = False
-    """torch.compile the model that runs: the teacher's UNet (and ControlNet), or the student of
-    jobs.stylize --student (GPU; the first call of each shape pays the compile; same outputs
-    within float tolerance, so the teacher hash ignores it)"""
+    """torch.compile the teacher's UNet (and ControlNet), or jobs.stylize's student (GPUs)"""
     channels_last: bool = False
     """run the UNet's convolutions in channels-last layout (faster on tensor cores)"""
     digest: tyro.conf.Suppress[str | None] = None  # a model or file's digest, set by `pinned`
