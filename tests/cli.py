@@ -82,6 +82,12 @@ def as_in_a_new_process() -> Iterator[None]:
     root, ray_logger = logging.getLogger(), logging.getLogger("ray")
     handlers, levels = root.handlers[:], (root.level, ray_logger.level)
     root.handlers = []
+    # Ray's logger prints through a handler of its own, to the stderr of when Ray was imported
+    ray_streams = [
+        (handler, handler.setStream(sys.stderr))
+        for handler in ray_logger.handlers
+        if isinstance(handler, logging.StreamHandler) and type(handler).__module__.startswith("ray")
+    ]
     try:
         with warnings.catch_warnings():
             warnings.resetwarnings()
@@ -93,6 +99,8 @@ def as_in_a_new_process() -> Iterator[None]:
         for handler in root.handlers:
             handler.close()
         root.handlers = handlers
+        for handler, stream in ray_streams:
+            handler.setStream(stream)
         root.setLevel(levels[0])
         ray_logger.setLevel(levels[1])
         for name in set(os.environ) - set(environment):
