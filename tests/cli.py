@@ -42,11 +42,11 @@ def run_in_process(module: str, *args: str) -> subprocess.CompletedProcess:
     call) in this process: a command refusing its input ends in a second instead of the 10-20 s
     a new interpreter takes to import torch, diffusers and Ray again.
 
-    Printed lines, log records (through the handler `run_cli` installs in a fresh process) and
-    warnings (shown once each, as a fresh interpreter shows them) are captured. Lines printed
-    while the modules are imported, and by processes the command starts, are not: one `run_job`
-    test per command covers those. Whatever the command changes in the environment or logging
-    is put back."""
+    Printed lines, log records (Ray's own, and those of the handler `run_cli` installs in a
+    fresh process) and warnings (shown once each, as a fresh interpreter shows them) are
+    captured. Lines printed while the modules are imported, and by processes the command
+    starts, are not: one `run_job` test per command covers those. Whatever the command changes
+    in the environment or logging is put back."""
     main = importlib.import_module(f"jobs.{module}").main
     stdout, stderr = io.StringIO(), io.StringIO()
     with redirect_stdout(stdout), redirect_stderr(stderr), as_in_a_new_process():
