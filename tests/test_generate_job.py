@@ -30,7 +30,7 @@ from jobs import generate, train
 from student.dataset import TripleDataset
 from teacher_workers.lsast_generator import generator_bytes, new_generator
 from teacher_workers.models import load_teacher
-from tests.cli import run_job
+from tests.cli import run_in_process, run_job
 from tests.generation_helpers import (
     FAST_TEACHER,
     check_exactly_once,
@@ -270,31 +270,35 @@ def test_a_driver_stopped_halfway_finishes_on_restart(ray_cluster, tmp_path):
     ("flag", "value", "message"),
     [
         ("--content", "nope", "error: content input"),
-        (
-            "--model",
-            "no-such-org/no-such-model",
-            "error: cannot find model 'no-such-org/no-such-model'",
-        ),
         ("--workers", "3:1", "error: --workers must be MIN:MAX with 1 <= MIN <= MAX, got 3:1"),
     ],
 )
-def test_wrong_input_url_or_model_fails_fast_with_one_line(tmp_path, flag, value, message):
+def test_a_wrong_input_url_or_pool_option_fails_fast_with_one_line(tmp_path, flag, value, message):
     contents, styles = write_inputs(tmp_path, 1, 1)
     args = job_args(contents, styles, str(tmp_path / "o"))
     if flag == "--content":
         args[args.index(flag) + 1] = str(tmp_path / value)
     else:
         args += [flag, value]
-    result = subprocess.run(
-        [sys.executable, "-m", "jobs.generate", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_in_process("generate", *args)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(message)
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_unknown_hub_model_is_one_line_before_ray(tmp_path):
+    """In a new interpreter: huggingface_hub reads HF_HUB_OFFLINE and HF_HOME when imported.
+    Offline, the id is looked up in an empty cache, here; online, with no network, the lookup
+    would retry for 23 s before the same line."""
+    contents, styles = write_inputs(tmp_path, 1, 1)
+    args = job_args(contents, styles, str(tmp_path / "o"), "--model", "no-such-org/no-such-model")
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")}
+    result = run_job("generate", *args, timeout=120, env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: cannot find model 'no-such-org/no-such-model'")
     assert not (tmp_path / "o").exists()
 
 

@@ -1,17 +1,19 @@
 """`jobs.train` and `jobs.evaluate` on a machine with no internet and no torchvision weights:
-what cannot work ends with one `error:` line before Ray or any evaluation starts."""
+what cannot work ends with one `error:` line before Ray or any evaluation starts. Both read
+TORCH_HOME and HF_HUB_OFFLINE when they look for weights, not at import, so most tests run the
+command in this process; one per command runs it in a new interpreter."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import pytest
 import torch
 
 from student.checkpoint import save_student
 from student.model import STTRConfig, build_sttr
-from tests.cli import run_job
+from tests.cli import run_in_process, run_job
 from tests.synthetic_run import write_synthetic_run
 
 
@@ -22,8 +24,9 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def train(data: Path, *flags: str) -> subprocess.CompletedProcess:
-    return run_job("train", "--data", str(data), "--name", "n", "--crop-size", "64", *flags)
+def train_args(data: Path, *flags: str) -> list[str]:
+    """`jobs.train`'s command line for a small run on `data`, with `flags` added."""
+    return ["--data", str(data), "--name", "n", "--crop-size", "64", *flags]
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +37,7 @@ def air_gapped(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return tmp_path / "torch" / "hub" / "checkpoints"
 
 
-def one_error_line(result: subprocess.CompletedProcess) -> str:
+def one_error_line(result: CompletedProcess) -> str:
     """The command's only stderr line, which must be an `error:` line, without the prefix."""
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
@@ -44,7 +47,8 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
 
 
 def test_gram_loss_without_vgg19_stops_before_ray(data: Path, air_gapped: Path) -> None:
-    message = one_error_line(train(data, "--init", "scratch", "--loss", "l2"))
+    result = run_job("train", *train_args(data, "--init", "scratch", "--loss", "l2"))
+    message = one_error_line(result)
     assert message.startswith("no VGG19 weights: pass --vgg-weights PATH_OR_URL or put ")
     assert f"vgg19-dcbb9e9d.pth in {air_gapped}" in message
     assert message.endswith("or --vgg-weights random to use a random one")
@@ -65,7 +69,7 @@ def test_weights_that_do_not_fit_are_one_line(
         torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, wrong)  # a ResNet's first layer
     else:
         wrong.write_bytes(b"<html>a proxy's login page</html>")
-    line = one_error_line(train(data, *flags, str(wrong)))
+    line = one_error_line(run_in_process("train", *train_args(data, *flags, str(wrong))))
     assert str(wrong) in line and message in line
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from common.manifest import read_manifest
 from common.storage import Storage
-from tests.cli import ROOT, run_job
+from tests.cli import ROOT, run_in_process, run_job
 from tests.generation_helpers import check_unchanged, target_times
 from tests.synthetic_run import write_synthetic_run
 
@@ -114,7 +114,7 @@ def test_an_empty_content_folder_is_one_clear_line(tmp_path):
     samples = copy_samples(tmp_path)
     for image in (samples / "content").iterdir():
         image.unlink()
-    result = run_job("pipeline", "--samples", str(samples), "--out", str(tmp_path / "run"))
+    result = run_in_process("pipeline", "--samples", str(samples), "--out", str(tmp_path / "run"))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: content input {str(samples / 'content')!r} holds no images"
@@ -125,7 +125,7 @@ def test_an_empty_content_folder_is_one_clear_line(tmp_path):
 def test_a_golden_image_among_the_training_inputs_is_refused(tmp_path):
     samples = copy_samples(tmp_path)
     shutil.copy(samples / "golden" / "styles" / "01.png", samples / "styles" / "renamed.png")
-    result = run_job(
+    result = run_in_process(
         "generate",
         "--content",
         str(samples / "content"),
@@ -149,7 +149,7 @@ def test_a_missing_checkpoint_is_one_clear_line(tmp_path):
     data = tmp_path / "run"
     write_synthetic_run(data, n_content=3, n_style=2, size=64)
     missing = data / "train" / "nope"
-    result = run_job("evaluate", "--data", str(data), "--student", str(missing))
+    result = run_in_process("evaluate", "--data", str(data), "--student", str(missing))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: {missing}: no such checkpoint (nothing is stored there)"
@@ -166,7 +166,7 @@ def test_a_missing_checkpoint_is_one_clear_line(tmp_path):
     ],
 )
 def test_a_bad_option_is_one_line_before_any_step_runs(tmp_path, flag, value, message):
-    result = run_job("pipeline", "--out", str(tmp_path / "run"), flag, value)
+    result = run_in_process("pipeline", "--out", str(tmp_path / "run"), flag, value)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [message]
     assert "== generate" not in result.stdout
@@ -174,10 +174,13 @@ def test_a_bad_option_is_one_line_before_any_step_runs(tmp_path, flag, value, me
 
 
 def test_a_failing_step_adds_no_second_error_line(tmp_path):
-    """The step's own `error:` line is the whole story; the pipeline stops after it."""
+    """The step's own `error:` line is the whole story; the pipeline stops after it. In new
+    interpreters (the step is one anyway): the Hub id is looked up offline, in an empty cache,
+    as huggingface_hub reads HF_HUB_OFFLINE and HF_HOME when imported."""
     out = tmp_path / "run"
-    result = run_job("pipeline", "--out", str(out), "--model", "no-such/model")
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")}
+    result = run_job("pipeline", "--out", str(out), "--model", "no-such/model", env=env)
     assert result.returncode == 2
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and errors[0].startswith("error: cannot find model 'no-such/model'")
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot find model 'no-such/model'")
     assert "== train" not in result.stdout

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.cli import run_job
+from tests.cli import run_in_process, run_job
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_bad_input_is_one_clear_line(pictures, tmp_path, flag, value, message):
         if value in pictures
         else (str(tmp_path / "missing.png") if value == "missing" else value)
     )
-    result = run_job("stylize", *[part for pair in args.items() for part in pair])
+    result = run_in_process("stylize", *[part for pair in args.items() for part in pair])
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("error: ") and message in lines[-1]
@@ -75,7 +75,7 @@ def test_bad_input_is_one_clear_line(pictures, tmp_path, flag, value, message):
 
 
 def test_help_lists_the_teacher_flags():
-    result = run_job("stylize", "--help")
+    result = run_in_process("stylize", "--help")
     assert result.returncode == 0
     for flag in ("--gamma", "--T", "--steps", "--model", "--no-adain", "--no-injection"):
         assert flag in result.stdout

@@ -23,7 +23,7 @@ from student.losses import build_loss
 from student.tracking import TensorBoardLog
 from student.train_config import CrashOnce, TrainConfig
 from student.train_loop import STATE_FILE, EarlyStop
-from tests.cli import run_job
+from tests.cli import run_in_process
 from tests.synthetic_run import write_synthetic_run
 from tests.train_helpers import (
     SIZE,
@@ -240,7 +240,7 @@ def test_the_loss_terms_sum_to_the_loss_and_both_count(
 
 
 def test_help_lists_the_options() -> None:
-    result = run_job("train", "--help")
+    result = run_in_process("train", "--help")
     assert result.returncode == 0
     for flag in ("--data", "--name", "--loss", "--init", "--patience", "--storage-option"):
         assert flag in result.stdout
@@ -265,7 +265,7 @@ def test_bad_input_is_one_clear_line_and_touches_no_checkpoint(
     before = snapshot(tmp_path)
     args = {"--data": str(data), "--name": "old", "--init": "scratch"}
     args[flag] = str(tmp_path / value) if flag in ("--init", "--data") else value
-    result = run_job("train", *(part for pair in args.items() for part in pair))
+    result = run_in_process("train", *(part for pair in args.items() for part in pair))
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
