@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from student.inference import imagenet_normalize
-
-RELU3_1 = 12  # torchvision vgg19().features[0:12] ends with relu3_1 (StyleID's layer "11")
 ROWS = 2048  # positions per block: at 512 px (16384 positions) a full matrix would be 1 GiB
 
 
@@ -33,10 +30,12 @@ def positions(features: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def cfsd(relu3_1: nn.Module, image: Tensor, content: Tensor) -> float:
-    """CFSD of `image` to `content`, both [3, H, W] in [0, 1] of the same size; `relu3_1` is
-    VGG19 features[0:RELU3_1], which takes ImageNet-normalised input."""
-    x, c = (positions(relu3_1(imagenet_normalize(t)[None])) for t in (image, content))
+def cfsd(image_features: Tensor, content_features: Tensor) -> float:
+    """CFSD of an image to its content from their VGG19 relu3_1 features ([1, C, H, W] each,
+    of ImageNet-normalised images of one size). It takes features, not images, so the
+    evaluation runs VGG19 once per image for all its measures, and once per content for all
+    the images stylized from it."""
+    x, c = positions(image_features), positions(content_features)
     total = 0.0
     for start in range(0, len(c), ROWS):  # the KL sum splits by rows: bounded memory
         log_p_c = torch.log_softmax(c[start : start + ROWS] @ c.T, dim=-1)

@@ -18,7 +18,7 @@ from common.pictures import contact_sheet
 from common.storage import Storage
 from student.dataset import Triple, load_triple
 from student.golden_lsast import GoldenLSAST
-from student.golden_metrics import ImageMeter, SetMeter
+from student.golden_metrics import ImageMeter, PairInputs, SetMeter
 from student.inference import stylize
 
 SHEET_COLUMNS = ("content", "style", "teacher", "student")
@@ -51,9 +51,10 @@ class GoldenResult:
 
 
 def evaluate_pair(
-    model: nn.Module, meter: ImageMeter, line: ManifestLine, triple: Triple
+    model: nn.Module, meter: ImageMeter, line: ManifestLine, triple: Triple, inputs: PairInputs
 ) -> tuple[PairScores, torch.Tensor]:
-    """Scores of one pair, and the student's image [3, H, W]."""
+    """Scores of one pair, and the student's image [3, H, W]; `inputs`: the meter's view of
+    the triple's content and style."""
     start = time.perf_counter()
     student = stylize(model, triple.content, triple.style)
     seconds = time.perf_counter() - start
@@ -62,10 +63,10 @@ def evaluate_pair(
         style=line.style,
         # teacher: per pair inside its tile, as generation recorded it (None: an earlier run)
         teacher={
-            **meter.against_inputs(triple.target, triple.content, triple.style),
+            **meter.against_inputs(triple.target, inputs),
             "seconds": line.seconds,
         },
-        student={**meter.against_inputs(student, triple.content, triple.style), "seconds": seconds},
+        student={**meter.against_inputs(student, inputs), "seconds": seconds},
         student_vs_teacher=meter.against_teacher(student, triple.target),
     )
     return scores, student
@@ -85,11 +86,12 @@ def evaluate_golden(
     stylize(model, triples[0].content, triples[0].style)  # warm-up, so timings are steady
     pairs, students, rows = [], [], []
     for number, (line, triple) in enumerate(zip(lines, triples, strict=True), start=1):
-        pair, student = evaluate_pair(model, meter, line, triple)
+        inputs = meter.inputs(triple.content, triple.style)  # once for all the pair's images
+        pair, student = evaluate_pair(model, meter, line, triple, inputs)
         shown = [(triple.target, pair.teacher), (student, pair.student)]
         if lsast:
             image = lsast_images[number - 1]
-            scores = meter.against_inputs(image, triple.content, triple.style)
+            scores = meter.against_inputs(image, inputs)
             pair = replace(pair, lsast={**scores, "seconds": lsast_seconds[number - 1]})
             shown.insert(1, (image, pair.lsast))
         pairs.append(pair)

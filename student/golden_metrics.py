@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,17 @@ from torchmetrics.functional.image.lpips import _NoTrainLpips
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchvision.models import AlexNet_Weights
 
-from student.cfsd import RELU3_1, cfsd
+from student.cfsd import cfsd
 from student.inference import imagenet_normalize
-from student.losses import GramLoss, vgg19_features
+from student.losses import (
+    RELU3_1,
+    RELU4_1,
+    gram_distance,
+    gram_matrix,
+    relus,
+    vgg19_features,
+    vgg_slices,
+)
 from student.pretrained import (
     RANDOM,
     VGG19,
@@ -69,6 +78,17 @@ def load_lpips(choice: str | None, options: Mapping[str, Any] | None) -> tuple[n
     return lpips, load_instrument(ALEXNET, choice, options, backbone)
 
 
+@dataclass(frozen=True)
+class PairInputs:
+    """A golden pair's content and style as `ImageMeter.against_inputs` needs them: computed
+    once per pair (`ImageMeter.inputs`), so the teacher's, the student's and LSAST's images of
+    the pair do not each run VGG19 over the content and the style again."""
+
+    content: Tensor  # [3, H, W] in [0, 1], for LPIPS
+    content_relus: list[Tensor]  # VGG19 relu1_1..relu4_1 of the content
+    style_grams: list[Tensor]  # the Gram matrices of the style's relu1_1..relu4_1
+
+
 class ImageMeter(nn.Module):
     """The frozen networks that score one stylized image: VGG19 and LPIPS's AlexNet."""
 
@@ -81,10 +101,13 @@ class ImageMeter(nn.Module):
         super().__init__()
         features = vgg19_features()
         self.sources = {VGG19.name: load_instrument(VGG19, vgg_weights, options, features)}
-        self.features = features.eval().requires_grad_(False)
-        self.relu3_1 = features[:RELU3_1]
-        self.gram = GramLoss(features)
+        self.slices = vgg_slices(features.eval().requires_grad_(False))
         self.lpips, self.sources[f"{ALEXNET.name} (LPIPS)"] = load_lpips(lpips_weights, options)
+
+    def activations(self, image: Tensor) -> list[Tensor]:
+        """VGG19 relu1_1..relu4_1 of a [3, H, W] image in [0, 1]: the one pass that CFSD, the
+        content loss and the Gram distance all read."""
+        return list(relus(self.slices, imagenet_normalize(image)[None]))
 
     @torch.no_grad()
     def lpips_distance(self, a: Tensor, b: Tensor) -> float:
@@ -92,16 +115,23 @@ class ImageMeter(nn.Module):
         return float(self.lpips(a[None], b[None], normalize=True))
 
     @torch.no_grad()
-    def against_inputs(self, image: Tensor, content: Tensor, style: Tensor) -> dict[str, float]:
-        """How a stylized image keeps its content and takes its style; all [3, H, W] in [0, 1].
+    def inputs(self, content: Tensor, style: Tensor) -> PairInputs:
+        """What a pair's [3, H, W] content and style images in [0, 1] give every image
+        stylized from them."""
+        grams = [gram_matrix(f) for f in self.activations(style)]
+        return PairInputs(content, self.activations(content), grams)
+
+    @torch.no_grad()
+    def against_inputs(self, image: Tensor, inputs: PairInputs) -> dict[str, float]:
+        """How a stylized [3, H, W] image in [0, 1] keeps its content and takes its style.
         `content_loss`: MSE of VGG19 relu4_1 features; `style_loss`: Gram distance over
-        relu1_1..relu4_1 (the losses of neural style transfer)."""
-        x, c, s = (imagenet_normalize(t)[None] for t in (image, content, style))
+        relu1_1..relu4_1 (the losses of neural style transfer, as `student.losses` has them)."""
+        x, c = self.activations(image), inputs.content_relus
         return {
-            "lpips_content": self.lpips_distance(image, content),
-            "cfsd": cfsd(self.relu3_1, image, content),
-            "content_loss": float(F.mse_loss(self.features(x), self.features(c))),
-            "style_loss": float(self.gram(x, s)),
+            "lpips_content": self.lpips_distance(image, inputs.content),
+            "cfsd": cfsd(x[RELU3_1], c[RELU3_1]),
+            "content_loss": float(F.mse_loss(x[RELU4_1], c[RELU4_1])),
+            "style_loss": float(gram_distance(x, inputs.style_grams)),
         }
 
     def against_teacher(self, student: Tensor, teacher: Tensor) -> dict[str, float]:

@@ -11,7 +11,7 @@ Both images are in ImageNet-normalized space, which is also what VGG19 expects.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import torch
@@ -23,6 +23,9 @@ from student.pretrained import VGG19, load_instrument
 
 LOSS_WEIGHTS = {"l1": (1.0, 0.0), "l2": (0.5, 0.5), "l3": (0.7, 0.3)}  # name -> (MSE, Gram)
 VGG_SLICES = ((0, 2), (2, 7), (7, 12), (12, 21))  # relu1_1, relu2_1, relu3_1, relu4_1
+# their places among the slices' outputs (`relus`); relu3_1 (features[0:12]) is the layer of
+# StyleID's CFSD, which its code calls "11"
+RELU3_1, RELU4_1 = 2, 3
 VGG19_PLAN = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512)  # = features[0:21]
 
 
@@ -48,12 +51,34 @@ def gram_matrix(features: Tensor) -> Tensor:
         return flat @ flat.transpose(1, 2) / (c * h * w)
 
 
+def vgg_slices(features: nn.Sequential) -> nn.ModuleList:
+    """VGG19 features[0:21] cut at relu1_1, relu2_1, relu3_1 and relu4_1 (`VGG_SLICES`);
+    the slices share the layers of `features`, so its weights are theirs."""
+    return nn.ModuleList(features[start:stop] for start, stop in VGG_SLICES)
+
+
+def relus(slices: nn.ModuleList, images: Tensor) -> Iterator[Tensor]:
+    """relu1_1..relu4_1 of ImageNet-normalized [B, 3, H, W] `images`, in one pass through
+    VGG19: each slice starts from the previous one's output. A generator, so a caller that
+    needs each activation only once (a Gram matrix) holds one at a time."""
+    for block in slices:
+        images = block(images)
+        yield images
+
+
+def gram_distance(activations: Iterable[Tensor], target_grams: Iterable[Tensor]) -> Tensor:
+    """G: sum over the slices of MSE between the activations' [B, C, C] Gram matrices and the
+    target's; the training loss and the golden-set meter share it, so both measure one G."""
+    pairs = zip(activations, target_grams, strict=True)
+    return sum(F.mse_loss(gram_matrix(f), target) for f, target in pairs)
+
+
 class GramLoss(nn.Module):
     """G: Gram-matrix distance between student and teacher through frozen VGG19 slices."""
 
     def __init__(self, features: nn.Sequential) -> None:
         super().__init__()
-        self.slices = nn.ModuleList(features[start:stop] for start, stop in VGG_SLICES)
+        self.slices = vgg_slices(features)
         self.requires_grad_(False)
         self.eval()
 
@@ -62,14 +87,10 @@ class GramLoss(nn.Module):
         return super().train(False)
 
     def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
-        """Scalar sum over slices of MSE between the [B, C, C] Gram matrices."""
-        loss = student.new_zeros((), dtype=torch.float32)
-        for block in self.slices:
-            student = block(student)  # [B, C, H', W']
-            with torch.no_grad():
-                teacher = block(teacher)
-            loss = loss + F.mse_loss(gram_matrix(student), gram_matrix(teacher))
-        return loss
+        """Scalar G; gradients flow through the student's side only."""
+        with torch.no_grad():
+            targets = [gram_matrix(f) for f in relus(self.slices, teacher)]
+        return gram_distance(relus(self.slices, student), targets)
 
 
 class LossTerms(NamedTuple):

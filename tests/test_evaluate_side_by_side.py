@@ -99,7 +99,7 @@ def test_lsast_gets_a_column_and_the_measures_of_its_engines_images(run) -> None
         image = engine.stylize_pairs(
             triple.content[None], [read_prompts(prompt_file, {})], [(0, 0)]
         )
-        want = meter.against_inputs(image[0], triple.content, triple.style)
+        want = meter.against_inputs(image[0], meter.inputs(triple.content, triple.style))
         assert pair["lsast"]["lpips_content"] != pair["teacher"]["lpips_content"]
         for figure, value in want.items():
             assert pair["lsast"][figure] == pytest.approx(value, rel=1e-4, abs=1e-6)

@@ -12,6 +12,7 @@ from pytorch_fid import inception as fid
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import nn
 from torchvision.models import alexnet, inception_v3
+from torchvision.models.vgg import cfgs, make_layers
 
 from common.pictures import DPI, contact_sheet, training_curves
 from student.cfsd import ROWS, cfsd
@@ -21,9 +22,18 @@ from student.pretrained import RANDOM, WeightsUnavailable
 
 
 @pytest.fixture(scope="module")
-def meter() -> ImageMeter:
+def vgg19() -> nn.Sequential:
+    """torchvision's VGG19 features[0:21], random: the reference for the meter's VGG19."""
     torch.manual_seed(0)
-    return ImageMeter(RANDOM, RANDOM)
+    return make_layers(cfgs["E"])[:21].eval()
+
+
+@pytest.fixture(scope="module")
+def meter(vgg19: nn.Sequential, tmp_path_factory) -> ImageMeter:
+    """The meter with `vgg19`'s weights, read from a file as torchvision names them."""
+    path = tmp_path_factory.mktemp("weights") / "vgg19.pth"
+    torch.save({f"features.{k}": v for k, v in vgg19.state_dict().items()}, path)
+    return ImageMeter(str(path), RANDOM)
 
 
 def smooth_image(seed: int = 0, size: int = 48) -> torch.Tensor:
@@ -70,7 +80,7 @@ def test_psnr_and_ssim_are_scikit_images(meter: ImageMeter, kind: str) -> None:
 
 def test_lpips_and_losses_grow_with_the_change(meter: ImageMeter) -> None:
     image = smooth_image()
-    same = meter.against_inputs(image, image, image)
+    same = meter.against_inputs(image, meter.inputs(image, image))
     assert same["lpips_content"] == pytest.approx(0, abs=1e-6)
     assert same["cfsd"] == pytest.approx(0, abs=1e-9)
     assert same["content_loss"] == 0 and same["style_loss"] == 0
@@ -135,13 +145,62 @@ def test_cfsd_is_styleids_definition_in_blocks() -> None:
         features[0].weight.mul_(40)
     content = smooth_image(seed=1, size=200)  # 50 x 50 = 2500 positions > ROWS
     assert ROWS < (200 // 4) ** 2
-    # cfsd normalises with ImageNet statistics first; the reference gets the same input
-    for image in (distorted(content, "blur"), smooth_image(seed=2, size=200)):
-        want = styleid_cfsd(features, imagenet_normalize(image), imagenet_normalize(content))
+    # the meter gives cfsd features of ImageNet-normalised images; the reference gets them too
+    near, far = distorted(content, "blur"), smooth_image(seed=2, size=200)
+    content, *images = (imagenet_normalize(t) for t in (content, near, far))
+    scores = []
+    for image in images:
+        want = styleid_cfsd(features, image, content)
         assert want > 1
-        assert cfsd(features, image, content) == pytest.approx(want, rel=1e-9)
-    near = cfsd(features, distorted(content, "blur"), content)
-    assert near < cfsd(features, smooth_image(seed=2, size=200), content)
+        scores.append(cfsd(features(image[None]), features(content[None])))
+        assert scores[-1] == pytest.approx(want, rel=1e-9)
+    assert scores[0] < scores[1]  # the blurred content is nearer than another image
+
+
+def gram(features: torch.Tensor) -> torch.Tensor:
+    """Gram matrices of [B, C, H, W] features, divided by C*H*W (Gatys et al.'s, normalized)."""
+    b, c, h, w = features.shape
+    flat = features.reshape(b, c, h * w)
+    return flat @ flat.transpose(1, 2) / (c * h * w)
+
+
+@torch.no_grad()
+def torchvision_relus(features: nn.Sequential, image: torch.Tensor) -> list[torch.Tensor]:
+    """relu1_1, relu2_1, relu3_1, relu4_1 of a [3, H, W] image in [0, 1]: torchvision's
+    VGG19 `features` sliced at its own indices, each slice run on the previous one's output."""
+    x = imagenet_normalize(image)[None]
+    outputs = []
+    for start, stop in ((0, 2), (2, 7), (7, 12), (12, 21)):
+        x = features[start:stop](x)
+        outputs.append(x)
+    return outputs
+
+
+def test_one_vgg_pass_per_image_gives_the_papers_figures(
+    meter: ImageMeter, vgg19: nn.Sequential
+) -> None:
+    """The meter runs VGG19 once per image, and once per content and style for all the images
+    of a pair; its figures are CFSD (StyleID's code) at relu3_1, the relu4_1 MSE and the sum
+    over relu1_1..relu4_1 of the Gram matrices' MSE, each written out here."""
+    torch.manual_seed(0)
+    # two stylized images of a pair at 64 px (the pair's activations serve both), one at 96
+    for size, count in ((64, 2), (96, 1)):
+        content, style = smooth_image(seed=1, size=size), smooth_image(seed=2, size=size)
+        inputs = meter.inputs(content, style)
+        c, s = torchvision_relus(vgg19, content), torchvision_relus(vgg19, style)
+        for image in [torch.rand(3, size, size), distorted(content, "noise")][:count]:
+            x = torchvision_relus(vgg19, image)
+            want = {
+                "cfsd": styleid_cfsd(nn.Identity(), x[2][0], c[2][0]),
+                "content_loss": float(F.mse_loss(x[3], c[3])),
+                "style_loss": sum(
+                    float(F.mse_loss(gram(a), gram(b))) for a, b in zip(x, s, strict=True)
+                ),
+            }
+            scores = meter.against_inputs(image, inputs)
+            for figure, value in want.items():
+                assert value > 0
+                assert scores[figure] == pytest.approx(value, rel=1e-5)
 
 
 def test_fid_and_art_fid_over_a_set() -> None:
