@@ -13,6 +13,12 @@ from typing import Any
 
 import pytest
 
+# Set before anything imports torch: the suite's two processes share two cores with the Ray
+# processes and jobs they start, and OpenMP threads that busy-wait for each other on a core
+# that is busy elsewhere ran two compute-bound test files 5x slower than one thread each.
+# It reaches every job and Ray cluster a test starts through the environment.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REGION = "us-east-1"
 FAKE_KEY, FAKE_SECRET = "testing-key", "testing-secret"
