@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -44,6 +45,8 @@ from tests.train_helpers import SIZE, fit, history, small_config
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.ray
+# a line of Ray's C++ logging: "[2026-11-26 08:44:43,883 E 13995 14012] (raylet) file.cc:116: "
+RAY_CPP_LOG = re.compile(r"\[\d{4}-\d\d-\d\d [\d:,]+ [DIWEF] \d+ \d+\] (\(\w+\) )?\w+\.cc:\d+:")
 
 
 def job_args(
@@ -171,9 +174,10 @@ def test_a_failed_work_unit_is_one_line_naming_its_cause_without_ray_noise(ray_c
     )
     for noise in ("\x1b", "ray::", "actor_id"):
         assert noise not in message
-    # before it, only the progress bar and Ray's C++ core-worker lines (not Python's loggers)
-    assert not [x for x in lines[:-1] if "Traceback" in x or " ERROR " in x or "UDF" in x]
-    assert len(lines) <= 4, "\n".join(lines)
+    # before it, only the progress bar and the lines of Ray's C++ processes (a core worker's
+    # warning, the raylet's about a nearly full disk): none of Python's loggers or tracebacks
+    others = [x for x in lines[:-1] if x.strip() and not x.startswith("generate:")]
+    assert [x for x in others if not RAY_CPP_LOG.search(x)] == [], "\n".join(lines)
 
 
 def test_s3_output_works_the_same_and_keeps_credentials_out(
