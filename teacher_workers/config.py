@@ -30,6 +30,13 @@ def check_steps(steps: object) -> None:
         raise UserError(f"steps must be an integer in [2, {MAX_STEPS}], got {steps!r}")
 
 
+def check_resolution(resolution: int) -> None:
+    """The side of either teacher's square: the UNet takes latents whose sides are multiples
+    of 8, i.e. images whose sides are multiples of 64 (the engine refuses other shapes)."""
+    if resolution < 64 or resolution % 64:
+        raise UserError(f"resolution must be a positive multiple of 64, got {resolution}")
+
+
 @dataclass(frozen=True)
 class StyleIDConfig:
     """StyleID hyper-parameters (defaults = the paper's) and how the engine batches work."""
@@ -60,8 +67,7 @@ class StyleIDConfig:
             raise UserError(f"gamma must be in [0, 1], got {self.gamma!r}")
         if not self.temperature > 0:
             raise UserError(f"temperature T must be > 0, got {self.temperature!r}")
-        if self.resolution < 64 or self.resolution % 64:  # the engine's rule: latents of 8
-            raise UserError(f"resolution must be a positive multiple of 64, got {self.resolution}")
+        check_resolution(self.resolution)
         if self.encode not in ENCODINGS:
             raise UserError(f"encode must be one of {ENCODINGS}, got {self.encode!r}")
         if self.batch_size < 1:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from common.errors import UserError
-from teacher_workers.config import check_steps
+from teacher_workers.config import check_resolution, check_steps
 from teacher_workers.lsast_prompts import STAGE_INDEXING
 
 DEFAULT_CONTROLNET = "lllyasviel/control_v11p_sd15_canny"
@@ -57,8 +57,7 @@ class LSASTConfig:
             raise UserError(
                 f"stage indexing must be one of {STAGE_INDEXING}, got {self.stage_indexing!r}"
             )
-        if self.resolution < 64 or self.resolution % 64:
-            raise UserError(f"resolution must be a positive multiple of 64, got {self.resolution}")
+        check_resolution(self.resolution)
         if self.batch_size < 1:
             raise UserError(f"batch size must be >= 1, got {self.batch_size!r}")
 
