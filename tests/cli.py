@@ -7,6 +7,7 @@ import importlib
 import io
 import logging
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -20,6 +21,16 @@ ROOT = Path(__file__).resolve().parents[1]
 # What a fresh interpreter ignores (the `warnings` module's default filters); anything else it
 # shows once per place, as `run_in_process` does.
 IGNORED_BY_PYTHON = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+# a line of Ray's C++ logging: "[2026-11-26 08:44:43,883 E 13995 14012] (raylet) file.cc:116: "
+RAY_CPP_LOG = re.compile(r"\[\d{4}-\d\d-\d\d [\d:,]+ [DIWEF] \d+ \d+\] (\(\w+\) )?\w+\.cc:\d+:")
+
+
+def python_lines(stderr: str) -> list[str]:
+    """The non-blank lines of a command's stderr, less those of Ray's C++ processes: they print
+    on their own schedule, before or after the command's last line (a core worker's warning, the
+    raylet's about a nearly full disk), and the project cannot quiet them without emptying Ray's
+    log files."""
+    return [x for x in stderr.splitlines() if x.strip() and not RAY_CPP_LOG.search(x)]
 
 
 def run_job(

@@ -14,6 +14,7 @@ import pytest
 
 from common.errors import UserError
 from teacher_workers.node_fit import node_types, wait_for_fit
+from tests.cli import python_lines
 from tests.generation_helpers import FAST_TEACHER, write_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,5 +99,5 @@ def test_the_job_asking_a_gpu_of_a_cluster_without_one_stops_within_a_minute(ray
     )
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if "error:" in line]
-    assert errors == [result.stderr.strip().splitlines()[-1]]
+    assert errors == python_lines(result.stderr)[-1:], result.stderr
     assert errors[0].startswith("error: --gpus-per-worker 1: no node in the cluster has")
