@@ -5,16 +5,20 @@
         bf16-cl-compile --train-steps 20 --out ...   # a GPU: inference and training steps
     python -m benchmarks.student_speed --training ...   # also Ray Train images/s (slow)
 
-Paths: `fp32` (eager, NCHW: the reference), `fp32-cl` (channels-last), `bf16-cl` (channels-last
-under bfloat16 autocast: `jobs.stylize --precision bf16`), `fp16-cl` (float16 autocast),
-`bf16-cl-compile` (`bf16-cl` after torch.compile: `jobs.stylize --compile`) and `onnxruntime`
-(the fp32 ONNX export with every graph optimisation, CPU only). Every path gets one warm-up
-call per size, then the paths take turns, `--repeats` rounds, so a busy machine slows them
-alike; the best call of each counts (seconds per image, batch 1) along with its process CPU time
-divided by the threads, which a shared machine disturbs less than wall time. Quality: each path
-stylizes the golden set (`samples/golden`, every content with every style) at each size; PSNR
-against fp32. The full STTR has random weights here (speed does not depend on them; seeded, so
-runs compare).
+Paths: `fp32` (eager, NCHW: the reference), `fp32-cl` (channels-last), `fp32-cl-style-once`
+(channels-last, the style encoded once as `jobs.stylize` does for a folder: the time per image
+of a folder in one style), `bf16-cl` (channels-last under bfloat16 autocast: `jobs.stylize
+--precision bf16`), `fp16-cl` (float16 autocast), `bf16-cl-compile` (`bf16-cl` after
+torch.compile: `jobs.stylize --compile`), `onnxruntime` (the fp32 ONNX export with every graph
+optimisation, CPU only) and `onnxruntime-int8` (that export statically quantized to int8). Every
+path gets one warm-up call per size, then the paths take turns, `--repeats` rounds, so a busy
+machine slows them alike; the best call of each counts (seconds per image, batch 1) along with
+its process CPU time divided by the threads, which a shared machine disturbs less than wall
+time. Quality: each path stylizes the golden set (`samples/golden`, every content with every
+style) at each size; PSNR against fp32. The full STTR has random weights here (speed does not
+depend on them; seeded, so runs compare). Each size also gets its GFLOP per image (PyTorch's
+FLOP counter), whole and with the style encoded once, and the run the device's fp32 matmul rate:
+together, the least time any fp32 path could take.
 """
 
 from __future__ import annotations
@@ -31,20 +35,31 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.machine import describe, report
 from common.images import load_square
 from student.export import export_onnx
 from student.inference import for_inference, imagenet_normalize, resolve_precision
 from student.losses import build_loss
-from student.model import STTRConfig, build_sttr
+from student.model import STTR, STTRConfig, build_sttr
 from tests.synthetic_run import write_synthetic_run
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "samples" / "golden"
 QUALITY_BOUND_DB = 35.0
-PATHS = ("fp32", "fp32-cl", "bf16-cl", "fp16-cl", "bf16-cl-compile", "onnxruntime")
-CPU_PATHS = ("fp32", "fp32-cl", "bf16-cl", "onnxruntime")  # the default on a CPU
+PATHS = (
+    "fp32",
+    "fp32-cl",
+    "fp32-cl-style-once",
+    "bf16-cl",
+    "fp16-cl",
+    "bf16-cl-compile",
+    "onnxruntime",
+    "onnxruntime-int8",
+)
+CPU_PATHS = tuple(name for name in PATHS if "compile" not in name and "fp16" not in name)
 
 Runner = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -72,22 +87,39 @@ def runners(names: list[str], device: torch.device, threads: int, folder: str) -
 
         return run
 
+    def style_once(module: STTR) -> Runner:
+        """As `jobs.stylize` on a folder: the style is encoded when it changes, not per image."""
+        last: list = [None, None]  # the style tensor, its encoding
+
+        def run(c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+            if last[0] is not s:
+                last[:] = [s, module.encode_style(s.contiguous(**layout))]
+            return module(c.contiguous(**layout), last[1]).float()
+
+        return run
+
     makers: dict[str, Callable[[], Runner]] = {
         "fp32": lambda: eager,
         "fp32-cl": lambda: autocast(channels_last(), None),
+        "fp32-cl-style-once": lambda: style_once(channels_last()),
         "bf16-cl": lambda: autocast(channels_last(), torch.bfloat16),
         "fp16-cl": lambda: autocast(channels_last(), torch.float16),
         "bf16-cl-compile": lambda: autocast(channels_last(compiled=True), torch.bfloat16),
-        "onnxruntime": lambda: onnx_runner(model, threads, f"{folder}/sttr.onnx"),
+        "onnxruntime": lambda: onnx_runner(model, threads, folder),
+        "onnxruntime-int8": lambda: onnx_runner(model, threads, folder, int8=True),
     }
     return {name: makers[name]() for name in names}
 
 
-def onnx_runner(model: torch.nn.Module, threads: int, path: str) -> Runner:
-    """The fp32 export run by ONNX Runtime (CPU), all graph optimisations, `threads` threads."""
+def onnx_runner(model: torch.nn.Module, threads: int, folder: str, int8: bool = False) -> Runner:
+    """The fp32 export run by ONNX Runtime (CPU), all graph optimisations, `threads` threads;
+    with `int8`, that export statically quantized first (`int8_export`)."""
     import onnxruntime
 
+    path = f"{folder}/sttr.onnx"
     export_onnx(model, path)
+    if int8:
+        path = int8_export(path, folder)
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
@@ -98,6 +130,39 @@ def onnx_runner(model: torch.nn.Module, threads: int, path: str) -> Runner:
         return torch.from_numpy(session.run(None, feed)[0])
 
     return run
+
+
+def int8_export(path: str, folder: str) -> str:
+    """ONNX Runtime's static int8 quantization of the export at `path` (QDQ, per-channel int8
+    weights, uint8 activations), calibrated on the golden pairs at 256 px: the set the quality
+    is then measured on, so the PSNR is a best case."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    contents, styles = (golden(name, 256, torch.device("cpu")) for name in ("content", "styles"))
+    feeds = iter([{"content": c.numpy(), "style": s.numpy()} for c in contents for s in styles])
+
+    class GoldenPairs(CalibrationDataReader):
+        def get_next(self) -> dict | None:
+            return next(feeds, None)
+
+    quant_pre_process(path, f"{folder}/pre.onnx", skip_symbolic_shape=True)
+    out = f"{folder}/sttr-int8.onnx"
+    quantize_static(
+        f"{folder}/pre.onnx",
+        out,
+        GoldenPairs(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,  # int8 activations are slower on x86 (AVX2, VNNI)
+        weight_type=QuantType.QInt8,
+    )
+    return out
 
 
 def timed(fn: Runner, x: torch.Tensor, device: torch.device) -> tuple[float, float]:
@@ -159,7 +224,42 @@ def psnr(reference: torch.Tensor, other: torch.Tensor) -> float:
     return math.inf if mse == 0 else 10 * math.log10(1 / mse)
 
 
-def inference(args: argparse.Namespace, device: torch.device) -> dict:
+def work(size: int, device: torch.device, gflop_per_s: float) -> dict:
+    """GFLOP of one image at `size` (content and style), and with the style encoded once,
+    counted by PyTorch's FLOP counter (matmuls, convolutions and attention); and the seconds
+    each would take at `gflop_per_s`, the device's fp32 matmul rate."""
+    model = build_sttr(STTRConfig(), init="scratch").eval().to(device)
+    x = torch.zeros(1, 3, size, size, device=device)
+    counts = []
+    for call in (lambda: model(x, x), lambda: model.encode_style(x)):
+        # the counter sees attention only as the math kernel's matmuls, not as the fused one
+        with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
+            call()
+        counts.append(counter.get_total_flops() / 1e9)
+    whole, once = counts[0], counts[0] - counts[1]
+    return {
+        "gflop_per_image": whole,
+        "gflop_per_image_style_once": once,
+        "fp32_floor_seconds": whole / gflop_per_s,
+        "fp32_floor_seconds_style_once": once / gflop_per_s,
+    }
+
+
+def matmul_gflops(device: torch.device) -> float:
+    """The device's fp32 matmul rate (GFLOP/s, best of 3 [2048, 2048] products): with the
+    counted GFLOP, the least time any fp32 path could take."""
+    a = torch.randn(2048, 2048, device=device)
+    best = math.inf
+    for _ in range(4):  # the first is a warm-up
+        start = time.perf_counter()
+        a @ a
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * 2048**3 / best / 1e9
+
+
+def inference(args: argparse.Namespace, device: torch.device, gflop_per_s: float) -> dict:
     """Speed and quality of every path at every size, and the fastest path within the bound."""
     with tempfile.TemporaryDirectory() as folder, torch.inference_mode():
         paths = runners(args.paths, device, args.threads, folder)
@@ -177,7 +277,11 @@ def inference(args: argparse.Namespace, device: torch.device) -> dict:
             base = row["fp32"]["seconds_per_image"]
             for value in row.values():
                 value["speedup_vs_fp32"] = base / value["seconds_per_image"]
-            results[str(size)] = {"paths": row, "fastest_within_35_db": fastest}
+            results[str(size)] = {
+                "paths": row,
+                "fastest_within_35_db": fastest,
+                **work(size, device, gflop_per_s),
+            }
     return results
 
 
@@ -300,7 +404,8 @@ def main() -> None:
         "parameters": sum(p.numel() for p in build_sttr(STTRConfig(), "scratch").parameters()),
         "quality": "worst PSNR over the golden set's content x style pairs, against fp32",
         "load_average_before": [round(x, 2) for x in os.getloadavg()],
-        "inference_batch_1": inference(args, device),
+        "fp32_matmul_gflop_per_s": (rate := matmul_gflops(device)),
+        "inference_batch_1": inference(args, device, rate),
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
     if args.train_steps:

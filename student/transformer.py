@@ -94,10 +94,19 @@ class Transformer(nn.Module):
         self, content: Tensor, content_pos: Tensor, style: Tensor, style_pos: Tensor
     ) -> Tensor:
         """content [B, Lc, D] (queries), style [B, Ls, D] (memory), pos [1, L, D] -> [B, Lc, D]."""
-        memory = style
+        return self.decode(content, content_pos, self.encode(style, style_pos), style_pos)
+
+    def encode(self, style: Tensor, style_pos: Tensor) -> Tensor:
+        """style [B, Ls, D], style_pos [1, Ls, D] -> the memory [B, Ls, D]: it depends on the
+        style alone, so one memory serves every content stylized with that style."""
         for layer in self.encoder_layers:
-            memory = layer(memory, style_pos)
-        out = content
+            style = layer(style, style_pos)
+        return style
+
+    def decode(
+        self, content: Tensor, content_pos: Tensor, memory: Tensor, style_pos: Tensor
+    ) -> Tensor:
+        """content [B, Lc, D], content_pos [1, Lc, D], memory [B, Ls, D] -> [B, Lc, D]."""
         for layer in self.decoder_layers:
-            out = layer(out, content_pos, memory, style_pos)
-        return self.decoder_norm(out)
+            content = layer(content, content_pos, memory, style_pos)
+        return self.decoder_norm(content)

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from student.checkpoint import save_student
-from student.model import STTRConfig, build_sttr
-from tests.cli import run_job
+from student.model import STTR, STTRConfig, build_sttr
+from tests.cli import run_in_process, run_job
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +73,21 @@ def test_a_folder_of_contents_is_stylized_in_one_call(checkpoint, pictures, tmp_
     assert alone.returncode == 0, alone.stderr
     with Image.open(single) as one, Image.open(out / "a.png") as in_folder:
         assert np.array_equal(np.asarray(one), np.asarray(in_folder))
+
+
+def test_a_folder_encodes_its_style_once(checkpoint, pictures, tmp_path, monkeypatch):
+    content, style = pictures
+    (tmp_path / "in").mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        shutil.copy(content, tmp_path / "in" / name)
+    encoded = []
+    original = STTR.encode_style
+    monkeypatch.setattr(STTR, "encode_style", lambda *a: encoded.append(1) or original(*a))
+    args = ["--student", str(checkpoint), "--style", str(style), "--out", str(tmp_path / "o")]
+    result = run_in_process("stylize", *args, "--content", str(tmp_path / "in"))
+    assert result.returncode == 0, result.stderr
+    assert "wrote 3 images to" in result.stdout
+    assert encoded == [1]
 
 
 def test_export_writes_an_onnx_graph_that_matches_pytorch(checkpoint, tmp_path):

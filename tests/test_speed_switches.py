@@ -70,5 +70,7 @@ def test_compiled_student_stylizes_as_the_eager_one() -> None:
     content, style = torch.rand(3, 64, 96), torch.rand(3, 64, 64)
     reference = stylize(model, content, style, "fp32")
     model.compile(backend="eager", dynamic=False)
+    counters.clear()
     torch.testing.assert_close(stylize(model, content, style, "fp32"), reference)
+    assert counters["stats"]["unique_graphs"] > 0  # the compiled forward ran, not the eager one
     assert list(model.state_dict()) == list(build_sttr(STTRConfig(), "scratch").state_dict())

@@ -17,7 +17,7 @@ from torch import nn
 from common.errors import UserError
 from student.authors_checkpoint import authors_key_map
 from student.checkpoint import load_student, resolve_checkpoint, save_student
-from student.inference import resolve_precision, stylize
+from student.inference import encode_style, resolve_precision, stylize
 from student.model import STTR, STTRConfig, build_sttr, to_tokens
 from student.position_encoding import PositionEmbeddingSine
 from student.train_config import TrainConfig, check_weights
@@ -165,8 +165,8 @@ def test_positions_reach_queries_and_keys_but_never_values() -> None:
         assert not torch.allclose(encoder(style, rand(1, 5, 32)), encoder(style, rand(1, 5, 32)))
 
 
-def test_model_feeds_content_tokens_as_queries(small_model: STTR) -> None:
-    seen: dict[str, torch.Tensor] = {}
+def test_model_feeds_content_tokens_as_queries(small_model: STTR, monkeypatch) -> None:
+    seen: dict[str, object] = {}
     hooks = [
         small_model.content_proj.register_forward_hook(
             lambda _m, _i, out: seen.__setitem__("content", to_tokens(out))
@@ -174,17 +174,42 @@ def test_model_feeds_content_tokens_as_queries(small_model: STTR) -> None:
         small_model.style_proj.register_forward_hook(
             lambda _m, _i, out: seen.__setitem__("style", to_tokens(out))
         ),
-        small_model.transformer.register_forward_pre_hook(
-            lambda _m, args: seen.__setitem__("args", args)
-        ),
     ]
+    transformer = small_model.transformer
+    for name in ("encode", "decode"):  # record each call's arguments, then run it
+        method = getattr(transformer, name)
+        monkeypatch.setattr(
+            transformer, name, lambda *a, _m=method, _n=name: seen.__setitem__(_n, a) or _m(*a)
+        )
     with torch.no_grad():
         small_model(torch.randn(1, 3, 64, 64), torch.randn(1, 3, 256, 256))  # 8x8 tokens each
     for hook in hooks:
         hook.remove()
-    queries, _, memory, _ = seen["args"]
+    queries, _, memory, _ = seen["decode"]
     assert torch.equal(queries, seen["content"])
-    assert torch.equal(memory, seen["style"])
+    assert torch.equal(seen["encode"][0], seen["style"])  # the encoder reads the style tokens
+    assert torch.equal(memory, transformer.encode(*seen["encode"]))  # and the decoder its output
+
+
+def test_a_style_encoded_once_gives_the_same_images_without_its_encoder(
+    small_model: STTR,
+) -> None:
+    """A folder stylized in one style encodes it once: the outputs must not change."""
+    generator = torch.Generator().manual_seed(4)
+    style = torch.rand(3, 80, 50, generator=generator)
+    contents = [
+        torch.rand(3, 64, 96, generator=generator),
+        torch.rand(3, 40, 70, generator=generator),
+    ]
+    expected = [stylize(small_model, content, style) for content in contents]
+    encoded = encode_style(small_model, style)
+    calls = []
+    hook = small_model.style_encoder.register_forward_hook(lambda *_: calls.append(1))
+    got = [stylize(small_model, content, encoded) for content in contents]
+    hook.remove()
+    assert calls == []
+    for out, reference in zip(got, expected, strict=True):
+        torch.testing.assert_close(out, reference, atol=0, rtol=0)
 
 
 def test_output_depends_on_both_inputs(small_model: STTR) -> None:
