@@ -5,7 +5,8 @@ r"""Compare teacher and student on the golden set: metrics.json, contact_sheet.p
         -- python -m jobs.evaluate --data s3://bucket/run --student s3://bucket/run/train/l1
 
 Writes <data>/eval/<name>/. Golden pairs are the manifest lines with split "golden", which no
-training or validation ever reads.
+training or validation ever reads. In an LSAST run, the first image each learned style was
+learned from stands for it (the student's style input, the style measures and the sheet).
 
     python -m jobs.evaluate --data runs/demo --student CKPT --also-teacher lsast \
         --style-prompts styles/01 styles/02 --controlnet lllyasviel/control_v11p_sd15_canny

@@ -223,10 +223,12 @@ class TripleDataset(Dataset):
         return Triple(content, style, target)
 
 
-def load_triple(storage: Storage, line: ManifestLine) -> Triple:
+def load_triple(storage: Storage, line: ManifestLine, style_url: str | None = None) -> Triple:
     """Content and style as the teacher saw them (centre square at the target's size) and the
-    target, each [3, S, S] in [0, 1]; unreadable files raise."""
-    return Triple(*(to_unit_range(image) for image in decode_triple(storage, line)))
+    target, each [3, S, S] in [0, 1]; unreadable files raise. `style_url` as for
+    `decode_triple`."""
+    triple = decode_triple(storage, line, style_url=style_url)
+    return Triple(*(to_unit_range(image) for image in triple))
 
 
 def decode_triple(

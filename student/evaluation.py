@@ -6,6 +6,7 @@ pairs get a column and the same measures of their own."""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -79,9 +80,12 @@ def evaluate_golden(
     meter: ImageMeter,
     set_meter: SetMeter,
     lsast: GoldenLSAST | None = None,
+    style_images: Mapping[str, str] | None = None,
 ) -> GoldenResult:
-    """Score every golden pair, then the set as a whole; with `lsast`, LSAST's images too."""
-    triples = [load_triple(storage, line) for line in lines]
+    """Score every golden pair, then the set as a whole; with `lsast`, LSAST's images too.
+    `style_images`: the image that stands for each learned style (an LSAST run's)."""
+    style_images = style_images or {}
+    triples = [load_triple(storage, line, style_images.get(line.style)) for line in lines]
     lsast_images, lsast_seconds = lsast.stylize(lines, triples) if lsast else ([], [])
     stylize(model, triples[0].content, triples[0].style)  # warm-up, so timings are steady
     pairs, students, rows = [], [], []

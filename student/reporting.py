@@ -8,7 +8,7 @@ from dataclasses import asdict
 from typing import Any
 
 from common.errors import UserError
-from common.manifest import read_manifest
+from common.manifest import ManifestLine, read_manifest
 from common.pictures import training_curves
 from common.storage import Storage, read_url
 from student.checkpoint import load_student, resolve_checkpoint
@@ -16,12 +16,17 @@ from student.evaluation import evaluate_golden, summarize
 from student.golden_lsast import GoldenLSAST
 from student.golden_metrics import ImageMeter, SetMeter
 from student.pretrained import RANDOM
+from teacher_workers.lsast_styles import learned_from
 
 LSAST_NOTES = {
     "lsast": "LSAST beside the run's teacher (--also-teacher lsast): the same measures of its "
     "image of each golden pair, in the learned style named as the golden style image "
     "(also_teacher.lsast.style_prompts)",
     "lsast.seconds": "per pair: its batch's time on this machine, shared out",
+}
+LEARNED_STYLE_NOTES = {
+    "style_images": "an LSAST run's golden style is a learned style: the first image it was "
+    "learned from stands for it (the student's style input, the style measures, the sheet)",
 }
 
 
@@ -62,6 +67,14 @@ def weights_report(sources: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def learned_style_images(lines: list[ManifestLine], options: dict[str, Any]) -> dict[str, str]:
+    """For the pairs of an LSAST run, whose style is a learned style (a prompt file), the image
+    that stands for it in the student's input, the measures and the contact sheet: the first it
+    was learned from. A prompt file that records none is a `UserError`, before any work."""
+    learned = dict.fromkeys(line.style for line in lines if line.teacher == "lsast")
+    return {url: learned_from(url, options)[0] for url in learned}
+
+
 def write_evaluation(
     storage: Storage,
     student_url: str,
@@ -85,12 +98,15 @@ def write_evaluation(
         )
     if lsast:  # every golden style has its learned style, before any work
         extra["also_teacher"] = {"lsast": lsast.report(lines)}
+    style_images = learned_style_images(lines, options)
+    if style_images:
+        extra["style_images"] = style_images
     student_url = resolve_checkpoint(student_url, options)
     # the measuring networks before the model: missing weights fail fast
     meter = ImageMeter(weights.get("vgg"), weights.get("lpips"), options)
     set_meter = SetMeter(len(lines), weights.get("inception"), options)
     model, config = load_student(student_url, options)
-    result = evaluate_golden(storage, lines, model, meter, set_meter, lsast)
+    result = evaluate_golden(storage, lines, model, meter, set_meter, lsast, style_images)
     metrics_url = metrics_url or posixpath.join(
         posixpath.dirname(student_url.rstrip("/")), "metrics.jsonl"
     )
@@ -117,6 +133,7 @@ def write_evaluation(
             "teacher.seconds": "per pair inside its tile, as recorded by generation",
             "student.seconds": "one forward pass on this machine's CPU/GPU",
             **(LSAST_NOTES if lsast else {}),
+            **(LEARNED_STYLE_NOTES if style_images else {}),
         },
     }
     folder = f"eval/{name}"

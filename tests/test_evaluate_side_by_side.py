@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ from PIL import Image
 from torchvision.models import alexnet
 
 from common.errors import UserError
-from common.manifest import read_manifest
+from common.manifest import manifest_parts, read_manifest, write_lines
 from common.pictures import CELL, DPI
 from common.run_info import write_run_info
 from common.storage import Storage
@@ -116,3 +116,31 @@ def test_a_golden_style_without_its_learned_style_is_one_clear_line(run) -> None
         evaluate_run(run, "missing", "--style-prompts", run["prompts"][0])
     with pytest.raises(UserError, match="the run's own teacher is LSAST"):
         GoldenLSAST.from_run({"kind": "lsast"}, run["prompts"], LSASTFlags(), {})
+
+
+def test_an_lsast_run_is_measured_against_the_images_its_styles_were_learned_from(
+    run, tmp_path
+) -> None:
+    """An LSAST run's golden style is a prompt file: the first image it was learned from stands
+    for it, as the student's style input and in the style measures."""
+    storage = write_synthetic_run(tmp_path / "data", n_content=2, n_style=2, size=64)
+    images = sorted({line.style for line in read_manifest(storage)})
+    learned = {  # the second image recorded is never the one shown
+        image: str(write_prompt_files(tmp_path / f"learned{k}", 1, images=[image, other])[0])
+        for k, (image, other) in enumerate(zip(images, images[::-1], strict=True))
+    }
+    for key, lines in manifest_parts(storage, "t0").items():
+        lsast = [replace(line, teacher="lsast", style=learned[line.style]) for line in lines]
+        write_lines(storage, key, lsast)
+    lsast_run = {**run, "data": str(tmp_path / "data")}
+    metrics, _ = evaluate_run(lsast_run, "lsast")
+    assert metrics["style_images"] == {prompts: image for image, prompts in learned.items()}
+    meter = ImageMeter(run["vgg"], run["lpips"])
+    lines = read_manifest(storage, splits=("golden",))
+    for line, pair in zip(lines, metrics["pairs"], strict=True):
+        assert pair["style"] == line.style
+        image = metrics["style_images"][line.style]
+        triple = load_triple(storage, replace(line, teacher="styleid", style=image))
+        want = meter.against_inputs(triple.target, meter.inputs(triple.content, triple.style))
+        for figure, value in want.items():
+            assert pair["teacher"][figure] == pytest.approx(value, rel=1e-4, abs=1e-6)
