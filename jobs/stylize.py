@@ -101,8 +101,9 @@ def with_teacher(args: Args) -> torch.Tensor:
         return engine.stylize_tile(content[None], style[None], progress=bar.update)[0, 0]
 
 
-def with_student(args: Args, contents: list[str]) -> Iterator[torch.Tensor]:
-    """Every content stylized with one model and one style, each yielded as it is done."""
+def with_student(args: Args, contents: list[str]) -> Iterator[torch.Tensor | UserError]:
+    """Every content stylized with one model and one style, each yielded as it is done; of
+    several, one that cannot be read is yielded as its error, so the others still get done."""
     options = args.storage
     style = read_image(args.style, options, args.max_side)
     model = for_inference(load_student(resolve_checkpoint(args.student, options), options)[0])
@@ -112,7 +113,14 @@ def with_student(args: Args, contents: list[str]) -> Iterator[torch.Tensor]:
     encoded = encode_style(model, style, precision)  # once: it serves every content
     bar = tqdm(contents, desc=f"student ({precision})", unit="image", disable=len(contents) == 1)
     for url in bar:
-        yield stylize(model, read_image(url, options, args.max_side), encoded, precision)
+        try:
+            content = read_image(url, options, args.max_side)
+        except UserError as exc:
+            if len(contents) == 1:
+                raise
+            yield exc
+            continue
+        yield stylize(model, content, encoded, precision)
 
 
 def output_names(contents: list[str]) -> list[str]:
@@ -122,6 +130,17 @@ def output_names(contents: list[str]) -> list[str]:
     if clashes:
         raise UserError(f"--content: several images would be written as {', '.join(clashes)}")
     return names
+
+
+def unread_message(failed: dict[str, str], total: int, out: str) -> str:
+    """One line for the contents of a folder that could not be read: the first one's reason,
+    and the names of up to five more."""
+    first, *others = failed
+    more = f"; also {', '.join(posixpath.basename(url) for url in others[:5])}" if others else ""
+    return (
+        f"{len(failed)} of {total} contents could not be read (the others are in {out}): "
+        f"{failed[first]}{more}{' ...' if len(others) > 5 else ''}"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -138,9 +157,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_fs.makedirs(posixpath.dirname(targets[0]), exist_ok=True)
     start = time.perf_counter()
     results = with_student(args, contents) if args.student else [with_teacher(args)]
-    for target, result in zip(targets, results, strict=True):
-        out_fs.pipe_file(target, png_bytes(result))
+    failed: dict[str, str] = {}  # content URL -> why it could not be read
+    for url, target, result in zip(contents, targets, results, strict=True):
+        if isinstance(result, UserError):
+            failed[url] = str(result)
+        else:
+            out_fs.pipe_file(target, png_bytes(result))
     seconds = time.perf_counter() - start
+    if failed:
+        raise UserError(unread_message(failed, len(contents), args.out))
     if many:
         print(f"wrote {len(contents)} images to {args.out} ({seconds / len(contents):.2f} s each)")
     else:

@@ -90,6 +90,27 @@ def test_a_folder_encodes_its_style_once(checkpoint, pictures, tmp_path, monkeyp
     assert encoded == [1]
 
 
+def test_unreadable_contents_of_a_folder_are_named_and_the_rest_are_written(
+    checkpoint, pictures, tmp_path
+):
+    content, style = pictures
+    (tmp_path / "in").mkdir()
+    for name in ("a.png", "c.png"):
+        shutil.copy(content, tmp_path / "in" / name)
+    for name in ("b.png", "d.jpg"):
+        (tmp_path / "in" / name).write_bytes(b"not an image")
+    out = tmp_path / "styled"
+    args = ["--student", str(checkpoint), "--style", str(style), "--out", str(out)]
+    result = run_in_process("stylize", *args, "--content", str(tmp_path / "in"))
+    assert result.returncode == 2
+    lines = [x for x in result.stderr.splitlines() if x.strip() and not x.startswith("student (")]
+    assert lines == [
+        f"error: 2 of 4 contents could not be read (the others are in {out}): "
+        f"{tmp_path / 'in' / 'b.png'}: not a readable image; also d.jpg"
+    ]
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "c.png"]
+
+
 def test_export_writes_an_onnx_graph_that_matches_pytorch(checkpoint, tmp_path):
     out = tmp_path / "sttr.onnx"
     result = run_job(
