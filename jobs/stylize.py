@@ -9,9 +9,10 @@ r"""Stylize content images with one style, with a teacher (StyleID or LSAST) or 
 The teacher works on centre-cropped squares of --resolution; the student keeps the content's
 aspect ratio, its longer side scaled to --max-side, and takes a folder or glob of contents in
 one call (one PNG per content under --out, named after it, with a progress bar), encoding the
-style once for them all. The student runs channels-last, and in bfloat16 where that is faster
-than fp32 on this machine (within 35 dB PSNR of fp32; see the README); --precision fp32 forces
-the reference output.
+style once for them all; contents that cannot be read are named in one error line at the end,
+after the others are written. The student runs channels-last, and in bfloat16 where that is
+faster than fp32 on this machine (within 35 dB PSNR of fp32; see the README); --precision fp32
+forces the reference output.
 """
 
 from __future__ import annotations
