@@ -94,7 +94,7 @@ def pair_flag(sep: str, flag: str, metavar: str, auto: str | None = None) -> obj
         if args[0] == auto:
             return None
         if not (first.isdigit() and second.isdigit()):
-            raise UserError(f"{flag} must look like A{sep}B with integers, got {args[0]!r}")
+            raise UserError(f"{flag} must look like {metavar} with integers, got {args[0]!r}")
         if int(first) < 1 or int(second) < 1:
             raise UserError(f"{flag} values must be >= 1, got {args[0]!r}")
         return int(first), int(second)

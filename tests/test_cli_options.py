@@ -15,6 +15,7 @@ import tyro
 from tyro.constructors import PrimitiveConstructorSpec
 
 from common.cli import parse
+from common.errors import UserError
 from jobs import evaluate, export, generate, pipeline, prepare_models, stylize
 from student.train_config import TrainConfig
 
@@ -86,3 +87,21 @@ def test_every_flag_default_in_help_is_the_config_default(module, monkeypatch, c
     expected = expected_defaults(CONFIGS[module])
     assert expected, module
     assert shown == expected
+
+
+@pytest.mark.parametrize(
+    ("config", "argv", "message"),
+    [
+        (export.Args, ["--check-sizes", "64x64", "abc"], "--check-sizes must look like HxW with"),
+        (generate.Args, ["--tile", "12"], "--tile must look like AxB|auto with integers, got '12'"),
+        (generate.Args, ["--workers", "0:2"], "--workers values must be >= 1, got '0:2'"),
+        (generate.Args, ["--workers", "1-2"], "--workers must look like MIN:MAX with integers"),
+    ],
+)
+def test_a_malformed_pair_flag_names_its_own_form(config, argv, message) -> None:
+    required = {
+        export.Args: ["--student", "ckpt", "--onnx", "x.onnx"],
+        generate.Args: ["--content", "c", "--styles", "s", "--out", "o"],
+    }[config]
+    with pytest.raises(UserError, match=re.escape(message)):
+        parse(config, [*required, *argv], "prog", "")
