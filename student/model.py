@@ -141,9 +141,9 @@ class STTR(nn.Module):
     def forward(self, content: Tensor, style: Tensor | EncodedStyle) -> Tensor:
         """content [B, 3, H, W], style [B, 3, Hs, Ws] or as `encode_style` returned it ->
         [B, 3, H, W]; image sides multiples of 32."""
+        if not torch.jit.is_tracing():  # traced exports keep H and W symbolic
+            check_inputs(content, style)
         if isinstance(style, Tensor):
-            if not torch.jit.is_tracing():  # traced exports keep H and W symbolic
-                check_inputs(content, style)
             style = self.encode_style(style)
         c = self.content_encoder(content)  # [B, 512, H/8, W/8]
         out = self.transformer.decode(
@@ -163,9 +163,11 @@ class STTR(nn.Module):
         return EncodedStyle(self.transformer.encode(to_tokens(self.style_proj(s)), pos), pos)
 
 
-def check_inputs(content: Tensor, style: Tensor) -> None:
-    """ValueError unless both are [B, 3, H, W] batches of one size B with sides multiples of 32."""
-    for name, x in (("content", content), ("style", style)):
+def check_inputs(content: Tensor, style: Tensor | EncodedStyle) -> None:
+    """ValueError unless content (and a style image) are [B, 3, H, W] with sides multiples of
+    32, and content and style have one batch size B."""
+    images = {"content": content, **({"style": style} if isinstance(style, Tensor) else {})}
+    for name, x in images.items():
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"{name} must be [B, 3, H, W], got {list(x.shape)}")
         if x.shape[2] % SIZE_MULTIPLE or x.shape[3] % SIZE_MULTIPLE:
@@ -173,8 +175,9 @@ def check_inputs(content: Tensor, style: Tensor) -> None:
                 f"{name} height and width must be multiples of {SIZE_MULTIPLE}, "
                 f"got {x.shape[2]}x{x.shape[3]}"
             )
-    if content.shape[0] != style.shape[0]:
-        raise ValueError(f"batch sizes differ: content {content.shape[0]}, style {style.shape[0]}")
+    batch = style.shape[0] if isinstance(style, Tensor) else style.memory.shape[0]
+    if content.shape[0] != batch:
+        raise ValueError(f"batch sizes differ: content {content.shape[0]}, style {batch}")
 
 
 def build_sttr(

@@ -93,6 +93,12 @@ def test_sizes_must_be_multiples_of_32(small_model: STTR) -> None:
         small_model(torch.randn(1, 3, 64, 80), torch.randn(1, 3, 64, 64))
     with pytest.raises(ValueError, match="batch sizes differ"):
         small_model(torch.randn(2, 3, 64, 64), torch.randn(1, 3, 64, 64))
+    with torch.no_grad():
+        encoded = small_model.encode_style(torch.randn(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="content height and width must be multiples of 32"):
+        small_model(torch.randn(1, 3, 64, 80), encoded)
+    with pytest.raises(ValueError, match="batch sizes differ: content 2, style 1"):
+        small_model(torch.randn(2, 3, 64, 64), encoded)
 
 
 def test_position_encoding_known_values() -> None:
