@@ -11,7 +11,7 @@ item, never the run.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -71,8 +71,13 @@ class Splits:
         return f"Splits(train={len(self.train)} pairs, val={len(self.val)} pairs)"
 
     def learned_styles(self) -> list[str]:
-        """The prompt files the lines name as styles (pairs LSAST made), sorted."""
-        return sorted({line.style for line in (*self.train, *self.val) if line.teacher == "lsast"})
+        """The prompt files the train and val lines name as styles, sorted."""
+        return learned_styles([*self.train, *self.val])
+
+
+def learned_styles(lines: Iterable[ManifestLine]) -> list[str]:
+    """The prompt files the lines name as styles (pairs LSAST made), sorted."""
+    return sorted({line.style for line in lines if line.teacher == "lsast"})
 
 
 def read_splits(storage: Storage, teacher_hash: str | None = None) -> Splits:

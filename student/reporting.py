@@ -12,6 +12,7 @@ from common.manifest import ManifestLine, read_manifest
 from common.pictures import training_curves
 from common.storage import Storage, read_url
 from student.checkpoint import load_student, resolve_checkpoint
+from student.dataset import learned_styles
 from student.evaluation import evaluate_golden, summarize
 from student.golden_lsast import GoldenLSAST
 from student.golden_metrics import ImageMeter, SetMeter
@@ -71,8 +72,7 @@ def learned_style_images(lines: list[ManifestLine], options: dict[str, Any]) -> 
     """For the pairs of an LSAST run, whose style is a learned style (a prompt file), the image
     that stands for it in the student's input, the measures and the contact sheet: the first it
     was learned from. A prompt file that records none is a `UserError`, before any work."""
-    learned = dict.fromkeys(line.style for line in lines if line.teacher == "lsast")
-    return {url: learned_from(url, options)[0] for url in learned}
+    return {url: learned_from(url, options)[0] for url in learned_styles(lines)}
 
 
 def write_evaluation(
