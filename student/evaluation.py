@@ -22,9 +22,7 @@ from student.golden_lsast import GoldenLSAST
 from student.golden_metrics import ImageMeter, PairInputs, SetMeter
 from student.inference import stylize
 
-SHEET_COLUMNS = ("content", "style", "teacher", "student")
-# with LSAST beside the run's teacher (a StyleID run: LSAST runs have no style images)
-SIDE_BY_SIDE_COLUMNS = ("content", "style", "StyleID (teacher)", "LSAST", "student")
+TEACHER_NAMES = {"styleid": "StyleID", "lsast": "LSAST"}  # ManifestLine.teacher -> the paper's
 SHEET_ROWS = 16  # pairs on the contact sheet: a readable picture, not one per pair of 800
 
 
@@ -115,8 +113,15 @@ def evaluate_golden(
         {side: means[side]["lpips_content"] for side in stylized},
     )
     title = f"golden pairs 1-{len(rows)} of {len(pairs)}" if len(rows) < len(pairs) else ""
-    columns = SIDE_BY_SIDE_COLUMNS if lsast else SHEET_COLUMNS
+    columns = sheet_columns(lines[0].teacher, beside_lsast=lsast is not None)
     return GoldenResult(pairs, set_scores, contact_sheet(columns, rows, title))
+
+
+def sheet_columns(teacher: str, beside_lsast: bool) -> tuple[str, ...]:
+    """The contact sheet's column titles: the run's teacher by name, so a sheet of an LSAST run
+    does not pass for StyleID's; `beside_lsast`: LSAST's column beside a StyleID run's."""
+    also = ("LSAST",) if beside_lsast else ()
+    return ("content", "style", f"{TEACHER_NAMES[teacher]} (teacher)", *also, "student")
 
 
 def summarize(pairs: list[PairScores]) -> dict[str, dict[str, float | None]]:

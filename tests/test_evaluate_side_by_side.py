@@ -21,6 +21,7 @@ from common.storage import Storage
 from jobs import evaluate
 from student.checkpoint import save_student
 from student.dataset import load_triple
+from student.evaluation import sheet_columns
 from student.golden_lsast import GoldenLSAST
 from student.golden_metrics import ImageMeter
 from student.model import STTRConfig, build_sttr
@@ -144,3 +145,18 @@ def test_an_lsast_run_is_measured_against_the_images_its_styles_were_learned_fro
         want = meter.against_inputs(triple.target, meter.inputs(triple.content, triple.style))
         for figure, value in want.items():
             assert pair["teacher"][figure] == pytest.approx(value, rel=1e-4, abs=1e-6)
+
+
+def test_the_contact_sheet_names_the_runs_teacher() -> None:
+    assert sheet_columns("styleid", beside_lsast=False) == (
+        "content",
+        "style",
+        "StyleID (teacher)",
+        "student",
+    )
+    assert sheet_columns("lsast", beside_lsast=False)[2] == "LSAST (teacher)"
+    assert sheet_columns("styleid", beside_lsast=True)[2:] == (
+        "StyleID (teacher)",
+        "LSAST",
+        "student",
+    )
