@@ -17,6 +17,7 @@ from PIL import Image
 DPI = 100
 CURVES_SIZE = (8.0, 6.0)  # inches: 800 x 600 px at DPI
 CELL = 2.2  # inches per contact-sheet image
+TERM_COLOURS = ("tab:purple", "tab:brown", "tab:pink", "tab:gray")  # not the losses' colours
 
 
 def png(figure: Figure) -> bytes:
@@ -54,25 +55,39 @@ def contact_sheet(
 
 
 def training_curves(
-    epochs: Sequence[int], losses: Mapping[str, Sequence[float]], learning_rate: Sequence[float]
+    epochs: Sequence[int],
+    losses: Mapping[str, Sequence[float]],
+    learning_rate: Sequence[float],
+    terms: Mapping[str, Sequence[float]] | None = None,
 ) -> bytes:
-    """Losses per epoch above, the learning rate (log scale) below, on a shared epoch axis;
-    legends sit outside the plots so they never hide a line."""
+    """Losses per epoch on top, the learning rate (log scale) at the bottom, on a shared epoch
+    axis; with `terms`, the loss's terms between them on a log scale, where a term orders of
+    magnitude below the other (a Gram term that does not matter) still shows. Legends sit
+    outside the plots so they never hide a line."""
     figure = Figure(figsize=CURVES_SIZE, layout="constrained")
-    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(2, 1))
+    ratios = (2, 1.5, 1) if terms else (2, 1)
+    panels = figure.subplots(len(ratios), 1, sharex=True, height_ratios=ratios)
+    top, bottom = panels[0], panels[-1]
     if not epochs:
         top.text(0.5, 0.5, "no training metrics found", ha="center", transform=top.transAxes)
     for name, values in losses.items():
         top.plot(epochs, values, marker="o", label=name)
     top.set_ylabel("loss")
     top.set_title("training curves")
+    if terms:
+        middle = panels[1]
+        for (name, values), colour in zip(terms.items(), TERM_COLOURS, strict=False):
+            middle.plot(epochs, values, marker=".", linestyle="--", color=colour, label=name)
+        middle.set_ylabel("loss term")
+        if min(v for values in terms.values() for v in values) > 0:
+            middle.set_yscale("log")
     bottom.plot(epochs, learning_rate, marker="o", color="tab:green", label="learning rate")
     bottom.set_ylabel("learning rate")
     bottom.set_xlabel("epoch")
     if epochs and min(learning_rate) > 0:
         bottom.set_yscale("log")
     bottom.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-    for ax in (top, bottom):
+    for ax in panels:
         ax.grid(True, which="both", alpha=0.3)
         if epochs:
             ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)

@@ -41,7 +41,13 @@ def read_training_metrics(url: str, options: dict[str, Any]) -> list[dict[str, A
 
 
 def curves(records: list[dict[str, Any]]) -> bytes:
-    """curves.png: train/val loss and learning rate over epochs."""
+    """curves.png: train/val loss, the train loss's pixel and Gram terms (absent from the
+    records of older runs) and the learning rate, over epochs."""
+    terms = {
+        f"train {label}": [r[f"train_loss_{term}"] for r in records]
+        for term, label in (("mse", "pixel MSE term"), ("gram", "Gram term"))
+        if records and all(f"train_loss_{term}" in r for r in records)
+    }
     return training_curves(
         [r["epoch"] for r in records],
         {
@@ -49,6 +55,7 @@ def curves(records: list[dict[str, Any]]) -> bytes:
             "val loss": [r["val_loss"] for r in records],
         },
         [r["lr"] for r in records],
+        terms,
     )
 
 

@@ -291,5 +291,16 @@ def test_curves_are_two_labelled_plots_with_every_series():
     assert curves.size == (800, 600)
     for colour in ((31, 119, 180), (255, 127, 14), (44, 160, 44)):  # tab:blue, orange, green
         assert count(curves, colour, tolerance=2) > 50
+    # the loss's terms get a panel of their own, on a log scale: a Gram term a thousand times
+    # below the pixel term still shows
+    terms = {"train pixel MSE term": [0.9, 0.45, 0.35], "train Gram term": [1e-3, 8e-4, 5e-4]}
+    with_terms = png_image(
+        training_curves([1, 2, 3], {"train loss": [1, 0.5, 0.4]}, [1e-4] * 3, terms)
+    )
+    assert with_terms.size == (800, 600)
+    purple, brown = (148, 103, 189), (140, 86, 75)  # tab:purple, tab:brown
+    assert count(with_terms, purple, tolerance=2) > 50
+    assert count(with_terms, brown, tolerance=2) > 50
+    assert count(curves, purple, tolerance=2) == 0
     empty = png_image(training_curves([], {"train loss": [], "val loss": []}, []))
     assert empty.size == (800, 600)
