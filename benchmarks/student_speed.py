@@ -117,7 +117,7 @@ def onnx_runner(model: torch.nn.Module, threads: int, folder: str, int8: bool = 
     import onnxruntime
 
     path = f"{folder}/sttr.onnx"
-    export_onnx(model, path)
+    Path(path).write_bytes(export_onnx(model))
     if int8:
         path = int8_export(path, folder)
     options = onnxruntime.SessionOptions()

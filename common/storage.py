@@ -104,11 +104,10 @@ def absolute_url(url: str) -> str:
     return os.path.abspath(local) if is_local(url) else url
 
 
-def open_fs(
-    url: str, options: Mapping[str, Any] | None = None
-) -> tuple[fsspec.AbstractFileSystem, str]:
+def open_fs(url: str, options: Mapping[str, Any] | None) -> tuple[fsspec.AbstractFileSystem, str]:
     """Filesystem and path for a URL, with the storage `options` unless it is local (those are
-    for the object store); an unknown protocol or missing backend is a `UserError`."""
+    for the object store); an unknown protocol or missing backend is a `UserError`. `options`
+    has no default, so that no caller can drop the run's options by forgetting them."""
     if not url or not isinstance(url, str):
         raise UserError(f"expected a path or URL, got {url!r}")
     try:
@@ -117,8 +116,9 @@ def open_fs(
         raise UserError(f"cannot open {url!r}: {exc}") from None
 
 
-def read_url(url: str, options: Mapping[str, Any] | None = None) -> bytes:
-    """Whole object at a URL; every failure is a `UserError`.
+def read_url(url: str, options: Mapping[str, Any] | None) -> bytes:
+    """Whole object at a URL, opened with the run's storage `options` (as `open_fs`); every
+    failure is a `UserError`.
 
     A missing object is a `MissingInput`; a local file the system refuses to read (permission,
     symlink loop, a directory, a socket) an `UnreadableInput` naming the errno. Anything else

@@ -8,6 +8,7 @@ multiples of 32, any size) and returns the stylized content in the same space.
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -15,6 +16,7 @@ from typing import Annotated
 
 from common.cli import StorageJobArgs, pair_flag, parse, run_cli
 from common.errors import UserError
+from common.storage import Storage
 from student.checkpoint import load_student, resolve_checkpoint
 from student.export import check_onnx, export_onnx, require_onnx
 
@@ -44,9 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse(Args, argv, "jobs.export", __doc__)
     require_onnx()
     model, _ = load_student(resolve_checkpoint(args.student, args.storage), args.storage)
-    export_onnx(model, args.onnx, example_size=args.example_size)
+    graph = export_onnx(model, example_size=args.example_size)
+    folder, name = posixpath.split(args.onnx)
+    Storage(folder or ".", args.storage).write_bytes(name, graph)
     if args.check_sizes:
-        diff = check_onnx(model, args.onnx, args.check_sizes)
+        diff = check_onnx(model, graph, args.check_sizes)
         sizes = " ".join(f"{h}x{w}" for h, w in args.check_sizes)
         print(f"ONNX Runtime vs PyTorch at {sizes}: max |diff| {diff:.2e}")
         if diff > TOLERANCE:

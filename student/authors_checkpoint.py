@@ -13,6 +13,8 @@ import io
 import logging
 import pickle
 import re
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -58,10 +60,10 @@ def authors_key_map(model: nn.Module) -> dict[str, str]:
     return {authors_name(key): key for key in model.state_dict()}
 
 
-def load_authors_checkpoint(model: nn.Module, url: str) -> None:
+def load_authors_checkpoint(model: nn.Module, url: str, options: Mapping[str, Any] | None) -> None:
     """Load the authors' weights into `model`; a missing, unreadable or mismatched file is a
     `UserError`, keys the model does not have are ignored with one warning."""
-    theirs = read_authors_state(url)
+    theirs = read_authors_state(url, options)
     key_map = authors_key_map(model)
     own = model.state_dict()
     renamed = {key_map[key]: value for key, value in theirs.items() if key in key_map}
@@ -89,9 +91,10 @@ def load_authors_checkpoint(model: nn.Module, url: str) -> None:
     model.load_state_dict(renamed)
 
 
-def read_authors_state(url: str) -> dict[str, Tensor]:
-    """The "model" state dict of an authors' checkpoint, read with `weights_only=True`."""
-    data = read_url(url)
+def read_authors_state(url: str, options: Mapping[str, Any] | None) -> dict[str, Tensor]:
+    """The "model" state dict of an authors' checkpoint at a path or URL (read with the run's
+    storage `options`), loaded with `weights_only=True`."""
+    data = read_url(url, options)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import io
-import posixpath
 from collections.abc import Sequence
 
 import numpy as np
@@ -12,7 +11,6 @@ import torch
 from torch import nn
 
 from common.errors import UserError
-from common.storage import Storage, read_url
 from student.inference import eval_mode
 
 OPSET = 17
@@ -37,8 +35,8 @@ def require_onnx() -> None:
             ) from None
 
 
-def export_onnx(model: nn.Module, path: str, example_size: int = 256) -> None:
-    """Write `model` (eval mode) as ONNX to a path or URL: inputs "content" and "style",
+def export_onnx(model: nn.Module, example_size: int = 256) -> bytes:
+    """`model` (eval mode) as an ONNX graph: inputs "content" and "style",
     output "stylized", all [B, 3, H, W] ImageNet-normalized, with batch and sides dynamic
     (sides must still be multiples of 32). Uses the TorchScript exporter (`dynamo=False`),
     which keeps the dynamic sizes through the attention and the positional encoding."""
@@ -56,17 +54,16 @@ def export_onnx(model: nn.Module, path: str, example_size: int = 256) -> None:
             opset_version=OPSET,
             dynamo=False,
         )
-    root, name = posixpath.split(path)
-    Storage(root or ".").write_bytes(name, buffer.getvalue())
+    return buffer.getvalue()
 
 
-def check_onnx(model: nn.Module, path: str, sizes: Sequence[tuple[int, int]]) -> float:
+def check_onnx(model: nn.Module, graph: bytes, sizes: Sequence[tuple[int, int]]) -> float:
     """Largest absolute difference between onnxruntime (CPU) and PyTorch outputs, over one
     seeded random pair per size (H, W): content H x W with a style of W x H, so content and
     style sizes differ whenever H != W."""
     import onnxruntime  # the onnx extra: see require_onnx
 
-    session = onnxruntime.InferenceSession(read_url(path), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])
     param = next(model.parameters())
     generator = torch.Generator().manual_seed(0)
     worst = 0.0

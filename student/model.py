@@ -195,5 +195,5 @@ def build_sttr(
             backbone_weights, options, model.content_encoder, model.style_encoder
         )
     elif init != "scratch":
-        load_authors_checkpoint(model, init)
+        load_authors_checkpoint(model, init, options)
     return model

@@ -6,7 +6,9 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+import s3fs
 import torch
 from PIL import Image
 
@@ -127,6 +129,19 @@ def test_export_writes_an_onnx_graph_that_matches_pytorch(checkpoint, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "max |diff|" in result.stdout and out.stat().st_size > 1_000_000
+
+
+def test_export_writes_to_object_storage_with_the_storage_options(checkpoint, s3_bucket):
+    """The graph goes to a store of its own endpoint, through the command's storage options."""
+    url, options = s3_bucket
+    endpoint = options["client_kwargs"]["endpoint_url"]
+    flags = [f"--storage-option={k}={options[k]}" for k in ("key", "secret")]
+    flags += [f"--storage-option=client_kwargs.endpoint_url={endpoint}"]
+    args = ["--student", str(checkpoint), "--onnx", f"{url}/onnx/sttr.onnx", *flags]
+    result = run_in_process("export", *args, "--example-size", "64", "--check-sizes", "64x64")
+    assert result.returncode == 0, result.stderr
+    graph = onnx.load_from_string(s3fs.S3FileSystem(**options).cat_file(f"{url}/onnx/sttr.onnx"))
+    assert [i.name for i in graph.graph.input] == ["content", "style"]
 
 
 @pytest.mark.parametrize("module", ["stylize", "export"])

@@ -66,7 +66,7 @@ def test_local_writes_leave_no_temporary_files(tmp_path: Path) -> None:
 
 def test_read_url_of_a_missing_object_is_a_user_error(memory_root: str) -> None:
     with pytest.raises(UserError, match="no such file"):
-        read_url(f"{memory_root}/nothing.png")
+        read_url(f"{memory_root}/nothing.png", None)
 
 
 def test_read_url_names_why_a_local_file_cannot_be_read(tmp_path: Path) -> None:
@@ -82,7 +82,7 @@ def test_read_url_names_why_a_local_file_cannot_be_read(tmp_path: Path) -> None:
     }
     for name, reason in expected.items():
         with pytest.raises(UnreadableInput) as caught:
-            read_url(str(tmp_path / name))
+            read_url(str(tmp_path / name), None)
         assert str(caught.value) == f"cannot read {tmp_path / name}: {reason}"
 
 

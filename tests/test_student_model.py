@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import s3fs
 import torch
 import torchvision
 from torch import nn
@@ -584,3 +585,16 @@ def test_auto_precision_is_bf16_on_cuda_and_a_measured_choice_on_a_cpu() -> None
     assert resolve_precision("auto", cpu) in ("bf16", "fp32")
     with pytest.raises(ValueError, match="precision must be one of"):
         stylize(nn.Conv2d(3, 3, 1), torch.rand(3, 32, 32), torch.rand(3, 32, 32), "fp16")
+
+
+def test_an_authors_checkpoint_in_object_storage_is_read_with_the_runs_options(
+    s3_bucket: tuple[str, dict], tmp_path: Path
+) -> None:
+    """`--init s3://...` on a store of its own endpoint: the storage options reach the read."""
+    url, options = s3_bucket
+    state = distinct_state(authors_model(SMALL))
+    local = save_authors_checkpoint(state, tmp_path / "checkpoint0005.pth")
+    s3fs.S3FileSystem(**options).put_file(local, f"{url}/checkpoint0005.pth")
+    loaded = build_sttr(SMALL, init=f"{url}/checkpoint0005.pth", options=options).state_dict()
+    expected = build_sttr(SMALL, init=local).state_dict()
+    assert all(torch.equal(loaded[key], value) for key, value in expected.items())
