@@ -37,7 +37,8 @@ class JobArgs:
     parsing, so that Ray's loggers are quiet from the first line."""
 
     verbose: bool = False
-    """print Ray's own log lines too (by default only errors: the rest stays in Ray's logs)"""
+    """print Ray's own log lines too (by default only errors: the rest goes to the run's log
+    file and Ray's logs)"""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,15 +55,17 @@ def run_cli(
 ) -> None:
     """Run an entry point; a `UserError` becomes one `error: ...` line and exit code 2.
 
-    Quiet unless `--verbose`: Ray's loggers in this process print only errors (`connect_ray`
-    does the same for Ray's workers), ours print from INFO up.
+    Quiet unless `--verbose`: Ray's loggers in this process print only errors to the console
+    (`connect_ray` does the same for Ray's workers) and keep INFO for the run's log file
+    (`common.run_log`); ours print from INFO up.
     """
     if "--verbose" in (sys.argv[1:] if argv is None else argv):
         os.environ[VERBOSE_ENV] = "1"
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     import ray  # noqa: F401  (importing Ray sets its logger to INFO: first, so that ours holds)
 
-    logging.getLogger("ray").setLevel(ray_log_level())
+    for handler in logging.getLogger("ray").handlers:  # its console handler
+        handler.setLevel(ray_log_level())
     try:
         code = main(argv)
     except UserError as exc:

@@ -20,7 +20,7 @@ import ray
 import ray.data  # configures Ray Data's loggers, which `connect_ray` quiets
 from fsspec.implementations.local import LocalFileSystem
 
-from common.cli import ray_log_level, verbose
+from common.cli import verbose
 from common.storage import Storage
 
 
@@ -48,7 +48,7 @@ def connect_ray() -> None:
             )
 
     options = {
-        "logging_level": ray_log_level(),
+        "logging_level": logging.INFO,  # for the run's log file; the console is `run_cli`'s
         "runtime_env": {"worker_process_setup_hook": setup_worker},
     }
     if not (address := os.environ.get("RAY_ADDRESS")):
@@ -59,7 +59,10 @@ def connect_ray() -> None:
         # Ray Data prints a failed work unit's whole remote traceback, ~200 lines, before the
         # job's own `error:` line names its cause: the console gets none, the log file all
         for handler in logging.getLogger("ray.data").handlers:
-            if isinstance(handler, logging.StreamHandler):  # not its file handler
+            # its console handler: not its own file's, nor the run's log file (`run_log`)
+            if isinstance(handler, logging.StreamHandler) and not isinstance(
+                handler, logging.FileHandler
+            ):
                 handler.setLevel(logging.CRITICAL)
         print(f"Ray's logs: {context.address_info['session_dir']}/logs (--verbose prints them)")
 

@@ -148,7 +148,7 @@ class Storage:
         self.fs, path = open_fs(root, self.options)
         self.root_path = path.rstrip("/")
         self.root = absolute_url(root).rstrip("/")
-        self._local = isinstance(self.fs, LocalFileSystem)
+        self.is_local = isinstance(self.fs, LocalFileSystem)
 
     def path(self, key: str) -> str:
         """Filesystem path of a key."""
@@ -175,7 +175,7 @@ class Storage:
             raise UserError(f"cannot write {self.url(key)}: {first_line(exc)}") from None
 
     def _put(self, target: str, data: bytes) -> None:
-        if self._local:
+        if self.is_local:
             self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
             temp = f"{target}.tmp-{uuid.uuid4().hex}"
             self.fs.pipe_file(temp, data)

@@ -34,6 +34,7 @@ from common.manifest import forget_failures, listed_pairs
 from common.planning import VAL_FRACTION, Combination, Pair, make_tiles, plan_grid, plan_recipe
 from common.ray_connect import connect_ray
 from common.run_info import write_run_info
+from common.run_log import run_log
 from common.storage import Storage
 from teacher_workers.generation import PoolConfig, generate
 from teacher_workers.lsast_styles import prompt_file_urls
@@ -141,6 +142,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     pairs, blocks = plan(args)
     storage = Storage(args.out, args.storage)
     storage.check_writable()
+    with run_log(storage, "generate"):
+        return run(args, teacher, pairs, blocks, storage)
+
+
+def run(
+    args: Args,
+    teacher: TeacherOptions,
+    pairs: list[Pair],
+    blocks: list[Combination],
+    storage: Storage,
+) -> int:
+    """Tile the pairs no manifest lists yet and generate them on Ray."""
     connect_ray()
     gpus = gpus_per_worker(args.pool, teacher)
     pool = replace(args.pool, gpus_per_worker=gpus)

@@ -36,6 +36,7 @@ from common.errors import UserError, first_line
 from common.inputs import expand_images
 from common.pictures import loss_curve
 from common.ray_connect import connect_ray, ray_filesystem
+from common.run_log import run_log
 from common.storage import Storage, StorageOptions, absolute_url, read_url
 from teacher_workers.lsast_generator import LSASTPromptGenerator, generator_bytes, new_generator
 from teacher_workers.lsast_styles import PROMPT_FILE
@@ -339,6 +340,12 @@ def learn(config: LearnConfig) -> int:
     for url in config.styles:  # one clear line for a bad image, before Ray starts
         load_style(url, config)
     storage.check_writable()
+    with run_log(storage, "learn_style"):
+        return fit(config, storage)
+
+
+def fit(config: LearnConfig, storage: Storage) -> int:
+    """Learn the style on Ray Train's workers; report the last step."""
     print(f"learning a style from {len(config.styles)} images into {config.out}")
     connect_ray()
     trainer = TorchTrainer(

@@ -26,6 +26,7 @@ from ray.train.torch import TorchTrainer
 from common.cli import JobArgs, parse, ray_log_level, run_cli
 from common.errors import UserError
 from common.ray_connect import connect_ray, ray_filesystem
+from common.run_log import run_log
 from common.storage import Storage
 from student.dataset import Splits, read_splits, teacher_resolution
 from student.run_record import best_checkpoint, checkpoint_config, checkpoint_url, read_run_record
@@ -156,10 +157,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(completion(config, state, record))
         return 0
     splits = validate(config)
-    config = check_weights(config, fresh=state is None)
-    print(f"training on {len(splits.train)} pairs, validating on {len(splits.val)}")
-    connect_ray()
-    print(describe(config, train(config, splits)))
+    with run_log(config.storage(), f"train-{config.name}"):
+        config = check_weights(config, fresh=state is None)
+        print(f"training on {len(splits.train)} pairs, validating on {len(splits.val)}")
+        connect_ray()
+        print(describe(config, train(config, splits)))
     return 0
 
 

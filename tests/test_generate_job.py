@@ -189,8 +189,10 @@ def test_s3_output_works_the_same_and_keeps_credentials_out(
     assert generate.main(job_args(contents, styles, f"{url}/run", *flags)) == 0
     storage = Storage(f"{url}/run", options)
     check_exactly_once(storage, 4)
+    logs = storage.list("logs")
+    assert len(logs) == 1 and logs[0].startswith("logs/generate-")  # uploaded at the end
     stored = storage.read_bytes("run.json").decode() + "".join(
-        storage.read_bytes(k).decode() for k in storage.list("manifests")
+        storage.read_bytes(k).decode() for k in [*storage.list("manifests"), *logs]
     )
     printed = "".join(capfd.readouterr())
     for secret in (options["key"], options["secret"]):

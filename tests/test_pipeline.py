@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -51,7 +52,13 @@ def test_main_job_writes_targets_checkpoint_metrics_and_pictures(tmp_path):
     assert printed.count("Ray's logs: ") == 2  # generation's and training's Ray
     for internal in RAY_INTERNALS:
         assert internal not in printed
+    assert len(printed.splitlines()) <= 60  # a newcomer's screen, not Ray's internals
     storage = Storage(str(out))
+    # what the console leaves out is in each Ray job's log file in the run
+    logs = {re.sub(r"-\d{8}-\d{6}\.log$", "", k): k for k in storage.list("logs")}
+    assert sorted(logs) == ["logs/generate", "logs/train-demo"]
+    assert "Execution plan of Dataset" in (out / logs["logs/generate"]).read_text()
+    assert "Token authentication" in (out / logs["logs/train-demo"]).read_text()
     lines = read_manifest(storage)
     assert len(lines) == 12 * 8 + 2 * 2  # one recipe combination + the golden set
     assert {line.split for line in lines} == {"train", "val", "golden"}

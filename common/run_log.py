@@ -1,0 +1,66 @@
+"""Each job's log file in its run: `<run root>/logs/<job>-<UTC time>.log`.
+
+The console stays quiet (`common.cli`: Ray's console handlers print errors only unless
+`--verbose`), so the file is where the rest goes: every record of this process's loggers from
+INFO up, Ray's driver-side ones included. Ray's workers keep their own logs in Ray's session
+folder (the line `connect_ray` prints names it). On a local root the file is written as the job
+runs (`tail -f` works); on an object store it is uploaded when the job ends, failed or not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from common.errors import UserError
+from common.storage import Storage
+
+# Ray's own format (its LOGGER_FORMAT): `ray.init` sets it on every handler of the "ray"
+# logger, this one included, so the whole file uses it
+FORMAT = "%(asctime)s\t%(levelname)s %(filename)s:%(lineno)s -- %(message)s"
+# loggers whose records do not reach the root logger: Ray configures them not to propagate
+OWN_HANDLERS = ("", "ray", "ray.data")
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def run_log(storage: Storage, job: str) -> Iterator[str]:
+    """Log into the run's `logs/` while the block runs; yields the log's URL."""
+    key = f"logs/{job}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.log"
+    local = storage.is_local
+    if local:
+        path = storage.path(key)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    else:
+        descriptor, path = tempfile.mkstemp(suffix=".log")
+        os.close(descriptor)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    for name in OWN_HANDLERS:
+        logging.getLogger(name).addHandler(handler)
+    print(f"full log: {storage.url(key)}", flush=True)
+    try:
+        yield storage.url(key)
+    finally:
+        for name in OWN_HANDLERS:
+            logging.getLogger(name).removeHandler(handler)
+        handler.close()
+        if not local:
+            _upload(storage, key, path)
+
+
+def _upload(storage: Storage, key: str, path: str) -> None:
+    """Store the finished log; a failed upload is a warning, never the job's error."""
+    try:
+        storage.write_bytes(key, Path(path).read_bytes())
+    except UserError as exc:
+        logger.warning("the job's log stays at %s: %s", path, exc)
+    else:
+        os.remove(path)
