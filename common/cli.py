@@ -111,6 +111,19 @@ def pair_flag(sep: str, flag: str, metavar: str, auto: str | None = None) -> obj
     )
 
 
+def choice_flag(choices: Sequence[str]) -> object:
+    """For a `Literal[choices]` field: --help lists the choices as tyro lists a Literal's
+    ({a,b,c}), but the value reaches the config as written, so a wrong one is refused by its
+    `__post_init__` in one `error:` line naming the flag, rather than in tyro's box."""
+    return tyro.constructors.PrimitiveConstructorSpec(
+        nargs=1,
+        metavar="{" + ",".join(choices) + "}",
+        instance_from_str=lambda args: args[0],
+        is_instance=lambda value: isinstance(value, str),
+        str_from_instance=lambda value: [value],
+    )
+
+
 def check_number(flag: str, value: float, minimum: float = 0.0, inclusive: bool = False) -> float:
     """A finite number above `minimum` (or equal, with `inclusive`), else a `UserError` naming the
     flag: a float flag takes -1, nan and inf."""

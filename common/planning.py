@@ -18,6 +18,10 @@ from common.manifest import SPLITS
 
 # The paper's 8,700 pairs: 7,800 train + 900 validation.
 VAL_FRACTION = 900 / 8700
+# The paper's recipe draws 10 contents, 2 faces and 8 styles per combination; a tile holds at
+# most one combination's block of contents x styles.
+RECIPE_CONTENTS, RECIPE_FACES, RECIPE_STYLES = 10, 2, 8
+MAX_TILE = (RECIPE_CONTENTS + RECIPE_FACES, RECIPE_STYLES)
 Combination = tuple[tuple[str, ...], tuple[str, ...]]  # (contents + faces, styles) drawn together
 
 
@@ -114,9 +118,9 @@ def sample_combinations(
     styles: Sequence[str],
     combinations: int,
     seed: int = 0,
-    n_contents: int = 10,
-    n_faces: int = 2,
-    n_styles: int = 8,
+    n_contents: int = RECIPE_CONTENTS,
+    n_faces: int = RECIPE_FACES,
+    n_styles: int = RECIPE_STYLES,
 ) -> list[Combination]:
     """The paper's recipe: each combination draws `n_contents` contents, `n_faces` faces and
     `n_styles` styles without replacement; returns (contents + faces, styles) per combination.
@@ -159,9 +163,9 @@ def plan_recipe(
     styles: Sequence[str],
     combinations: int,
     seed: int = 0,
-    n_contents: int = 10,
-    n_faces: int = 2,
-    n_styles: int = 8,
+    n_contents: int = RECIPE_CONTENTS,
+    n_faces: int = RECIPE_FACES,
+    n_styles: int = RECIPE_STYLES,
     val_fraction: float = VAL_FRACTION,
     golden_contents: Sequence[str] = (),
     golden_styles: Sequence[str] = (),
@@ -178,8 +182,8 @@ def plan_recipe(
 
 def make_tiles(
     pairs: Iterable[Pair],
-    max_contents: int = 12,
-    max_styles: int = 8,
+    max_contents: int = MAX_TILE[0],
+    max_styles: int = MAX_TILE[1],
     blocks: Sequence[tuple[Sequence[str], Sequence[str]]] = (),
 ) -> list[Tile]:
     """Cover every pair exactly once with tiles of at most max_contents x max_styles.
@@ -242,8 +246,8 @@ def tile_shape_for_memory(
     free_bytes: int,
     q_bytes_per_image: int,
     kv_bytes_per_image: int,
-    max_contents: int = 12,
-    max_styles: int = 8,
+    max_contents: int = MAX_TILE[0],
+    max_styles: int = MAX_TILE[1],
 ) -> tuple[int, int]:
     """(n_contents, n_styles) whose stored features, n_contents*q + n_styles*kv, fit `free_bytes`.
 

@@ -31,7 +31,15 @@ from common.cli import StorageJobArgs, check_number, pair_flag, parse, run_cli
 from common.errors import UserError
 from common.inputs import check_golden_leak, expand_images
 from common.manifest import forget_failures, listed_pairs
-from common.planning import VAL_FRACTION, Combination, Pair, make_tiles, plan_grid, plan_recipe
+from common.planning import (
+    MAX_TILE,
+    VAL_FRACTION,
+    Combination,
+    Pair,
+    make_tiles,
+    plan_grid,
+    plan_recipe,
+)
 from common.ray_connect import connect_ray
 from common.run_info import write_run_info
 from common.run_log import run_log
@@ -163,7 +171,7 @@ def run(
     teacher = replace(teacher, device=device.type, dtype=teacher.resolved_dtype(device))
     # StyleID's stored features bound a tile; LSAST stores none
     styleid_gpu = gpus > 0 and teacher.kind == "styleid"
-    tile = args.tile or (auto_tile(teacher, args.gpu_memory_gb) if styleid_gpu else (12, 8))
+    tile = args.tile or (auto_tile(teacher, args.gpu_memory_gb) if styleid_gpu else MAX_TILE)
     teacher_hash = teacher.hash(device)
     # Only pairs no manifest lists are tiled: a failed pair is tried again, and a pair listed
     # by an earlier run (of other inputs or tiles) is never made or listed twice.

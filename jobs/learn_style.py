@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import ray.train
 import ray.train.torch
@@ -38,7 +38,9 @@ from common.pictures import loss_curve
 from common.ray_connect import connect_ray, ray_filesystem
 from common.run_log import run_log
 from common.storage import Storage, StorageOptions, absolute_url, read_url
+from teacher_workers.lsast_config import LSASTConfig
 from teacher_workers.lsast_generator import LSASTPromptGenerator, generator_bytes, new_generator
+from teacher_workers.lsast_prompts import StageIndexing
 from teacher_workers.lsast_styles import PROMPT_FILE
 from teacher_workers.lsast_training import (
     StyleLoss,
@@ -50,6 +52,7 @@ from teacher_workers.lsast_training import (
 )
 from teacher_workers.model_source import pin_model
 from teacher_workers.models import PRESETS, check_model_name, load_teacher
+from teacher_workers.options import TeacherOptions
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +84,7 @@ class LearnConfig:
         default_factory=StorageOptions,
         repr=False,  # credentials stay out of what Ray shows
     )
-    model: str = "tiny"
+    model: str = TeacherOptions.model
     """tiny | sd15-random | a Hub id | a folder"""
     revision: str | None = None
     """model revision on the Hub"""
@@ -95,9 +98,9 @@ class LearnConfig:
     """DDP workers"""
     gpu: bool = False
     """one GPU per worker"""
-    resolution: int = 512
+    resolution: int = LSASTConfig.resolution
     """training size, a multiple of 64"""
-    stage_indexing: Literal["code", "paper"] = "code"
+    stage_indexing: StageIndexing = LSASTConfig.stage_indexing
     """code: the released code's sliding window; paper: 10 stages x 3 groups"""
     grad_through_down_mid: bool = False
     """also train the encoder and middle prompts (the code trains the decoder's only)"""

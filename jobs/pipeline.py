@@ -17,6 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Annotated
+
+import tyro
 
 from common.cli import USER_ERROR, JobArgs, parse, run_cli
 from common.errors import UserError
@@ -32,6 +35,7 @@ from teacher_workers.options import TeacherOptions
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 # folders below --samples, each the input of the jobs.generate flag of its name (--golden-content)
 SAMPLE_SETS = ("content", "faces", "styles", "golden/content", "golden/styles")
+TINY_RESOLUTION = 128  # the tiny teacher's demo size: minutes on a CPU
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,8 +48,13 @@ class Args(JobArgs):
     """folder with content/, faces/, styles/, golden/{content,styles}/"""
     model: str = TeacherOptions.model
     """teacher: tiny | sd15-random | HF id | dir"""
-    resolution: int | None = None
-    """teacher resolution (none: 128 for tiny, else 512)"""
+    resolution: Annotated[
+        int | None,
+        tyro.conf.arg(
+            help=f"teacher resolution (none: {TINY_RESOLUTION} for tiny, else "
+            f"{StyleIDConfig.resolution})"
+        ),
+    ] = None
     steps: int = StyleIDConfig.steps
     """DDIM steps"""
     epochs: int = 4
@@ -77,7 +86,8 @@ def steps(args: Args) -> list[tuple[str, list[str]]]:
     sets = {name.replace("/", "_"): Path(args.samples) / name for name in SAMPLE_SETS}
     for flag, folder in sets.items():
         expand_images([str(folder)], {}, flag.replace("_", "-"))
-    resolution = args.resolution or (128 if args.model == "tiny" else 512)
+    default = TINY_RESOLUTION if args.model == "tiny" else StyleIDConfig.resolution
+    resolution = args.resolution or default
     crop_size = args.crop_size or resolution
     if crop_size > resolution:
         raise UserError(f"--crop-size {crop_size}: larger than the teacher resolution {resolution}")
@@ -97,8 +107,8 @@ def steps(args: Args) -> list[tuple[str, list[str]]]:
         workers=args.train_workers,
         crop_size=crop_size,
         batch_size=4,
-        loss="l1",
-        init="imagenet",
+        loss=TrainConfig.loss,
+        init=TrainConfig.init,
         enc_layers=args.student_layers,
         dec_layers=args.student_layers,
     ) + (["--gpu"] if args.gpu else [])

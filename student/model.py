@@ -182,7 +182,7 @@ def check_inputs(content: Tensor, style: Tensor | EncodedStyle) -> None:
 
 def build_sttr(
     config: STTRConfig,
-    init: str = "imagenet",
+    init: str,
     backbone_weights: str | None = None,
     options: Mapping[str, Any] | None = None,
 ) -> STTR:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field, replace
-from typing import Annotated
+from typing import Annotated, Literal
 
 import tyro
 
+from common.cli import choice_flag
 from common.errors import UserError
 from common.storage import Storage, StorageOptions, absolute_url, open_fs
 from student.backbone import ResNetEncoder, load_imagenet_resnet50
@@ -23,6 +24,8 @@ from student.pretrained import RANDOM
 
 BUILTIN_INITS = ("imagenet", "scratch")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+Precision = Literal[PRECISIONS]  # type: ignore[valid-type]
+Loss = Literal[tuple(LOSS_WEIGHTS)]  # type: ignore[valid-type]
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -64,8 +67,8 @@ class TrainConfig:
     """initial Adam learning rate (a resumed run keeps its own)"""
     crop_size: int = 256
     """training crop, multiple of 32"""
-    loss: str = "l1"
-    """l1 | l2 | l3: pixel MSE, plus a VGG19 Gram term for l2/l3 (weights 0.5:0.5, 0.7:0.3)"""
+    loss: Annotated[Loss, choice_flag(LOSS_WEIGHTS)] = "l1"
+    """pixel MSE, plus a VGG19 Gram term for l2/l3 (weights 0.5:0.5, 0.7:0.3)"""
     init: str = "imagenet"
     """imagenet, scratch, or the path of the authors' checkpoint0005.pth"""
     backbone_weights: str | None = None
@@ -80,8 +83,8 @@ class TrainConfig:
     """lr reduction factor"""
     seed: int = 0
     """seeds model init, crops and order"""
-    precision: str = "auto"
-    """auto | fp32 | bf16 | fp16; auto: bf16 on GPUs that have it, else fp16; fp32 on CPU"""
+    precision: Annotated[Precision, choice_flag(PRECISIONS)] = "auto"
+    """auto: bf16 on GPUs that have it, else fp16; fp32 on CPU"""
     compile: bool = False
     """torch.compile the student (GPU: the first steps pay the compile; checkpoints unchanged)"""
     loader_workers: int = 2

@@ -43,8 +43,8 @@ class Injection:
 class AttentionController:
     """Shared state of all StyleID processors for the UNet call about to run."""
 
-    gamma: float = 0.75
-    temperature: float = 1.5
+    gamma: float
+    temperature: float
     mode: Mode = Mode.OFF
     timestep: int = -1
     capture_kinds: tuple[str, ...] = ()

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 from common.errors import UserError
 from teacher_workers.config import check_resolution, check_steps
-from teacher_workers.lsast_prompts import STAGE_INDEXING
+from teacher_workers.lsast_prompts import STAGE_INDEXING, StageIndexing
 
 DEFAULT_CONTROLNET = "lllyasviel/control_v11p_sd15_canny"
 # Bumped whenever an LSAST target changes for the same config.
@@ -28,7 +28,7 @@ class LSASTConfig:
     control_scale: float = 1.0
     canny_low: int = 100
     canny_high: int = 200
-    stage_indexing: str = "code"
+    stage_indexing: StageIndexing = "code"
     prompt_dropout: bool = False
     resolution: int = 512
     seed: int = 41

@@ -14,13 +14,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import nn
 
 from common.errors import UserError
 
-STAGE_INDEXING = ("code", "paper")
+StageIndexing = Literal["code", "paper"]
+STAGE_INDEXING = get_args(StageIndexing)
 PLACEHOLDER = "*"
 PLACEHOLDER_TOKEN = 265  # CLIP's `*</w>`
 INITIALIZER = "a"  # the code indexes its initializer string 'a painting' and so takes 'a'
@@ -35,7 +37,7 @@ def stage(t: int) -> int:
     return t // 100
 
 
-def stage_prompts(t: int, indexing: str = "code") -> tuple[int, int, int]:
+def stage_prompts(t: int, indexing: StageIndexing) -> tuple[int, int, int]:
     """Indices of the (down, mid, up) prompts at timestep t.
 
     `code`: the released code's sliding window cond[s : s + 3], so neighbouring stages share

@@ -25,7 +25,7 @@ from torch import nn
 
 from common.images import decode_image, to_tensor
 from teacher_workers.lsast_attention import ContextStore, contexts, grouped
-from teacher_workers.lsast_prompts import N_TIMESTEPS, PromptEncoder, stage_prompts
+from teacher_workers.lsast_prompts import N_TIMESTEPS, PromptEncoder, StageIndexing, stage_prompts
 from teacher_workers.models import TeacherModel
 
 
@@ -66,7 +66,7 @@ class StyleLoss:
     def __init__(
         self,
         teacher: TeacherModel,
-        stage_indexing: str = "code",
+        stage_indexing: StageIndexing,
         grad_through_down_mid: bool = False,
     ) -> None:
         if teacher.text_encoder is None or teacher.prompt_tokens is None:

@@ -8,8 +8,8 @@ GPU.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Annotated, Literal
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Annotated, Literal, get_args
 
 import torch
 import tyro
@@ -20,6 +20,7 @@ from teacher_workers.config import StyleIDConfig, teacher_hash
 from teacher_workers.engine import StyleIDEngine
 from teacher_workers.lsast_config import DEFAULT_CONTROLNET, LSAST_ENGINE_VERSION, LSASTConfig
 from teacher_workers.lsast_control import TINY_CONTROLNET, check_controlnet_name
+from teacher_workers.lsast_prompts import StageIndexing
 from teacher_workers.model_source import (
     DEFAULT_MODEL_ID,
     is_single_file,
@@ -39,7 +40,8 @@ from teacher_workers.models import (
 if TYPE_CHECKING:
     from teacher_workers.lsast_engine import LSASTEngine
 
-TEACHERS = ("styleid", "lsast")
+Teacher = Literal["styleid", "lsast"]
+TEACHERS = get_args(Teacher)
 OFFLOAD_WORDS = {"auto": None, "yes": True, "no": False}
 # `--offload auto|yes|no` for the engine's offload=None|True|False
 OFFLOAD = tyro.constructors.PrimitiveConstructorSpec(
@@ -58,6 +60,7 @@ class LSASTFlags:
     lsast`); `TeacherOptions.chosen` folds them and the shared --steps, --resolution, --seed and
     --batch-size into the run's `LSASTConfig`."""
 
+    # each named as its `LSASTConfig` field (`canny`: canny_low, canny_high): `chosen` passes all
     controlnet: Annotated[
         str | None,
         tyro.conf.arg(
@@ -78,7 +81,7 @@ class LSASTFlags:
         LSASTConfig.canny_high,
     )
     """canny edge thresholds"""
-    stage_indexing: Literal["code", "paper"] = "code"
+    stage_indexing: StageIndexing = LSASTConfig.stage_indexing
     """code: the released code's sliding window; paper: 10 stages x 3 groups"""
     prompt_dropout: bool = LSASTConfig.prompt_dropout
     """keep the generator's dropout on (seeded)"""
@@ -123,14 +126,21 @@ class TeacherOptions:
             f"only (none: {DEFAULT_MODEL_ID})",
         ),
     ] = None
-    kind: Annotated[Literal["styleid", "lsast"], tyro.conf.arg(name="teacher")] = "styleid"
+    kind: Annotated[Teacher, tyro.conf.arg(name="teacher")] = "styleid"
     """styleid: a style image per pair; lsast: a learned style (--style-prompts)"""
     lsast: tyro.conf.Suppress[LSASTConfig] = field(default_factory=LSASTConfig)
     # flags only, applied by `chosen`: shared by both teachers with their own defaults
-    seed: int | None = None
-    """none: 0 (StyleID), 41 (LSAST)"""
-    batch_size: int | None = None
-    """pairs per UNet call (none: 8 StyleID, 4 LSAST)"""
+    seed: Annotated[
+        int | None,
+        tyro.conf.arg(help=f"none: {StyleIDConfig.seed} (StyleID), {LSASTConfig.seed} (LSAST)"),
+    ] = None
+    batch_size: Annotated[
+        int | None,
+        tyro.conf.arg(
+            help=f"pairs per UNet call (none: {StyleIDConfig.batch_size} StyleID, "
+            f"{LSASTConfig.batch_size} LSAST)"
+        ),
+    ] = None
     lsast_flags: Annotated[LSASTFlags, tyro.conf.OmitArgPrefixes] = field(
         default_factory=LSASTFlags
     )
@@ -157,22 +167,16 @@ class TeacherOptions:
         )
         lsast = self.lsast
         if self.kind == "lsast":
-            flags = self.lsast_flags
+            flags = asdict(self.lsast_flags)  # every flag, under its config field's name
+            flags["canny_low"], flags["canny_high"] = flags.pop("canny")
+            default_net = TINY_CONTROLNET if self.model in PRESETS else DEFAULT_CONTROLNET
+            flags["controlnet"] = flags["controlnet"] or default_net
             lsast = LSASTConfig(
                 steps=self.styleid.steps,
-                strength=flags.strength,
-                guidance=flags.guidance,
-                control_scale=flags.control_scale,
-                canny_low=flags.canny[0],
-                canny_high=flags.canny[1],
-                stage_indexing=flags.stage_indexing,
-                prompt_dropout=flags.prompt_dropout,
                 resolution=self.styleid.resolution,
                 seed=LSASTConfig.seed if seed is None else seed,
-                controlnet=flags.controlnet
-                or (TINY_CONTROLNET if self.model in PRESETS else DEFAULT_CONTROLNET),
-                controlnet_revision=flags.controlnet_revision,
                 batch_size=batch or LSASTConfig.batch_size,
+                **flags,
             )
         return replace(
             self,

@@ -57,9 +57,7 @@ def teacher_parameters(model: str, revision: str | None = None) -> int:
     return sum(p.numel() for module in modules for p in module.parameters())
 
 
-def auto_tile(
-    options: TeacherOptions, gpu_memory_gb: float, max_contents: int = 12, max_styles: int = 8
-) -> tuple[int, int]:
+def auto_tile(options: TeacherOptions, gpu_memory_gb: float) -> tuple[int, int]:
     """(contents, styles) per tile whose features fit a GPU of `gpu_memory_gb`."""
     dtype = parse_dtype(options.resolved_dtype(torch.device("cuda")))
     source = config_source(options.model, options.model_config)
@@ -70,4 +68,4 @@ def auto_tile(
     element = torch.finfo(dtype).bits // 8
     weights = teacher_parameters(source, options.revision) * element
     budget = FEATURE_SHARE * max(gpu_memory_gb * 2**30 - weights, 0)
-    return tile_shape_for_memory(int(budget), q, kv, max_contents, max_styles)
+    return tile_shape_for_memory(int(budget), q, kv)

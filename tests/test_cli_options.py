@@ -18,6 +18,7 @@ from common.cli import parse
 from common.errors import UserError
 from jobs import evaluate, export, generate, pipeline, prepare_models, stylize
 from student.train_config import TrainConfig
+from teacher_workers.options import LSASTFlags, TeacherOptions
 
 CONFIGS = {
     "jobs.evaluate": evaluate.Args,
@@ -105,3 +106,27 @@ def test_a_malformed_pair_flag_names_its_own_form(config, argv, message) -> None
     }[config]
     with pytest.raises(UserError, match=re.escape(message)):
         parse(config, [*required, *argv], "prog", "")
+
+
+def test_every_lsast_flag_reaches_the_lsast_config() -> None:
+    """`chosen` gives each LSAST flag to the config field of its name: a flag added to
+    `LSASTFlags` is not dropped on the way (it must be added here, or this fails)."""
+    flags = {
+        "controlnet": ["org/net"],
+        "controlnet_revision": ["r1"],
+        "strength": ["0.5"],
+        "guidance": ["7.5"],
+        "control_scale": ["0.8"],
+        "canny": ["50", "150"],
+        "stage_indexing": ["paper"],
+        "prompt_dropout": [],
+    }
+    assert set(flags) == {field.name for field in dataclasses.fields(LSASTFlags)}
+    argv = [
+        part for name, values in flags.items() for part in (f"--{name}".replace("_", "-"), *values)
+    ]
+    config = parse(TeacherOptions, ["--teacher", "lsast", *argv], "prog", None).chosen().lsast
+    expected = {"controlnet": "org/net", "controlnet_revision": "r1", "strength": 0.5}
+    expected |= {"guidance": 7.5, "control_scale": 0.8, "canny_low": 50, "canny_high": 150}
+    expected |= {"stage_indexing": "paper", "prompt_dropout": True}
+    assert {name: getattr(config, name) for name in expected} == expected

@@ -53,7 +53,7 @@ def last_linear_grad_rows(generator, dim: int = 32) -> torch.Tensor:
 @pytest.mark.parametrize("through", [False, True])
 def test_only_the_decoder_prompt_trains_in_code_mode(teacher, images, through):
     generator = new_generator(teacher).train()
-    loss = StyleLoss(teacher, grad_through_down_mid=through)(
+    loss = StyleLoss(teacher, "code", grad_through_down_mid=through)(
         generator, images, Draw(1, True, 450, 7)
     )
     loss.backward()
@@ -67,7 +67,7 @@ def test_only_the_decoder_prompt_trains_in_code_mode(teacher, images, through):
 
 def test_a_few_steps_lower_the_loss_and_change_only_the_generator(teacher, images):
     generator = new_generator(teacher).train()
-    loss_fn = StyleLoss(teacher)
+    loss_fn = StyleLoss(teacher, "code")
     frozen = {n: p.clone() for n, p in teacher.unet.named_parameters()}
     frozen_clip = {n: p.clone() for n, p in teacher.text_encoder.named_parameters()}
     before = {n: p.clone() for n, p in generator.named_parameters()}
@@ -96,7 +96,7 @@ def test_a_few_steps_lower_the_loss_and_change_only_the_generator(teacher, image
 def test_a_resumed_run_takes_the_steps_an_uninterrupted_one_would(teacher, images, tmp_path):
     config = LearnConfig(styles=(), out=str(tmp_path))
     storage = config.storage()
-    loss_fn = StyleLoss(teacher)
+    loss_fn = StyleLoss(teacher, "code")
 
     def fresh():
         generator = new_generator(teacher).train()
@@ -151,7 +151,7 @@ def test_learn_style_on_ray_resumes_a_run_and_keeps_its_last_checkpoint(
     config = LearnConfig(styles=(), out=str(out), lr=1e-3, resolution=64)
     stopped = new_generator(teacher).train()
     optimizer = torch.optim.AdamW(stopped.parameters(), 1e-3, weight_decay=0.01)
-    StyleLoss(teacher)(stopped, torch.rand(1, 3, 64, 64), Draw(0, False, 300, 1)).backward()
+    StyleLoss(teacher, "code")(stopped, torch.rand(1, 3, 64, 64), Draw(0, False, 300, 1)).backward()
     optimizer.step()
     record = {"step": 1, "loss": 1.5, "seconds": 1.0}
     storage = Storage(str(out))

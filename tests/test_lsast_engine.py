@@ -145,6 +145,37 @@ def test_stylize_pairs_gives_images_batch_invariant_and_repeatable(teacher, cont
     assert not torch.allclose(images[0], images[2], atol=1e-3)  # the style prompts matter
 
 
+def test_the_unet_and_controlnet_get_their_own_attention_processors_back(teacher, contents):
+    """After a run, and after a run interrupted inside a UNet call (the grouped processors
+    installed), every attention layer of the UNet and the ControlNet has the very processor it
+    had before: a teacher shared with StyleID or another engine is left as it was found."""
+    lsast = engine(teacher)
+    models = (teacher.unet, lsast.controlnet)
+    before = [model.attn_processors for model in models]
+
+    def unchanged() -> bool:
+        now = [model.attn_processors for model in models]
+        return all(
+            a.keys() == b.keys() and all(a[name] is b[name] for name in b)
+            for a, b in zip(now, before, strict=True)
+        )
+
+    styles = [new_generator(teacher)]
+    lsast.stylize_pairs(contents[:1], styles, [(0, 0)])
+    assert unchanged()
+
+    def interrupt(*_) -> None:
+        raise KeyboardInterrupt
+
+    hook = teacher.unet.register_forward_pre_hook(interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            lsast.stylize_pairs(contents[:1], styles, [(0, 0)])
+    finally:
+        hook.remove()
+    assert unchanged()
+
+
 def test_controlnet_names_are_checked(tmp_path):
     with pytest.raises(UserError, match="unknown ControlNet"):
         load_controlnet("not/a/hub/id", None, torch.float32, "cpu")

@@ -69,9 +69,9 @@ def test_generator_has_the_authors_size_and_round_trips_as_safetensors(teacher):
 
 def test_stage_map_code_and_paper():
     assert [stage(t) for t in (0, 99, 100, 999)] == [0, 0, 1, 9]
-    assert stage_prompts(999) == (9, 10, 11)
+    assert stage_prompts(999, "code") == (9, 10, 11)
     assert stage_prompts(999, "paper") == (27, 28, 29)
-    assert stage_prompts(250) == (2, 3, 4)
+    assert stage_prompts(250, "code") == (2, 3, 4)
     assert stage_prompts(250, "paper") == (6, 7, 8)
     assert [stage(t) for t in range(681, 0, -20)] == [s for s in range(6, -1, -1) for _ in range(5)]
     with pytest.raises(ValueError):
