@@ -196,7 +196,9 @@ def test_s3_output_works_the_same_and_keeps_credentials_out(
     # each object the job stored (targets, manifest part, run.json) in one PUT, and no other
     # PUT but the writability probe: a target or part written twice shows here, bytes alike
     run_path = f"/{url.removeprefix('s3://')}/run/"
-    puts = Counter(k.removeprefix(run_path) for k in s3_puts() if ".probe-" not in k)
+    puts = Counter(
+        {k.removeprefix(run_path): n for k, n in s3_puts().items() if ".probe-" not in k}
+    )
     assert puts == Counter(storage.list(""))
     stored = storage.read_bytes("run.json").decode() + "".join(
         storage.read_bytes(k).decode() for k in storage.list("manifests")
