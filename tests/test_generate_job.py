@@ -3,6 +3,7 @@ through a killed actor and a restarted driver, with bad inputs reported and noth
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -220,13 +221,14 @@ TILE_ID = re.compile(r'"tile_id": "([^"]+)"')
 
 def stacks(pid: int) -> list[dict]:
     """Every thread's Python stack in a process, innermost frame first, each frame with its
-    locals, as py-spy reads them from the process's memory (it needs ptrace rights)."""
+    locals, as py-spy reads them from the process's memory (it needs ptrace rights); an
+    `OSError` with py-spy's message when it cannot (as in a process still starting)."""
     if not PY_SPY.is_file():
         pytest.fail(f"py-spy is not installed beside the interpreter ({PY_SPY})")
     command = [str(PY_SPY), "dump", "--pid", str(pid), "--locals", "--json", "--nonblocking"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
-        pytest.fail(f"py-spy cannot read the stacks of actor {pid}: {result.stderr.strip()}")
+        raise OSError(f"py-spy cannot read process {pid}: {result.stderr.strip()[:500]}")
     return json.loads(result.stdout)
 
 
@@ -248,23 +250,43 @@ def tile_in_engine(threads: list[dict]) -> str | None:
     return None
 
 
+def generation_actors() -> list[psutil.Process]:
+    """The cluster's generation actor processes; one an earlier job left exiting may be gone,
+    or a zombie, by the time it is asked for its command line."""
+    actors = []
+    for process in psutil.Process(raylet_pid()).children():
+        with contextlib.suppress(psutil.NoSuchProcess):  # a zombie is one too
+            if "TileActor" in " ".join(process.cmdline()):
+                actors.append(process)
+    return actors
+
+
 def kill_inside_a_tile(driver: threading.Thread, deadline: float) -> str:
     """Kill a generation actor whose engine is in a tile; returns the tile's id. Each actor is
-    stopped (SIGSTOP) while its stacks are read, so the tile seen is the tile killed."""
+    stopped (SIGSTOP) while its stacks are read, so the tile seen is the tile killed. An actor
+    py-spy cannot read (starting, or left exiting by an earlier job) is passed over, but the
+    test fails if it reads none."""
+    read, errors = 0, []
     while driver.is_alive() and time.monotonic() < deadline:
-        actors = psutil.Process(raylet_pid()).children()
-        for actor in [p for p in actors if "TileActor" in " ".join(p.cmdline())]:
-            actor.suspend()
+        for actor in generation_actors():
             tile_id = None
             try:
+                actor.suspend()
                 tile_id = tile_in_engine(stacks(actor.pid))
+                read += 1
+            except psutil.NoSuchProcess:
+                continue
+            except OSError as error:
+                errors.append(str(error))
             finally:
                 if tile_id is None:
-                    actor.resume()
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        actor.resume()
             if tile_id is not None:
                 actor.kill()
                 return tile_id
         time.sleep(0.2)
+    assert read, f"py-spy read no generation actor's stacks: {errors[-1] if errors else 'none'}"
     pytest.fail("no generation actor was seen inside a tile while the job ran")
 
 
