@@ -31,15 +31,14 @@ logger = logging.getLogger(__name__)
 
 @contextlib.contextmanager
 def run_log(storage: Storage, job: str) -> Iterator[str]:
-    """Log into the run's `logs/` while the block runs; yields the log's URL."""
+    """Log into the run's `logs/` while the block runs; yields the log's URL. A log that cannot
+    be uploaded stays in its temporary file, with a warning: never the job's error."""
     key = f"logs/{job}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.log"
-    local = storage.is_local
-    if local:
-        path = storage.path(key)
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    else:
-        descriptor, path = tempfile.mkstemp(suffix=".log")
-        os.close(descriptor)
+    path = storage.path(key)
+    if not storage.is_local:  # uploaded at the end
+        with tempfile.NamedTemporaryFile(suffix=".log", delete=False) as file:
+            path = file.name
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter(FORMAT))
@@ -52,15 +51,9 @@ def run_log(storage: Storage, job: str) -> Iterator[str]:
         for name in OWN_HANDLERS:
             logging.getLogger(name).removeHandler(handler)
         handler.close()
-        if not local:
-            _upload(storage, key, path)
-
-
-def _upload(storage: Storage, key: str, path: str) -> None:
-    """Store the finished log; a failed upload is a warning, never the job's error."""
-    try:
-        storage.write_bytes(key, Path(path).read_bytes())
-    except UserError as exc:
-        logger.warning("the job's log stays at %s: %s", path, exc)
-    else:
-        os.remove(path)
+        if not storage.is_local:
+            try:
+                storage.write_bytes(key, Path(path).read_bytes())
+                os.remove(path)
+            except UserError as exc:
+                logger.warning("the job's log stays at %s: %s", path, exc)

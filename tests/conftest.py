@@ -5,9 +5,14 @@ Tests that use them are marked `s3` / `ray` automatically, so `-m "not ray"` ski
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import urllib.parse
+import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,15 +76,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def s3_server() -> Iterator[str]:
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Endpoint URL of a moto S3 server on a free 127.0.0.1 port; fake AWS env while it runs."""
-    from moto.server import ThreadedMotoServer
-
     with pytest.MonkeyPatch.context() as env:
         for name, value in FAKE_AWS_ENV.items():
             env.setenv(name, value)
         for name in UNSET_AWS_ENV:
             env.delenv(name, raising=False)
+        # where moto's request recorder (`s3_puts`) keeps its log: read when moto is imported
+        recording = tmp_path_factory.mktemp("moto") / "requests.jsonl"
+        env.setenv("MOTO_RECORDER_FILEPATH", str(recording))
+        from moto.server import ThreadedMotoServer
+
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         server.start()
         try:
@@ -112,6 +120,40 @@ def s3_bucket(s3_server: str) -> Iterator[tuple[str, dict[str, Any]]]:
     ).create_bucket(Bucket=name)
     yield f"s3://{name}", options
     s3fs.S3FileSystem.clear_instance_cache()
+
+
+def parse_recording(text: str) -> list[dict[str, Any]]:
+    """The requests in moto's recording. Its server threads append each request as JSON, then
+    a newline in a second write, so lines of concurrent requests may end up joined: the
+    objects are read one after another, whatever whitespace lies between them."""
+    space, decoder, entries = re.compile(r"\s*"), json.JSONDecoder(), []
+    at = space.match(text).end()
+    while at < len(text):
+        entry, end = decoder.raw_decode(text, at)
+        entries.append(entry)
+        at = space.match(text, end).end()
+    return entries
+
+
+@pytest.fixture
+def s3_puts(s3_server: str) -> Iterator[Callable[[], Counter[str]]]:
+    """Counts the PUT requests the S3 server received since the test began, by path
+    ("/bucket/key"), from any process (a Ray actor's too), with moto's request recorder."""
+
+    def recorder(action: str) -> str:
+        url = f"{s3_server}/moto-api/recorder/{action}"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.read().decode()
+
+    def puts() -> Counter[str]:
+        entries = parse_recording(recorder("download-recording"))
+        paths = (urllib.parse.urlsplit(e["url"]).path for e in entries if e["method"] == "PUT")
+        return Counter(urllib.parse.unquote(path) for path in paths)
+
+    recorder("reset-recording")
+    recorder("start-recording")
+    yield puts
+    recorder("stop-recording")
 
 
 @pytest.fixture(scope="session")

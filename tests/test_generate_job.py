@@ -3,27 +3,32 @@ through a killed actor and a restarted driver, with bad inputs reported and noth
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import psutil
 import pytest
 import ray
+import torch
 from PIL import Image
 from ray._private import ray_constants
 
 from common.errors import UserError
-from common.images import center_crop_resize
+from common.ids import content_id
+from common.images import center_crop_resize, png_bytes
 from common.inputs import expand_images
-from common.manifest import read_manifest
+from common.manifest import manifest_key, manifest_parts, read_manifest, target_key
 from common.planning import assign_split
 from common.storage import Storage
 from jobs import generate, train
@@ -176,7 +181,7 @@ def test_a_failed_work_unit_is_one_line_naming_its_cause_without_ray_noise(ray_c
 
 
 def test_s3_output_works_the_same_and_keeps_credentials_out(
-    ray_cluster, tmp_path, s3_bucket, capfd
+    ray_cluster, tmp_path, s3_bucket, s3_puts, capfd
 ):
     url, options = s3_bucket
     contents, styles = write_inputs(tmp_path, 2, 2)
@@ -191,6 +196,13 @@ def test_s3_output_works_the_same_and_keeps_credentials_out(
     check_exactly_once(storage, 4)
     logs = storage.list("logs")
     assert len(logs) == 1 and logs[0].startswith("logs/generate-")  # uploaded at the end
+    # each object the job stored (targets, manifest part, run.json, its log) in one PUT, and no
+    # other PUT but the writability probe: a target or part written twice shows here, bytes alike
+    run_path = f"/{url.removeprefix('s3://')}/run/"
+    puts = Counter(
+        {k.removeprefix(run_path): n for k, n in s3_puts().items() if ".probe-" not in k}
+    )
+    assert puts == Counter(storage.list(""))
     stored = storage.read_bytes("run.json").decode() + "".join(
         storage.read_bytes(k).decode() for k in [*storage.list("manifests"), *logs]
     )
@@ -205,39 +217,116 @@ def raylet_pid() -> int:
     return node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
 
 
-def busy(process: psutil.Process, seconds: float = 1.0) -> bool:
-    """Whether a process computes (an actor inside a tile) rather than waits for work: an idle
-    actor uses next to no CPU time, one in a tile a good share of a core."""
-    before = sum(process.cpu_times()[:2])
-    time.sleep(seconds)
-    return sum(process.cpu_times()[:2]) - before > 0.1 * seconds
+PY_SPY = Path(sys.executable).with_name("py-spy")
+TILE_ID = re.compile(r'"tile_id": "([^"]+)"')
+
+
+def stacks(pid: int) -> list[dict]:
+    """Every thread's Python stack in a process, innermost frame first, each frame with its
+    locals, as py-spy reads them from the process's memory (it needs ptrace rights); an
+    `OSError` with py-spy's message when it cannot (as in a process still starting)."""
+    if not PY_SPY.is_file():
+        pytest.fail(f"py-spy is not installed beside the interpreter ({PY_SPY})")
+    command = [str(PY_SPY), "dump", "--pid", str(pid), "--locals", "--json", "--nonblocking"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise OSError(f"py-spy cannot read process {pid}: {result.stderr.strip()[:500]}")
+    return json.loads(result.stdout)
+
+
+def tile_in_engine(threads: list[dict]) -> str | None:
+    """The id of the tile an actor's engine is stylizing (a thread in `stylize_pairs` under
+    `TileRunner.run`), read from the tile's JSON in `TileActor.__call__`; None when none is."""
+    for thread in threads:
+        frames = thread["frames"]
+        names = [frame["name"] for frame in frames]
+        if "TileRunner.run" in names and any(n.endswith(".stylize_pairs") for n in names):
+            texts = [
+                value["repr"]
+                for frame in frames
+                if frame["filename"].endswith("teacher_workers/actor.py")
+                for value in frame.get("locals") or ()
+                if value["name"] == "text"
+            ]
+            return TILE_ID.search(texts[0])[1]
+    return None
+
+
+def generation_actors() -> list[psutil.Process]:
+    """The cluster's generation actor processes; one an earlier job left exiting may be gone,
+    or a zombie, by the time it is asked for its command line."""
+    actors = []
+    for process in psutil.Process(raylet_pid()).children():
+        with contextlib.suppress(psutil.NoSuchProcess):  # a zombie is one too
+            if "TileActor" in " ".join(process.cmdline()):
+                actors.append(process)
+    return actors
+
+
+def kill_inside_a_tile(driver: threading.Thread, deadline: float) -> str:
+    """Kill a generation actor whose engine is in a tile; returns the tile's id. Each actor is
+    stopped (SIGSTOP) while its stacks are read, so the tile seen is the tile killed. An actor
+    py-spy cannot read (starting, or left exiting by an earlier job) is passed over, but the
+    test fails if it reads none."""
+    read, errors = 0, []
+    while driver.is_alive() and time.monotonic() < deadline:
+        for actor in generation_actors():
+            tile_id = None
+            try:
+                actor.suspend()
+                tile_id = tile_in_engine(stacks(actor.pid))
+                read += 1
+            except psutil.NoSuchProcess:
+                continue
+            except OSError as error:
+                errors.append(str(error))
+            finally:
+                if tile_id is None:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        actor.resume()
+            if tile_id is not None:
+                actor.kill()
+                return tile_id
+        time.sleep(0.2)
+    assert read, f"py-spy read no generation actor's stacks: {errors[-1] if errors else 'none'}"
+    pytest.fail("no generation actor was seen inside a tile while the job ran")
 
 
 def test_a_killed_actor_is_replaced_and_every_pair_is_written_once(ray_cluster, tmp_path):
-    """An actor killed inside a tile: the tile is redone elsewhere, the targets stored before
-    the kill are reused (not written again), and every pair is listed once."""
+    """An actor killed with a tile in its engine: the tile is redone, the targets stored before
+    the kill are reused (not written again), and every pair is listed once. Each tile has one
+    pair whose target is stored before the job, as a killed attempt leaves it."""
     contents, styles = write_inputs(tmp_path, 6, 2)
     out = tmp_path / "run"
-    args = job_args(contents, styles, str(out), "--tile", "1x1", "--steps", "12", workers="2:2")
+    args = job_args(contents, styles, str(out), "--tile", "1x2", "--steps", "12", workers="2:2")
     result: dict[str, object] = {}
     driver = threading.Thread(target=lambda: result.setdefault("code", generate.main(args)))
     driver.start()
     storage = Storage(str(out))
     deadline = time.monotonic() + 240
-    while not storage.list("manifests") and time.monotonic() < deadline:
-        time.sleep(0.2)
-    actors = [
-        p for p in psutil.Process(raylet_pid()).children() if "TileActor" in " ".join(p.cmdline())
-    ]
-    victim = next((p for p in actors if busy(p)), None)
+    while not storage.exists("run.json") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # before the actors have loaded their teachers: the first style's targets are stored
+    teacher_hash = run_json(storage)["teacher_hash"]
+    style_id = content_id((styles / "s0.jpg").read_bytes())
+    for content in contents.iterdir():
+        key = target_key(teacher_hash, style_id, content_id(content.read_bytes()))
+        storage.write_bytes(key, png_bytes(torch.zeros(3, 64, 64)))
+    tile_id = kill_inside_a_tile(driver, deadline)
+    killed_at = time.time_ns()
     stored = target_times(out)
-    assert victim is not None, "no generation actor was inside a tile"
-    assert len(storage.list("manifests")) < 12, "the job finished before the kill"
-    victim.kill()
+    part = manifest_key(teacher_hash, tile_id)
+    assert not storage.exists(part), "the killed tile was finished"
     driver.join(timeout=300)
     assert result.get("code") == 0
     check_exactly_once(storage, 12)
     check_unchanged(out, stored)
+    # the killed tile was done again: its stored target reused, its other one made anew
+    targets = {line.target for line in manifest_parts(storage, teacher_hash)[part]}
+    reused = {key for key in targets if key in stored}
+    assert len(reused) == 1, "the killed tile's stored target was not in its part"
+    made = [target_times(out)[key] for key in targets - reused]
+    assert len(made) == 1 and made[0] > killed_at, "the killed tile was not redone after the kill"
 
 
 def test_a_driver_stopped_halfway_finishes_on_restart(ray_cluster, tmp_path):
