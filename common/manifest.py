@@ -46,9 +46,6 @@ class ManifestLine:
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
     @classmethod
     def from_json(cls, text: str) -> ManifestLine:
         """Parse one line; missing or unknown fields raise `ValueError` (lines written before
@@ -69,13 +66,11 @@ class FailureLine:
     reason: str
     teacher_hash: str
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
 
 def write_lines(storage: Storage, key: str, lines: list[ManifestLine] | list[FailureLine]) -> None:
     """Write a whole part file in one PUT (parts are per tile, so no appends are needed)."""
-    storage.write_bytes(key, "".join(line.to_json() + "\n" for line in lines).encode())
+    text = "".join(json.dumps(asdict(line), sort_keys=True) + "\n" for line in lines)
+    storage.write_bytes(key, text.encode())
 
 
 def manifest_parts(storage: Storage, teacher_hash: str) -> dict[str, list[ManifestLine]]:

@@ -165,12 +165,14 @@ def test_ray_worker_writes_to_s3(ray_cluster: Any, s3_bucket: tuple[str, dict[st
     assert read_url(url, options) == b"hello"
 
 
-def test_manifest_lines_name_their_teacher_and_old_lines_read_as_styleid() -> None:
-    from common.manifest import ManifestLine
+def test_manifest_lines_name_their_teacher_and_old_lines_read_as_styleid(tmp_path: Path) -> None:
+    from common.manifest import ManifestLine, manifest_parts, write_lines
 
     line = ManifestLine("c", "s", "ci", "si", "t.png", "train", "h", "sha", 1.0, teacher="lsast")
-    assert ManifestLine.from_json(line.to_json()) == line
-    old = json.loads(line.to_json())
+    storage = Storage(str(tmp_path))
+    write_lines(storage, "manifests/h/part-a.jsonl", [line])
+    assert manifest_parts(storage, "h") == {"manifests/h/part-a.jsonl": [line]}
+    old = json.loads(storage.read_bytes("manifests/h/part-a.jsonl"))
     del old["teacher"]  # written before LSAST existed
     assert ManifestLine.from_json(json.dumps(old)).teacher == "styleid"
     with pytest.raises(ValueError):
