@@ -88,7 +88,9 @@ def parse(config: type[T], argv: Sequence[str] | None, module: str, doc: str | N
     return tyro.cli(config, args=argv, prog=f"python -m {module}", description=doc)
 
 
-def pair_flag(sep: str, flag: str, metavar: str, auto: str | None = None) -> object:
+def pair_flag(
+    sep: str, flag: str, metavar: str, auto: str | None = None
+) -> tyro.constructors.PrimitiveConstructorSpec:
     """A flag holding two positive integers written A<sep>B (`--workers 1:4`, `--tile 12x8`);
     with `auto`, that word stands for None."""
 
@@ -111,16 +113,21 @@ def pair_flag(sep: str, flag: str, metavar: str, auto: str | None = None) -> obj
     )
 
 
-def choice_flag(choices: Sequence[str]) -> object:
+def choice_flag(flag: str, choices: Sequence[str]) -> tyro.constructors.PrimitiveConstructorSpec:
     """For a `Literal[choices]` field: --help lists the choices as tyro lists a Literal's
-    ({a,b,c}), but the value reaches the config as written, so a wrong one is refused by its
-    `__post_init__` in one `error:` line naming the flag, rather than in tyro's box."""
+    ({a,b,c}), and a wrong one is one `error:` line naming the flag, not tyro's box."""
+
+    def parse_choice(args: list[str]) -> str:
+        if args[0] not in choices:
+            raise UserError(f"{flag} {args[0]!r}: expected one of {', '.join(choices)}")
+        return args[0]
+
     return tyro.constructors.PrimitiveConstructorSpec(
         nargs=1,
         metavar="{" + ",".join(choices) + "}",
-        instance_from_str=lambda args: args[0],
-        is_instance=lambda value: isinstance(value, str),
-        str_from_instance=lambda value: [value],
+        instance_from_str=parse_choice,
+        is_instance=lambda value: value is None or value in choices,  # None: an optional one
+        str_from_instance=lambda value: [str(value)],
     )
 
 

@@ -25,7 +25,7 @@ from typing import Annotated, Literal
 
 import tyro
 
-from common.cli import StorageJobArgs, parse, run_cli
+from common.cli import StorageJobArgs, choice_flag, parse, run_cli
 from common.errors import UserError
 from common.run_info import read_run_info
 from common.storage import Storage
@@ -67,6 +67,7 @@ class Args(StorageJobArgs):
     ] = None
     also_teacher: Annotated[
         Literal["lsast"] | None,
+        choice_flag("--also-teacher", ("lsast",)),
         tyro.conf.arg(
             help="also run this teacher on the golden pairs of the run (a StyleID run): a "
             "contact-sheet column beside the run's teacher and the student, and its measures "

@@ -21,13 +21,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import ray
 import torch
 import tyro
 
-from common.cli import StorageJobArgs, check_number, pair_flag, parse, run_cli
+from common.cli import StorageJobArgs, check_number, choice_flag, pair_flag, parse, run_cli
 from common.errors import UserError
 from common.inputs import check_golden_leak, expand_images
 from common.manifest import forget_failures, listed_pairs
@@ -52,6 +52,8 @@ from teacher_workers.sizing import auto_tile
 
 log = logging.getLogger("jobs.generate")
 
+Planner = Literal["grid", "recipe"]
+
 
 @dataclass(frozen=True, kw_only=True)
 class Args(StorageJobArgs):
@@ -71,7 +73,7 @@ class Args(StorageJobArgs):
     """held-out golden styles (LSAST: learned)"""
     out: str
     """output root URL (local dir, s3://, ...)"""
-    planner: Literal["grid", "recipe"] = "grid"
+    planner: Annotated[Planner, choice_flag("--planner", get_args(Planner))] = "grid"
     """grid: every content with every style; recipe: drawn content/face/style combinations"""
     combinations: int = 1
     """recipe combinations"""

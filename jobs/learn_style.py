@@ -52,7 +52,7 @@ from teacher_workers.lsast_training import (
 )
 from teacher_workers.model_source import pin_model
 from teacher_workers.models import PRESETS, check_model_name, load_teacher
-from teacher_workers.options import TeacherOptions
+from teacher_workers.options import STAGE_INDEXING_FLAG, TeacherOptions
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class LearnConfig:
     """one GPU per worker"""
     resolution: int = LSASTConfig.resolution
     """training size, a multiple of 64"""
-    stage_indexing: StageIndexing = LSASTConfig.stage_indexing
+    stage_indexing: Annotated[StageIndexing, STAGE_INDEXING_FLAG] = LSASTConfig.stage_indexing
     """code: the released code's sliding window; paper: 10 stages x 3 groups"""
     grad_through_down_mid: bool = False
     """also train the encoder and middle prompts (the code trains the decoder's only)"""

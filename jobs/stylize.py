@@ -29,7 +29,7 @@ import tyro
 from PIL import Image
 from tqdm import tqdm
 
-from common.cli import StorageJobArgs, parse, run_cli
+from common.cli import StorageJobArgs, choice_flag, parse, run_cli
 from common.errors import UserError
 from common.images import decode_image, load_square, png_bytes, to_tensor
 from common.inputs import expand_images
@@ -62,7 +62,10 @@ class Args(StorageJobArgs):
     """student checkpoint directory (or training run folder), instead of the teacher"""
     max_side: int = 512
     """student: scale images so their longer side is at most this (0: keep)"""
-    precision: Literal[PRECISIONS] = "auto"  # type: ignore[valid-type]
+    precision: Annotated[
+        Literal[PRECISIONS],  # type: ignore[valid-type]
+        choice_flag("--precision", PRECISIONS),
+    ] = "auto"
     """student math: auto = bf16 where faster than fp32 here (within 35 dB PSNR of it), else fp32"""
     teacher: Annotated[TeacherOptions, tyro.conf.OmitArgPrefixes] = field(
         default_factory=TeacherOptions

@@ -67,7 +67,7 @@ class TrainConfig:
     """initial Adam learning rate (a resumed run keeps its own)"""
     crop_size: int = 256
     """training crop, multiple of 32"""
-    loss: Annotated[Loss, choice_flag(LOSS_WEIGHTS)] = "l1"
+    loss: Annotated[Loss, choice_flag("--loss", tuple(LOSS_WEIGHTS))] = "l1"
     """pixel MSE, plus a VGG19 Gram term for l2/l3 (weights 0.5:0.5, 0.7:0.3)"""
     init: str = "imagenet"
     """imagenet, scratch, or the path of the authors' checkpoint0005.pth"""
@@ -83,7 +83,7 @@ class TrainConfig:
     """lr reduction factor"""
     seed: int = 0
     """seeds model init, crops and order"""
-    precision: Annotated[Precision, choice_flag(PRECISIONS)] = "auto"
+    precision: Annotated[Precision, choice_flag("--precision", PRECISIONS)] = "auto"
     """auto: bf16 on GPUs that have it, else fp16; fp32 on CPU"""
     compile: bool = False
     """torch.compile the student (GPU: the first steps pay the compile; checkpoints unchanged)"""
@@ -118,8 +118,6 @@ class TrainConfig:
         object.__setattr__(self, "data", absolute_url(self.data))
         if self.decoded_cache:
             object.__setattr__(self, "decoded_cache", os.path.abspath(self.decoded_cache))
-        if self.loss not in LOSS_WEIGHTS:
-            raise UserError(f"--loss {self.loss!r}: expected one of {', '.join(LOSS_WEIGHTS)}")
         if self.tensorboard:
             object.__setattr__(self, "tensorboard", absolute_url(self.tensorboard))
         for name in ("backbone_weights", "vgg_weights"):
@@ -132,10 +130,6 @@ class TrainConfig:
             raise UserError(f"--vgg-weights: --loss {self.loss} has no Gram term, so no VGG19")
         if not NAME_PATTERN.fullmatch(self.name):
             raise UserError(f"--name {self.name!r}: use letters, digits, '.', '_' or '-'")
-        if self.precision not in PRECISIONS:
-            raise UserError(
-                f"--precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}"
-            )
         if self.precision in ("bf16", "fp16") and not self.gpu:
             raise UserError(f"--precision {self.precision} needs --gpu (autocast is GPU only)")
         if self.crop_size < SIZE_MULTIPLE or self.crop_size % SIZE_MULTIPLE:

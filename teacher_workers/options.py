@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Annotated, Literal, get_args
 import torch
 import tyro
 
+from common.cli import choice_flag
 from common.errors import UserError
 from common.ids import config_hash
 from teacher_workers.config import StyleIDConfig, teacher_hash
 from teacher_workers.engine import StyleIDEngine
 from teacher_workers.lsast_config import DEFAULT_CONTROLNET, LSAST_ENGINE_VERSION, LSASTConfig
 from teacher_workers.lsast_control import TINY_CONTROLNET, check_controlnet_name
-from teacher_workers.lsast_prompts import StageIndexing
+from teacher_workers.lsast_prompts import STAGE_INDEXING, StageIndexing
 from teacher_workers.model_source import (
     DEFAULT_MODEL_ID,
     is_single_file,
@@ -42,15 +43,16 @@ if TYPE_CHECKING:
 
 Teacher = Literal["styleid", "lsast"]
 TEACHERS = get_args(Teacher)
+STAGE_INDEXING_FLAG = choice_flag("--stage-indexing", STAGE_INDEXING)
 OFFLOAD_WORDS = {"auto": None, "yes": True, "no": False}
+OFFLOAD_WORD = choice_flag("--offload", tuple(OFFLOAD_WORDS))
 # `--offload auto|yes|no` for the engine's offload=None|True|False
 OFFLOAD = tyro.constructors.PrimitiveConstructorSpec(
     nargs=1,
-    metavar="{auto,yes,no}",
-    instance_from_str=lambda args: OFFLOAD_WORDS[args[0]],
+    metavar=OFFLOAD_WORD.metavar,
+    instance_from_str=lambda args: OFFLOAD_WORDS[OFFLOAD_WORD.instance_from_str(args)],
     is_instance=lambda value: value is None or isinstance(value, bool),
     str_from_instance=lambda value: [next(k for k, v in OFFLOAD_WORDS.items() if v is value)],
-    choices=tuple(OFFLOAD_WORDS),
 )
 
 
@@ -81,7 +83,7 @@ class LSASTFlags:
         LSASTConfig.canny_high,
     )
     """canny edge thresholds"""
-    stage_indexing: StageIndexing = LSASTConfig.stage_indexing
+    stage_indexing: Annotated[StageIndexing, STAGE_INDEXING_FLAG] = LSASTConfig.stage_indexing
     """code: the released code's sliding window; paper: 10 stages x 3 groups"""
     prompt_dropout: bool = LSASTConfig.prompt_dropout
     """keep the generator's dropout on (seeded)"""
@@ -126,7 +128,9 @@ class TeacherOptions:
             f"only (none: {DEFAULT_MODEL_ID})",
         ),
     ] = None
-    kind: Annotated[Teacher, tyro.conf.arg(name="teacher")] = "styleid"
+    kind: Annotated[Teacher, tyro.conf.arg(name="teacher"), choice_flag("--teacher", TEACHERS)] = (
+        "styleid"
+    )
     """styleid: a style image per pair; lsast: a learned style (--style-prompts)"""
     lsast: tyro.conf.Suppress[LSASTConfig] = field(default_factory=LSASTConfig)
     # flags only, applied by `chosen`: shared by both teachers with their own defaults

@@ -16,7 +16,7 @@ from tyro.constructors import PrimitiveConstructorSpec
 
 from common.cli import parse
 from common.errors import UserError
-from jobs import evaluate, export, generate, pipeline, prepare_models, stylize
+from jobs import evaluate, export, generate, learn_style, pipeline, prepare_models, stylize
 from student.train_config import TrainConfig
 from teacher_workers.options import LSASTFlags, TeacherOptions
 
@@ -88,6 +88,36 @@ def test_every_flag_default_in_help_is_the_config_default(module, monkeypatch, c
     expected = expected_defaults(CONFIGS[module])
     assert expected, module
     assert shown == expected
+
+
+# the flags each command cannot parse without
+REQUIRED = {
+    "jobs.evaluate": ["--data", "d", "--student", "s"],
+    "jobs.export": ["--student", "ckpt", "--onnx", "x.onnx"],
+    "jobs.generate": ["--content", "c", "--styles", "s", "--out", "o"],
+    "jobs.learn_style": ["--styles", "s", "--out", "o"],
+    "jobs.pipeline": [],
+    "jobs.prepare_models": [],
+    "jobs.stylize": ["--content", "c", "--style", "s", "--out", "o"],
+    "jobs.train": ["--data", "d", "--name", "n"],
+}
+
+
+@pytest.mark.parametrize("module", sorted(REQUIRED))
+def test_every_choice_flag_refuses_a_wrong_value_in_one_line(module, monkeypatch, capsys) -> None:
+    """Each flag `--help` shows with its choices ({a,b}): a value outside them is one
+    `UserError` naming the flag and the choices, not tyro's box."""
+    config = {**CONFIGS, "jobs.learn_style": learn_style.Args}[module]
+    monkeypatch.setenv("COLUMNS", "120")
+    with pytest.raises(SystemExit):
+        parse(config, ["--help"], module, None)
+    flags = re.findall(r"(--[a-z-]+) \{([^}]+)\}(?!\|)", capsys.readouterr().out)  # not {None}|STR
+    for flag, choices in flags:
+        message = f"{flag} 'bogus': expected one of {', '.join(choices.split(','))}"
+        with pytest.raises(UserError, match=re.escape(message)):
+            parse(config, [*REQUIRED[module], flag, "bogus"], module, None)
+    if module in ("jobs.generate", "jobs.train"):
+        assert len(flags) >= 2, flags  # e.g. --planner and --teacher, --loss and --precision
 
 
 @pytest.mark.parametrize(
