@@ -64,6 +64,7 @@ def run_cli(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     import ray  # noqa: F401  (importing Ray sets its logger to INFO: first, so that ours holds)
 
+    logging.getLogger("ray").setLevel(logging.INFO)  # every record reaches the run's log file
     for handler in logging.getLogger("ray").handlers:  # its console handler
         handler.setLevel(ray_log_level())
     try:

@@ -4,6 +4,7 @@ without the optional `onnx` extra."""
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import subprocess
 import sys
 from importlib.metadata import EntryPoint
@@ -43,22 +44,39 @@ def test_console_script_runs_the_command(name, monkeypatch, capsys) -> None:
     assert exit_.value.code == 2
 
 
-@pytest.mark.parametrize(("argv", "level"), [([], logging.ERROR), (["--verbose"], logging.INFO)])
-def test_ray_logs_only_its_errors_unless_verbose(argv, level, monkeypatch) -> None:
-    """What `connect_ray` and the steps of `jobs.pipeline` go by: the environment, and the
-    level of Ray's loggers in the driver."""
+@pytest.mark.parametrize(("argv", "shown"), [([], False), (["--verbose"], True)])
+def test_ray_logs_only_its_errors_to_the_console_unless_verbose(
+    argv, shown, monkeypatch, capfd
+) -> None:
+    """What `connect_ray` and the steps of `jobs.pipeline` go by (the environment), and where
+    a Ray logger's records go: errors always to the console, INFO only with --verbose, and
+    everything to a handler beside the console's, as the run's log file (`run_log`)."""
     monkeypatch.setenv(VERBOSE_ENV, "0")  # and back to this machine's value after the test
     ray_logger = logging.getLogger("ray")
     monkeypatch.setattr(ray_logger, "level", ray_logger.level)
+    for handler in ray_logger.handlers:
+        monkeypatch.setattr(handler, "level", handler.level)
+    kept = logging.handlers.BufferingHandler(capacity=100)
     seen = {}
 
     def main(args):
-        seen.update(args=list(args), verbose=verbose(), level=ray_logger.level)
+        seen.update(args=list(args), verbose=verbose())
+        ray_logger.addHandler(kept)
+        logging.getLogger("ray.train.some_module").info("an INFO line of Ray's")
+        logging.getLogger("ray.train.some_module").error("an ERROR line of Ray's")
+        ray_logger.removeHandler(kept)
 
     with pytest.raises(SystemExit) as exit_:
         run_cli(main, argv)
     assert exit_.value.code == 0
-    assert seen == {"args": argv, "verbose": bool(argv), "level": level}
+    assert seen == {"args": argv, "verbose": bool(argv)}
+    console = capfd.readouterr().err
+    assert "an ERROR line of Ray's" in console
+    assert ("an INFO line of Ray's" in console) is shown
+    assert [r.getMessage() for r in kept.buffer] == [
+        "an INFO line of Ray's",
+        "an ERROR line of Ray's",
+    ]
 
 
 WITHOUT_ONNX = """
