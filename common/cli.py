@@ -37,8 +37,8 @@ class JobArgs:
     parsing, so that Ray's loggers are quiet from the first line."""
 
     verbose: bool = False
-    """print Ray's own log lines too (by default only errors: the rest goes to the run's log
-    file and Ray's logs)"""
+    """print Ray's own log lines too (by default only errors; a job that starts Ray keeps the
+    rest in the run's logs/ and Ray's session logs)"""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from common.errors import UserError
+from common.errors import first_line
 from common.storage import Storage
 
 # Ray's own format (its LOGGER_FORMAT): `ray.init` sets it on every handler of the "ray"
@@ -33,7 +33,8 @@ logger = logging.getLogger(__name__)
 def run_log(storage: Storage, job: str) -> Iterator[str]:
     """Log into the run's `logs/` while the block runs; yields the log's URL. A log that cannot
     be uploaded stays in its temporary file, with a warning: never the job's error."""
-    key = f"logs/{job}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.log"
+    # the process id: two runs started in the same second keep a log each
+    key = f"logs/{job}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{os.getpid()}.log"
     path = storage.path(key)
     if not storage.is_local:  # uploaded at the end
         with tempfile.NamedTemporaryFile(suffix=".log", delete=False) as file:
@@ -44,8 +45,8 @@ def run_log(storage: Storage, job: str) -> Iterator[str]:
     handler.setFormatter(logging.Formatter(FORMAT))
     for name in OWN_HANDLERS:
         logging.getLogger(name).addHandler(handler)
-    print(f"full log: {storage.url(key)}", flush=True)
     try:
+        print(f"full log: {storage.url(key)}", flush=True)
         yield storage.url(key)
     finally:
         for name in OWN_HANDLERS:
@@ -55,5 +56,5 @@ def run_log(storage: Storage, job: str) -> Iterator[str]:
             try:
                 storage.write_bytes(key, Path(path).read_bytes())
                 os.remove(path)
-            except UserError as exc:
-                logger.warning("the job's log stays at %s: %s", path, exc)
+            except Exception as exc:  # whatever the store says, the job's own outcome stands
+                logger.warning("the job's log stays at %s: %s", path, first_line(exc))

@@ -55,10 +55,12 @@ def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
 
 def validate(config: TrainConfig) -> Splits:
     """Every check that needs I/O, before Ray starts: data, manifests, the images each learned
-    style (LSAST) was learned from, which stand for it as the student's style input, `--init`,
-    crop size. (`check_weights` follows it: it may change the config the workers get.)"""
+    style (LSAST) was learned from, which stand for it as the student's style input, a writable
+    root, `--init`, crop size. (`check_weights` follows it: it may change the config the workers
+    get.)"""
     storage = config.storage()
     splits = read_splits(storage, config.teacher_hash)
+    storage.check_writable()  # the run folder and its log go there
     learned = {url: learned_from(url, config.storage_options) for url in splits.learned_styles()}
     splits = replace(splits, style_images=learned)
     check_init(config)

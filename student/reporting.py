@@ -41,13 +41,13 @@ def read_training_metrics(url: str, options: dict[str, Any]) -> list[dict[str, A
 
 
 def curves(records: list[dict[str, Any]]) -> bytes:
-    """curves.png: train/val loss, the train loss's pixel and Gram terms (absent from the
-    records of older runs) and the learning rate, over epochs."""
-    terms = {
-        f"train {label}": [r[f"train_loss_{term}"] for r in records]
-        for term, label in (("mse", "pixel MSE term"), ("gram", "Gram term"))
-        if records and all(f"train_loss_{term}" in r for r in records)
-    }
+    """curves.png: train/val loss, the train loss's pixel and Gram terms where it has a Gram
+    term (l2/l3; l1's is zero, and older runs did not record terms) and the learning rate, over
+    epochs."""
+    gram = [r.get("train_loss_gram", 0.0) for r in records]
+    terms = {"train pixel MSE term": [r["train_loss_mse"] for r in records]} if any(gram) else {}
+    if terms:
+        terms["train Gram term"] = gram
     return training_curves(
         [r["epoch"] for r in records],
         {

@@ -19,6 +19,7 @@ from student.cfsd import ROWS, cfsd
 from student.golden_metrics import ALEXNET, INCEPTION, ImageMeter, SetMeter
 from student.inference import imagenet_normalize
 from student.pretrained import RANDOM, WeightsUnavailable
+from student.reporting import curves as run_curves
 
 
 @pytest.fixture(scope="module")
@@ -302,5 +303,12 @@ def test_curves_are_two_labelled_plots_with_every_series():
     assert count(with_terms, purple, tolerance=2) > 50
     assert count(with_terms, brown, tolerance=2) > 50
     assert count(curves, purple, tolerance=2) == 0
+    # a run's curves show the terms only where the loss has a Gram term (l2/l3): an l1 run's is
+    # zero, and runs recorded before the terms have none
+    record = {"train_loss": 0.5, "val_loss": 0.6, "lr": 1e-4, "train_loss_mse": 0.45}
+    l3 = [{**record, "epoch": e, "train_loss_gram": 0.05 / e} for e in (1, 2)]
+    assert count(png_image(run_curves(l3)), purple, tolerance=2) > 50
+    for records in ([{**r, "train_loss_gram": 0.0} for r in l3], [{**record, "epoch": 1}]):
+        assert count(png_image(run_curves(records)), purple, tolerance=2) == 0
     empty = png_image(training_curves([], {"train loss": [], "val loss": []}, []))
     assert empty.size == (800, 600)

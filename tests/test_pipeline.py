@@ -55,7 +55,7 @@ def test_main_job_writes_targets_checkpoint_metrics_and_pictures(tmp_path):
     assert len(printed.splitlines()) <= 60  # a newcomer's screen, not Ray's internals
     storage = Storage(str(out))
     # what the console leaves out is in each Ray job's log file in the run
-    logs = {re.sub(r"-\d{8}-\d{6}\.log$", "", k): k for k in storage.list("logs")}
+    logs = {re.sub(r"-\d{8}-\d{6}-\d+\.log$", "", k): k for k in storage.list("logs")}
     assert sorted(logs) == ["logs/generate", "logs/train-demo"]
     assert "Execution plan of Dataset" in (out / logs["logs/generate"]).read_text()
     assert "Started a local Ray instance" in (out / logs["logs/train-demo"]).read_text()

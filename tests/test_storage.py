@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import time
 import uuid
@@ -14,6 +15,7 @@ import fsspec
 import pytest
 
 from common.errors import UnreadableInput, UserError
+from common.run_log import run_log
 from common.storage import Storage, StorageOptions, open_fs, read_url, redact
 
 
@@ -177,3 +179,33 @@ def test_manifest_lines_name_their_teacher_and_old_lines_read_as_styleid(tmp_pat
     assert ManifestLine.from_json(json.dumps(old)).teacher == "styleid"
     with pytest.raises(ValueError):
         ManifestLine.from_json(json.dumps({**old, "extra": 1}))
+
+
+class RefusingStorage(Storage):
+    """An object store that takes no more writes (expired credentials, a full bucket)."""
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        raise RuntimeError("AccessDenied")
+
+
+def test_a_run_log_holds_ray_and_project_records_and_never_fails_the_job(
+    memory_root: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(logging.getLogger("ray"), "level", logging.INFO)
+    storage = Storage(f"{memory_root}/run")
+    with run_log(storage, "generate") as url:
+        logging.getLogger("ray.data.some").info("a line of Ray Data")  # it does not propagate
+        logging.getLogger("ray.train.some").info("a line of Ray Train")
+        logging.getLogger("jobs.some").warning("a line of ours")
+    (key,) = storage.list("logs")
+    assert url == storage.url(key) and key.startswith("logs/generate-")
+    text = storage.read_bytes(key).decode()
+    for line in ("a line of Ray Data", "a line of Ray Train", "a line of ours"):
+        assert line in text
+    # an error inside the job is the job's; an upload refused afterwards is a warning
+    refusing = RefusingStorage(f"{memory_root}/other")
+    with pytest.raises(ValueError, match="the job's own"), run_log(refusing, "train-x"):
+        raise ValueError("the job's own")
+    assert "the job's log stays at" in caplog.text and "AccessDenied" in caplog.text
+    for name in ("", "ray", "ray.data"):
+        assert not [h for h in logging.getLogger(name).handlers if type(h) is logging.FileHandler]
