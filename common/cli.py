@@ -65,7 +65,7 @@ def run_cli(
     import ray  # noqa: F401  (importing Ray sets its logger to INFO: first, so that ours holds)
 
     logging.getLogger("ray").setLevel(logging.INFO)  # every record reaches the run's log file
-    for handler in logging.getLogger("ray").handlers:  # its console handler
+    for handler in console_handlers("ray"):
         handler.setLevel(ray_log_level())
     try:
         code = main(argv)
@@ -76,6 +76,16 @@ def run_cli(
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code or 0)
+
+
+def console_handlers(logger: str) -> list[logging.StreamHandler]:
+    """The handlers of a logger that print to a console: not files (Ray's own, the run's log)."""
+    handlers = logging.getLogger(logger).handlers
+    return [
+        h
+        for h in handlers
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+    ]
 
 
 def ray_log_level() -> int:

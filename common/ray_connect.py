@@ -20,7 +20,7 @@ import ray
 import ray.data  # configures Ray Data's loggers, which `connect_ray` quiets
 from fsspec.implementations.local import LocalFileSystem
 
-from common.cli import verbose
+from common.cli import console_handlers, verbose
 from common.storage import Storage
 
 
@@ -58,12 +58,8 @@ def connect_ray() -> None:
     if quiet:
         # Ray Data prints a failed work unit's whole remote traceback, ~200 lines, before the
         # job's own `error:` line names its cause: the console gets none, the log file all
-        for handler in logging.getLogger("ray.data").handlers:
-            # its console handler: not its own file's, nor the run's log file (`run_log`)
-            if isinstance(handler, logging.StreamHandler) and not isinstance(
-                handler, logging.FileHandler
-            ):
-                handler.setLevel(logging.CRITICAL)
+        for handler in console_handlers("ray.data"):
+            handler.setLevel(logging.CRITICAL)
         print(f"Ray's logs: {context.address_info['session_dir']}/logs (--verbose prints them)")
 
 

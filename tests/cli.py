@@ -95,7 +95,7 @@ def as_in_a_new_process() -> Iterator[None]:
     root.handlers = []
     # Ray's logger prints through a handler of its own, to the stderr of when Ray was imported
     ray_streams = [
-        (handler, handler.setStream(sys.stderr))
+        (handler, handler.setStream(sys.stderr), handler.level)
         for handler in ray_logger.handlers
         if isinstance(handler, logging.StreamHandler) and type(handler).__module__.startswith("ray")
     ]
@@ -110,8 +110,9 @@ def as_in_a_new_process() -> Iterator[None]:
         for handler in root.handlers:
             handler.close()
         root.handlers = handlers
-        for handler, stream in ray_streams:
+        for handler, stream, level in ray_streams:  # `run_cli` sets the console's level
             handler.setStream(stream)
+            handler.setLevel(level)
         root.setLevel(levels[0])
         ray_logger.setLevel(levels[1])
         for name in set(os.environ) - set(environment):

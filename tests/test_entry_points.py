@@ -3,6 +3,7 @@ without the optional `onnx` extra."""
 
 from __future__ import annotations
 
+import io
 import logging
 import logging.handlers
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from common.cli import VERBOSE_ENV, run_cli, verbose
+from common.cli import VERBOSE_ENV, console_handlers, run_cli, verbose
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
@@ -45,17 +46,19 @@ def test_console_script_runs_the_command(name, monkeypatch, capsys) -> None:
 
 
 @pytest.mark.parametrize(("argv", "shown"), [([], False), (["--verbose"], True)])
-def test_ray_logs_only_its_errors_to_the_console_unless_verbose(
-    argv, shown, monkeypatch, capfd
-) -> None:
+def test_ray_logs_only_its_errors_to_the_console_unless_verbose(argv, shown, monkeypatch) -> None:
     """What `connect_ray` and the steps of `jobs.pipeline` go by (the environment), and where
     a Ray logger's records go: errors always to the console, INFO only with --verbose, and
     everything to a handler beside the console's, as the run's log file (`run_log`)."""
+    import ray  # noqa: F401  (as run_cli does: its import gives Ray's logger its console handler)
+
     monkeypatch.setenv(VERBOSE_ENV, "0")  # and back to this machine's value after the test
     ray_logger = logging.getLogger("ray")
     monkeypatch.setattr(ray_logger, "level", ray_logger.level)
-    for handler in ray_logger.handlers:
+    console = io.StringIO()  # Ray's console handler writes to the stderr of Ray's import
+    for handler in console_handlers("ray"):
         monkeypatch.setattr(handler, "level", handler.level)
+        monkeypatch.setattr(handler, "stream", console)
     kept = logging.handlers.BufferingHandler(capacity=100)
     seen = {}
 
@@ -70,9 +73,8 @@ def test_ray_logs_only_its_errors_to_the_console_unless_verbose(
         run_cli(main, argv)
     assert exit_.value.code == 0
     assert seen == {"args": argv, "verbose": bool(argv)}
-    console = capfd.readouterr().err
-    assert "an ERROR line of Ray's" in console
-    assert ("an INFO line of Ray's" in console) is shown
+    assert "an ERROR line of Ray's" in console.getvalue()
+    assert ("an INFO line of Ray's" in console.getvalue()) is shown
     assert [r.getMessage() for r in kept.buffer] == [
         "an INFO line of Ray's",
         "an ERROR line of Ray's",

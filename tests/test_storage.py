@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import socket
 import time
 import uuid
@@ -189,9 +190,15 @@ class RefusingStorage(Storage):
 
 
 def test_a_run_log_holds_ray_and_project_records_and_never_fails_the_job(
-    memory_root: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    memory_root: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(logging.getLogger("ray"), "level", logging.INFO)
+    # the module's own warnings, as a fresh process has its logger (enabled, WARNING up)
+    warned = logging.handlers.BufferingHandler(capacity=10)
+    module_logger = logging.getLogger("common.run_log")
+    monkeypatch.setattr(module_logger, "disabled", False)
+    monkeypatch.setattr(module_logger, "level", logging.WARNING)
+    monkeypatch.setattr(module_logger, "handlers", [warned])
     storage = Storage(f"{memory_root}/run")
     with run_log(storage, "generate") as url:
         logging.getLogger("ray.data.some").info("a line of Ray Data")  # it does not propagate
@@ -206,6 +213,7 @@ def test_a_run_log_holds_ray_and_project_records_and_never_fails_the_job(
     refusing = RefusingStorage(f"{memory_root}/other")
     with pytest.raises(ValueError, match="the job's own"), run_log(refusing, "train-x"):
         raise ValueError("the job's own")
-    assert "the job's log stays at" in caplog.text and "AccessDenied" in caplog.text
+    (warning,) = [record.getMessage() for record in warned.buffer]
+    assert "the job's log stays at" in warning and "AccessDenied" in warning
     for name in ("", "ray", "ray.data"):
         assert not [h for h in logging.getLogger(name).handlers if type(h) is logging.FileHandler]
