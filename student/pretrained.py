@@ -105,11 +105,18 @@ def load_instrument(
     """`load_pretrained` for a measuring network (VGG19, LPIPS's AlexNet): no weights is an
     error, not a silent random network, since a random one still measures, meaninglessly, and
     that only shows much later. Returns where the weights came from ("random" when asked),
-    so a report can say which of its figures mean nothing."""
+    so a report can say which of its figures mean nothing. A random one is seeded: its
+    figures mean little, but the same inputs give the same figures in every run."""
     try:
         loaded = load_pretrained(network, choice, options, *modules)
     except WeightsUnavailable as exc:
         raise WeightsUnavailable(f"{exc}; or {network.flag} {RANDOM} to use a random one") from None
+    if not loaded:  # the same random network in every run, so that its figures repeat
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            for layer in (layer for module in modules for layer in module.modules()):
+                if hasattr(layer, "reset_parameters"):
+                    layer.reset_parameters()
     return (choice or str(network.cache_file)) if loaded else RANDOM
 
 

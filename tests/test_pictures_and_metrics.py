@@ -89,6 +89,19 @@ def test_lpips_and_losses_grow_with_the_change(meter: ImageMeter) -> None:
     assert 0 < slight < meter.lpips_distance(image, smooth_image(seed=5))
 
 
+def test_random_measuring_networks_give_the_same_figures_in_every_run() -> None:
+    """`random` VGG19 and AlexNet mean little, but two runs must not differ by chance: each is
+    seeded, whatever the global random state."""
+    content, image = smooth_image(0), distorted(smooth_image(0), "noise")
+    figures = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        meter = ImageMeter(RANDOM, RANDOM)
+        figures.append(meter.against_inputs(image, meter.inputs(content, smooth_image(3))))
+    assert figures[0] == figures[1]
+    assert figures[0]["lpips_content"] > 0
+
+
 def test_lpips_backbone_comes_from_the_given_file(tmp_path, monkeypatch) -> None:
     """No download: the AlexNet layers hold the file's tensors, and the report names the file."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
