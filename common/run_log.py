@@ -1,4 +1,4 @@
-"""Each job's log file in its run: `<run root>/logs/<job>-<UTC time>.log`.
+"""Each job's log file in its run: `<run root>/logs/<job>-<UTC time>-<pid>.log`.
 
 The console stays quiet (`common.cli`: Ray's console handlers print errors only unless
 `--verbose`), so the file is where the rest goes: every record of this process's loggers from

@@ -45,9 +45,8 @@ def curves(records: list[dict[str, Any]]) -> bytes:
     term (l2/l3; l1's is zero, and older runs did not record terms) and the learning rate, over
     epochs."""
     gram = [r.get("train_loss_gram", 0.0) for r in records]
-    terms = {"train pixel MSE term": [r["train_loss_mse"] for r in records]} if any(gram) else {}
-    if terms:
-        terms["train Gram term"] = gram
+    mse = [r.get("train_loss_mse") for r in records]
+    terms = {"train pixel MSE term": mse, "train Gram term": gram} if any(gram) else {}
     return training_curves(
         [r["epoch"] for r in records],
         {

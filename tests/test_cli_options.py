@@ -121,21 +121,21 @@ def test_every_choice_flag_refuses_a_wrong_value_in_one_line(module, monkeypatch
 
 
 @pytest.mark.parametrize(
-    ("config", "argv", "message"),
+    ("module", "argv", "message"),
     [
-        (export.Args, ["--check-sizes", "64x64", "abc"], "--check-sizes must look like HxW with"),
-        (generate.Args, ["--tile", "12"], "--tile must look like AxB|auto with integers, got '12'"),
-        (generate.Args, ["--workers", "0:2"], "--workers values must be >= 1, got '0:2'"),
-        (generate.Args, ["--workers", "1-2"], "--workers must look like MIN:MAX with integers"),
+        ("jobs.export", ["--check-sizes", "64x64", "abc"], "--check-sizes must look like HxW with"),
+        (
+            "jobs.generate",
+            ["--tile", "12"],
+            "--tile must look like AxB|auto with integers, got '12'",
+        ),
+        ("jobs.generate", ["--workers", "0:2"], "--workers values must be >= 1, got '0:2'"),
+        ("jobs.generate", ["--workers", "1-2"], "--workers must look like MIN:MAX with integers"),
     ],
 )
-def test_a_malformed_pair_flag_names_its_own_form(config, argv, message) -> None:
-    required = {
-        export.Args: ["--student", "ckpt", "--onnx", "x.onnx"],
-        generate.Args: ["--content", "c", "--styles", "s", "--out", "o"],
-    }[config]
+def test_a_malformed_pair_flag_names_its_own_form(module, argv, message) -> None:
     with pytest.raises(UserError, match=re.escape(message)):
-        parse(config, [*required, *argv], "prog", "")
+        parse(CONFIGS[module], [*REQUIRED[module], *argv], module, "")
 
 
 def test_every_lsast_flag_reaches_the_lsast_config() -> None:
