@@ -8,6 +8,7 @@ so nothing is downloaded; the checkout is not on its path and the commands run e
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -37,13 +38,33 @@ def venv(tmp_path_factory) -> Path:
     # line, so that the path files there (this checkout's editable install) are not read
     paths = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     (Path(site) / "dependencies.pth").write_text("\n".join(sorted(paths)) + "\n")
+    source = copy_checkout(tmp_path_factory.mktemp("source"))
     subprocess.run(
-        [python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(ROOT)],
+        [python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(source)],
         check=True,
         cwd=folder,
         env=clean_env(),
     )
     return folder / "bin"
+
+
+def copy_checkout(folder: Path) -> Path:
+    """This worktree's files (tracked and new, not ignored; links kept as links), so the build
+    sees no leftovers of earlier builds and writes nothing into the checkout."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source, target = ROOT / name, folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():
+            target.symlink_to(os.readlink(source))
+        elif source.is_file():
+            shutil.copy2(source, target)
+    return folder
 
 
 def clean_env() -> dict[str, str]:
