@@ -13,8 +13,8 @@ FROM rayproject/ray:2.60.0-py311-gpu
 
 COPY constraints.txt /tmp/constraints.txt
 
-# pyproject.toml's [project] dependencies (the names; the pins decide the versions), and boto3
-# for the head's autoscaler to launch EC2 nodes.
+# pyproject.toml's [project] dependencies (the names; the pins decide the versions), boto3
+# for the head's autoscaler to launch EC2 nodes, and the `gcs` extra (gcsfs) for gs:// runs.
 RUN pip install --no-cache-dir -c /tmp/constraints.txt \
         "ray[default,data,train]" \
         torch \
@@ -35,4 +35,7 @@ RUN pip install --no-cache-dir -c /tmp/constraints.txt \
         tensorboard \
         opencv-python-headless \
         tyro \
-        boto3
+        huggingface-hub \
+        pyarrow \
+        boto3 \
+        gcsfs

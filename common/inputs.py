@@ -11,7 +11,7 @@ from PIL import Image, ImageFile
 
 from common.errors import UnreadableInput, UserError
 from common.ids import sha256_hex
-from common.storage import is_local, open_fs, read_url
+from common.storage import absolute_url, is_local, open_fs, read_url
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ def expand_images(arguments: Sequence[str], options: Mapping[str, Any], role: st
     """
     urls: list[str] = []
     for argument in arguments:
+        argument = absolute_url(argument)  # a relative path is refused inside a Ray job's copy
         fs, path = open_fs(argument, options)
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         skipped = ""

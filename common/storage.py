@@ -98,10 +98,31 @@ def is_local(url: str) -> bool:
     return "://" not in url or url.startswith("file://")
 
 
+# `ray job submit --working-dir .` runs the driver in Ray's unpacked copy of the upload,
+# .../runtime_resources/working_dir_files/_ray_pkg_<hash>/, which goes with the Ray session.
+RAY_PACKAGE_PREFIX = "_ray_pkg_"
+
+
 def absolute_url(url: str) -> str:
-    """Local paths made absolute (Ray workers run in other working directories); URLs as given."""
+    """Local paths made absolute (Ray workers run in other working directories); URLs as given.
+
+    A relative path in a job submitted with `--working-dir` names a file of the submitter's
+    checkout; made absolute here it would point into Ray's temporary copy of the upload, and
+    be recorded so in run.json and manifests where no later job can read it: a `UserError`.
+    """
+    if not is_local(url):
+        return url
     local = os.path.expanduser(url.removeprefix("file://"))
-    return os.path.abspath(local) if is_local(url) else url
+    cwd = os.getcwd()
+    if not os.path.isabs(local) and any(
+        part.startswith(RAY_PACKAGE_PREFIX) for part in cwd.split(os.sep)
+    ):
+        raise UserError(
+            f"relative path {url!r} would be read from this Ray job's temporary copy of its "
+            "--working-dir, which later jobs cannot read; give an absolute path that every "
+            "node can read, or an object-store URL (s3://..., gs://...)"
+        )
+    return os.path.abspath(local)
 
 
 def open_fs(url: str, options: Mapping[str, Any] | None) -> tuple[fsspec.AbstractFileSystem, str]:

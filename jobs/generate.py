@@ -3,7 +3,7 @@ r"""Generate teacher targets for (content, style) pairs on a Ray cluster.
     python -m jobs.generate --content photos/ --styles paintings/ --out runs/demo
     python -m jobs.generate --teacher lsast --content photos/ --style-prompts styles/van-gogh \
         --model MODEL --controlnet lllyasviel/control_v11p_sd15_canny --out runs/lsast
-    ray job submit --address http://HEAD:8265 --working-dir . --runtime-env runtime_env.yaml \
+    ray job submit --address http://127.0.0.1:8265 --working-dir . --runtime-env runtime_env.yaml \
         -- python -m jobs.generate --model MODEL \
         --content s3://b/coco --faces s3://b/faces --styles s3://b/wikiart \
         --planner recipe --combinations 90 --out s3://b/run1 --workers 1:16 --gpus-per-worker 1

@@ -32,7 +32,8 @@ from teacher_workers.config import StyleIDConfig
 from teacher_workers.models import PRESETS
 from teacher_workers.options import TeacherOptions
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+# the bundled samples: jobs/samples links to the checkout's samples/, and the wheel carries them
+SAMPLES = Path(__file__).resolve().parent / "samples"
 # folders below --samples, each the input of the jobs.generate flag of its name (--golden-content)
 SAMPLE_SETS = ("content", "faces", "styles", "golden/content", "golden/styles")
 TINY_RESOLUTION = 128  # the tiny teacher's demo size: minutes on a CPU

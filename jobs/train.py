@@ -1,7 +1,7 @@
 r"""Train the STTR student on the teacher's targets with Ray Train (DDP, one worker per GPU).
 
     python -m jobs.train --data s3://bucket/run --name l1 --workers 4 --gpu
-    ray job submit --address http://HEAD:8265 --working-dir . --runtime-env runtime_env.yaml \
+    ray job submit --address http://127.0.0.1:8265 --working-dir . --runtime-env runtime_env.yaml \
         -- python -m jobs.train --data s3://bucket/run --name l1 --workers 4 --gpu
 
 Checkpoints and metrics go to <data>/train/<name>/; the same --name again resumes the run

@@ -162,7 +162,8 @@ def test_dockerfile_bakes_in_the_pinned_dependencies() -> None:
     runtime, _ = project_requirements()
     wanted = {(canonicalize_name(r.name), frozenset(r.extras)) for r in runtime}
     got = {(canonicalize_name(r.name), frozenset(r.extras)) for r in installed}
-    assert got == wanted | {("boto3", frozenset())}  # boto3: the head's autoscaler
+    # boto3: the head's autoscaler; gcsfs: the gcs extra, so gs:// runs on the cluster too
+    assert got == wanted | {("boto3", frozenset()), ("gcsfs", frozenset())}
     assert all(not r.specifier for r in installed)  # versions come from the pins only
 
 

@@ -10,6 +10,7 @@ from PIL import Image
 
 from common.errors import UserError
 from common.inputs import check_golden_leak, expand_images
+from common.storage import Storage
 
 
 def test_a_folder_gives_every_pillow_format_and_says_what_it_skipped(tmp_path, caplog):
@@ -48,3 +49,28 @@ def test_the_golden_leak_check_passes_over_unreadable_inputs(tmp_path):
     (tmp_path / "copy.png").write_bytes((tmp_path / "golden.png").read_bytes())
     with pytest.raises(UserError, match=r"copy\.png is a golden image"):
         check_golden_leak([str(tmp_path / "golden.png")], [str(tmp_path / "copy.png")], {})
+
+
+def test_relative_inputs_inside_a_ray_jobs_working_dir_are_refused(tmp_path, monkeypatch):
+    """Under `ray job submit --working-dir .` the driver runs in Ray's temporary copy of the
+    upload (`_ray_pkg_<hash>`): a relative path would be recorded as a path into it."""
+    package = tmp_path / "working_dir_files" / "_ray_pkg_5f2c0a9e1b7d4c33"
+    (package / "photos").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(package / "photos" / "a.png")
+    monkeypatch.chdir(package)
+    with pytest.raises(UserError) as error:
+        expand_images(["photos"], {}, "content")
+    assert str(error.value).startswith("relative path 'photos' would be read from this Ray job's")
+    assert "absolute path that every node can read, or an object-store URL" in str(error.value)
+    with pytest.raises(UserError, match="relative path 'runs/r1'"):
+        Storage("runs/r1")
+    assert expand_images([str(package / "photos")], {}, "content") == [
+        str(package / "photos" / "a.png")
+    ]
+
+
+def test_relative_inputs_elsewhere_are_made_absolute(tmp_path, monkeypatch):
+    (tmp_path / "photos").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "photos" / "a.png")
+    monkeypatch.chdir(tmp_path)
+    assert expand_images(["photos"], {}, "content") == [str(tmp_path / "photos" / "a.png")]

@@ -1,81 +1,143 @@
 """A worker no node can hold stops the job with one line, or waits a bounded time for the
-autoscaler; on the local test cluster (4 CPUs, no GPU) and with fake launcher configs."""
+autoscaler: on the local test cluster (4 CPUs, no GPU, no autoscaler), with a cluster config
+reported to its GCS, and on a real `ray start --head --autoscaling-config` cluster (Ray's fake
+multi-node provider) that no launcher set up, so no ~/ray_bootstrap_config.yaml exists."""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import secrets
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import ray
+import yaml
+from ray.core.generated import autoscaler_pb2
 
 from common.errors import UserError
-from teacher_workers.node_fit import node_types, wait_for_fit
+from teacher_workers.node_fit import scalable_groups, wait_for_fit
 from tests.cli import python_lines
 from tests.generation_helpers import FAST_TEACHER, write_inputs
+from tests.test_ray_job_submit import forget_head, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-LAUNCHER_CONFIG = """
-available_node_types:
-  head:
-    resources: {"CPU": 0}
-  gpu:
-    resources: {"CPU": 4, "GPU": 1}
-  cpu:
-    node_config: {InstanceType: m5.2xlarge}
-"""
+BIN = Path(sys.executable).parent
+# What `ray up` would have merged into a launcher config; Ray's fake provider launches each
+# node as local Ray processes with the node type's resources.
+FAKE_AUTOSCALING_CONFIG = {
+    "cluster_name": "node-fit",
+    "max_workers": 1,
+    "idle_timeout_minutes": 5,
+    "upscaling_speed": 1.0,
+    "provider": {
+        "type": "fake_multinode",
+        "use_node_id_as_ip": True,
+        "disable_node_updaters": True,
+        "disable_launch_config_check": True,
+    },
+    "auth": {"ssh_user": "ubuntu"},
+    "head_node_type": "ray.head.default",
+    "available_node_types": {
+        "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
+        "gpu": {
+            "resources": {"CPU": 1, "GPU": 1},
+            "node_config": {},
+            "min_workers": 0,
+            "max_workers": 1,
+        },
+    },
+    "file_mounts": {},
+    **{
+        key: []
+        for key in (
+            "cluster_synced_files",
+            "rsync_exclude",
+            "rsync_filter",
+            "initialization_commands",
+            "setup_commands",
+            "head_setup_commands",
+            "worker_setup_commands",
+            "head_start_ray_commands",
+            "worker_start_ray_commands",
+        )
+    },
+    "file_mounts_sync_continuously": False,
+}
 
 
-def launcher_config(tmp_path: Path, text: str = LAUNCHER_CONFIG) -> Path:
-    path = tmp_path / "ray_bootstrap_config.yaml"
-    path.write_text(text)
-    return path
+def report_cluster_config(groups: list[autoscaler_pb2.NodeGroupConfig]) -> None:
+    """What an autoscaler that reports its config writes to the GCS (an empty one: none)."""
+    config = autoscaler_pb2.ClusterConfig(node_group_configs=groups)
+    ray._private.worker.global_worker.gcs_client.report_cluster_config(config.SerializeToString())
 
 
-def test_node_types_come_from_the_launcher_config(tmp_path):
-    assert node_types(launcher_config(tmp_path)) == {
-        "head": {"CPU": 0},
-        "gpu": {"CPU": 4, "GPU": 1},
-        "cpu": None,  # left to the autoscaler, which reads the instance type
-    }
-    assert node_types(tmp_path / "absent.yaml") is None
+@pytest.fixture
+def reported_config(ray_cluster) -> Iterator[None]:
+    report_cluster_config(
+        [
+            autoscaler_pb2.NodeGroupConfig(name="head", resources={"CPU": 4}, max_count=0),
+            autoscaler_pb2.NodeGroupConfig(
+                name="gpu", resources={"CPU": 8, "GPU": 1}, min_count=0, max_count=4
+            ),
+            autoscaler_pb2.NodeGroupConfig(
+                name="fixed", resources={"CPU": 96}, max_count=2, min_count=2
+            ),
+        ]
+    )
+    try:
+        yield
+    finally:
+        report_cluster_config([])
 
 
-def test_a_worker_that_fits_a_node_does_not_wait(ray_cluster, tmp_path):
+def test_scalable_groups_come_from_the_gcs_cluster_config(ray_cluster, reported_config):
+    assert scalable_groups() == {"gpu": {"CPU": 8, "GPU": 1}}  # fixed and head groups cannot grow
+
+
+def test_no_cluster_config_reported_is_none(ray_cluster):
+    assert scalable_groups() is None
+
+
+def test_a_worker_that_fits_a_node_does_not_wait(ray_cluster):
     start = time.monotonic()
-    wait_for_fit(2, 0, timeout_s=1, config=tmp_path / "absent.yaml")
+    wait_for_fit(2, 0, timeout_s=1)
     assert time.monotonic() - start < 1
 
 
-def test_no_gpu_and_no_autoscaler_is_one_line_at_once(ray_cluster, tmp_path):
+def test_no_gpu_and_no_autoscaler_is_one_line(ray_cluster):
+    start = time.monotonic()
     with pytest.raises(UserError) as error:
-        wait_for_fit(1, 1, timeout_s=600, config=tmp_path / "absent.yaml")
+        wait_for_fit(1, 1, timeout_s=600, probe_s=3, poll_s=0.5)
+    assert time.monotonic() - start < 10
     message = str(error.value)
     assert message.startswith("--gpus-per-worker 1: no node in the cluster has 1 CPU and 1 GPU")
-    assert "(it has 4 CPU, 0 GPU)" in message and "does not autoscale" in message
+    assert "(it has 4 CPU, 0 GPU)" in message and "the autoscaler started none" in message
     assert "\n" not in message
 
 
-def test_a_worker_no_node_type_can_hold_is_refused(ray_cluster, tmp_path):
-    config = launcher_config(tmp_path, "available_node_types:\n  a: {resources: {CPU: 8}}\n")
-    with pytest.raises(UserError, match=f"--gpus-per-worker 1: no node type in {config} has"):
-        wait_for_fit(1, 1, timeout_s=600, config=config)
-    with pytest.raises(UserError, match="--cpus-per-worker 16: no node type in"):
-        wait_for_fit(16, 0, timeout_s=600, config=config)
+def test_a_worker_no_reported_group_can_hold_is_refused_at_once(ray_cluster, reported_config):
+    with pytest.raises(UserError, match="--gpus-per-worker 2: no node group the cluster may add"):
+        wait_for_fit(1, 2, timeout_s=600)
+    with pytest.raises(UserError, match="--cpus-per-worker 16: no node group"):
+        wait_for_fit(16, 0, timeout_s=600)
 
 
-def test_an_autoscaling_cluster_is_waited_for_until_the_startup_timeout(
-    ray_cluster, tmp_path, caplog
+def test_a_reported_group_that_fits_is_waited_for_until_the_startup_timeout(
+    ray_cluster, reported_config, caplog
 ):
     start = time.monotonic()
     with (
         caplog.at_level(logging.WARNING, logger="teacher_workers.node_fit"),
         pytest.raises(UserError, match="within --startup-timeout 3 s"),
     ):
-        wait_for_fit(1, 1, timeout_s=3, config=launcher_config(tmp_path), poll_s=0.2, report_s=1)
+        wait_for_fit(1, 1, timeout_s=3, poll_s=0.2, report_s=1)
     assert 3 <= time.monotonic() - start < 10
     waiting = [
         r.getMessage() for r in caplog.records if "waiting for the autoscaler" in r.getMessage()
@@ -83,9 +145,102 @@ def test_an_autoscaling_cluster_is_waited_for_until_the_startup_timeout(
     assert len(waiting) >= 2 and "a node with 1 CPU and 1 GPU" in waiting[0]
 
 
+@pytest.fixture(scope="module")
+def autoscaling_head(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
+    """`ray start --head --autoscaling-config` with no CPUs on the head and a GPU node type the
+    autoscaler may add; yields its GCS address and the environment to reach it."""
+    folder = tmp_path_factory.mktemp("autoscaling-head")
+    config = folder / "autoscaling.yaml"
+    config.write_text(yaml.safe_dump(FAKE_AUTOSCALING_CONFIG))
+    port = free_port()
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "RAY_FAKE_CLUSTER": "1",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "PYTHONPATH": str(ROOT),
+        "HOME": str(folder),  # no ~/ray_bootstrap_config.yaml, whatever this machine has
+    }
+    env.pop("RAY_ADDRESS", None)
+    head = subprocess.Popen(
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--include-dashboard=false",
+            "--num-cpus=0",
+            "--num-gpus=0",
+            f"--autoscaling-config={config}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        cwd=folder,
+    )
+    try:
+        address = ""
+        for line in head.stdout:
+            if "ray start --address=" in line:
+                address = re.search(r"--address='([\d.]+:\d+)", line).group(1)
+                break
+        assert address, "the autoscaling head did not start"
+        yield address, env
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        forget_head(port)
+
+
+PROBE = """
+import logging, sys, ray
+from common.errors import UserError
+from teacher_workers.node_fit import wait_for_fit
+logging.basicConfig(level=logging.WARNING)
+ray.init(address=sys.argv[1], logging_level="ERROR")
+try:
+    wait_for_fit(1, 1, timeout_s=float(sys.argv[2]), report_s=5)
+    print("fits")
+except UserError as exc:
+    print(f"error: {exc}")
+"""
+
+
+def test_an_autoscaling_cluster_is_recognised_without_a_launcher_file(autoscaling_head):
+    """Started with an autoscaler and no launcher: the GPU node is asked for and waited for
+    (saying so), whether it joins in time or the startup timeout ends the wait."""
+    address, env = autoscaling_head
+    assert not (Path(env["HOME"]) / "ray_bootstrap_config.yaml").exists()
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, address, "15"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert "waiting for the autoscaler to start a node with 1 CPU and 1 GPU" in output, output
+    assert "the autoscaler started none" not in output, output
+    last = result.stdout.strip().splitlines()[-1]
+    assert last == "fits" or last.startswith(
+        "error: --cpus-per-worker 1 --gpus-per-worker 1: no node with 1 CPU and 1 GPU joined "
+        "the cluster within --startup-timeout 15 s"
+    ), output
+
+
 def test_the_job_asking_a_gpu_of_a_cluster_without_one_stops_within_a_minute(ray_cluster, tmp_path):
-    if Path("~/ray_bootstrap_config.yaml").expanduser().exists():
-        pytest.skip("this machine is the head of an autoscaling cluster")
     contents, styles = write_inputs(tmp_path, 1, 1)
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.address_info["gcs_address"]}
     args = ["--content", str(contents), "--styles", str(styles), "--out", str(tmp_path / "o")]

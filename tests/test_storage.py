@@ -217,3 +217,10 @@ def test_a_run_log_holds_ray_and_project_records_and_never_fails_the_job(
     assert "the job's log stays at" in warning and "AccessDenied" in warning
     for name in ("", "ray", "ray.data"):
         assert not [h for h in logging.getLogger(name).handlers if type(h) is logging.FileHandler]
+
+
+def test_gs_urls_open_with_the_gcs_extra() -> None:
+    """gs:// needs the `gcs` extra (gcsfs); no GCS server runs here, so only the backend and
+    the URL's path are checked, and nothing is read."""
+    fs, path = open_fs("gs://bucket/runs/r1", {"token": "anon"})
+    assert "gs" in fs.protocol and path == "bucket/runs/r1"
