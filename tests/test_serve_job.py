@@ -32,7 +32,10 @@ def student(tmp_path_factory) -> str:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--student", "/no/such/run"], "/no/such/run: no such checkpoint (nothing is stored there)"),
+        (
+            ["--student", "/no/such/run"],
+            "/no/such/run: no such checkpoint (nothing is stored there)",
+        ),
         (["--replicas", "3:1"], "--replicas 3:1: MIN is above MAX"),
         (["--batch-size", "0"], "--batch-size must be a number >= 1, got 0"),
         (["--device", "cuda"], "--device cuda needs --gpus-per-replica > 0"),
