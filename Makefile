@@ -9,7 +9,7 @@ IMAGE_REPO ?= ghcr.io/OWNER/styleid-distill
 IMAGE_TAG := deps-$(shell cat Dockerfile constraints.txt | sha256sum | cut -c1-12)
 IMAGE := $(IMAGE_REPO):$(IMAGE_TAG)
 
-.PHONY: install demo test lint lock image push print-image
+.PHONY: install demo serve test lint lock image push print-image
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ lock:
 
 demo: install
 	$(BIN)/python -m jobs.pipeline --out $(DEMO_OUT)
+
+# The student on a web page at http://127.0.0.1:8000/ (Ctrl-C stops it); STUDENT= a run or checkpoint.
+serve: install
+	$(BIN)/python -m jobs.serve --student $(STUDENT)
 
 lint: install
 	$(BIN)/ruff check .

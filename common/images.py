@@ -102,6 +102,17 @@ def load_square(data: bytes, size: int, name: str = "image") -> torch.Tensor:
     return to_tensor(center_crop_resize(decode_image(data, name), size))
 
 
+def load_scaled(
+    data: bytes, max_side: int, name: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS
+) -> torch.Tensor:
+    """Bytes -> [3, H, W] in [0, 1] at the image's aspect ratio, downscaled (LANCZOS) so the
+    longer side is at most `max_side` (0: kept); bad input raises `ImageError`."""
+    image = decode_image(data, name, max_pixels)
+    if max_side and max(image.size) > max_side:
+        image.thumbnail((max_side, max_side), resample=Image.Resampling.LANCZOS)
+    return to_tensor(image)
+
+
 def to_pil(tensor: torch.Tensor) -> Image.Image:
     """[3, H, W] tensor in [0, 1] (clamped) -> RGB image, rounding to the nearest 8-bit value."""
     if tensor.ndim != 3 or tensor.shape[0] != 3:

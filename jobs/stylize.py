@@ -26,12 +26,11 @@ from typing import Annotated, Literal
 
 import torch
 import tyro
-from PIL import Image
 from tqdm import tqdm
 
 from common.cli import StorageJobArgs, choice_flag, parse, run_cli
 from common.errors import UserError
-from common.images import decode_image, load_square, png_bytes, to_tensor
+from common.images import load_scaled, load_square, png_bytes
 from common.inputs import expand_images
 from common.storage import StorageOptions, open_fs, read_url
 from student.checkpoint import load_student, resolve_checkpoint
@@ -84,10 +83,7 @@ class Args(StorageJobArgs):
 
 def read_image(url: str, options: StorageOptions, max_side: int) -> torch.Tensor:
     """[3, H, W] in [0, 1], downscaled (LANCZOS) so the longer side is at most `max_side`."""
-    image = decode_image(read_url(url, options), url)
-    if max_side and max(image.size) > max_side:
-        image.thumbnail((max_side, max_side), resample=Image.Resampling.LANCZOS)
-    return to_tensor(image)
+    return load_scaled(read_url(url, options), max_side, url)
 
 
 def with_teacher(args: Args) -> torch.Tensor:

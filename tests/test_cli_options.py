@@ -16,7 +16,16 @@ from tyro.constructors import PrimitiveConstructorSpec
 
 from common.cli import parse
 from common.errors import UserError
-from jobs import evaluate, export, generate, learn_style, pipeline, prepare_models, stylize
+from jobs import (
+    evaluate,
+    export,
+    generate,
+    learn_style,
+    pipeline,
+    prepare_models,
+    serve,
+    stylize,
+)
 from student.train_config import TrainConfig
 from teacher_workers.options import LSASTFlags, TeacherOptions
 
@@ -26,6 +35,7 @@ CONFIGS = {
     "jobs.generate": generate.Args,
     "jobs.pipeline": pipeline.Args,
     "jobs.prepare_models": prepare_models.Args,
+    "jobs.serve": serve.Args,
     "jobs.stylize": stylize.Args,
     "jobs.train": TrainConfig,
 }
@@ -46,7 +56,9 @@ def expected_defaults(config: type, instance: object = None) -> dict[str, str]:
             default = field.default
         elif field.default_factory is not dataclasses.MISSING:
             default = field.default_factory()
-        else:
+        else:  # a required flag, or a required group whose other flags have defaults
+            kind = typing.get_args(hints[field.name])[0] if marks else hints[field.name]
+            found.update(expected_defaults(kind) if dataclasses.is_dataclass(kind) else {})
             continue
         default = getattr(instance, field.name, default)
         if dataclasses.is_dataclass(default):
@@ -98,6 +110,7 @@ REQUIRED = {
     "jobs.learn_style": ["--styles", "s", "--out", "o"],
     "jobs.pipeline": [],
     "jobs.prepare_models": [],
+    "jobs.serve": ["--student", "s"],
     "jobs.stylize": ["--content", "c", "--style", "s", "--out", "o"],
     "jobs.train": ["--data", "d", "--name", "n"],
 }
