@@ -101,8 +101,9 @@ def expand_styles(args: Args) -> tuple[list[str], list[str]]:
     if args.teacher.kind == "lsast":
         if args.styles:
             raise UserError("--teacher lsast takes learned styles (--style-prompts), not --styles")
-        golden = prompt_file_urls(args.golden_styles, args.storage) if args.golden_styles else []
-        return prompt_file_urls(args.style_prompts, args.storage), golden
+        urls = partial(prompt_file_urls, options=args.storage, width=args.teacher.text_width())
+        golden = urls(args.golden_styles) if args.golden_styles else []
+        return urls(args.style_prompts), golden
     if args.style_prompts:
         raise UserError("--style-prompts are learned styles for --teacher lsast")
     if not args.styles:
