@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -29,6 +30,31 @@ OWN_HANDLERS = ("", "ray", "ray.data")
 logger = logging.getLogger(__name__)
 
 
+class RunLogHandler(logging.FileHandler):
+    """The log file's handler. The file may lie on the storage whose failure ends the job (a
+    full disk): then it stops at its first failed write, quietly, instead of printing a
+    traceback for every later record and raising again on close, which buried the job's own
+    one-line error under hundreds of lines. `failure` says why it stopped."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, encoding="utf-8")
+        self.failure: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.failure is None:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        exc = sys.exc_info()[1]
+        self.failure = first_line(exc) if exc else "a write failed"
+
+    def close(self) -> None:
+        try:
+            super().close()  # flushes what is buffered: on a full disk that fails too
+        except OSError as exc:
+            self.failure = self.failure or first_line(exc)
+
+
 @contextlib.contextmanager
 def run_log(storage: Storage, job: str) -> Iterator[str]:
     """Log into the run's `logs/` while the block runs; yields the log's URL. A log that cannot
@@ -40,7 +66,7 @@ def run_log(storage: Storage, job: str) -> Iterator[str]:
         with tempfile.NamedTemporaryFile(suffix=".log", delete=False) as file:
             path = file.name
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = RunLogHandler(path)
     handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter(FORMAT))
     for name in OWN_HANDLERS:
@@ -52,6 +78,8 @@ def run_log(storage: Storage, job: str) -> Iterator[str]:
         for name in OWN_HANDLERS:
             logging.getLogger(name).removeHandler(handler)
         handler.close()
+        if handler.failure:
+            logger.warning("the job's log %s stops early: %s", storage.url(key), handler.failure)
         if not storage.is_local:
             try:
                 storage.write_bytes(key, Path(path).read_bytes())

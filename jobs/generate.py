@@ -153,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     pairs, blocks = plan(args)
     storage = Storage(args.out, args.storage)
     storage.check_writable()
+    if removed := storage.remove_leftovers():
+        print(f"removed {removed} temporary files of writes an earlier run did not finish")
     with run_log(storage, "generate"):
         return run(args, teacher, pairs, blocks, storage)
 
