@@ -175,6 +175,25 @@ class Storage:
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot write {self.url(key)}: {first_line(exc)}") from None
 
+    def create(self, key: str, data: bytes) -> bool:
+        """Store `data` under `key` only if nothing is there (an exclusive write: S3's
+        If-None-Match, a hard link on a local disk); whether it did."""
+        path = self.path(key)
+        try:
+            if self.is_local:  # whole bytes under a temporary name, then a link that refuses
+                self._put(temp := f"{path}{TEMP_MARK}{uuid.uuid4().hex}", data)
+                try:
+                    os.link(temp, path)
+                finally:
+                    os.remove(temp)
+            else:
+                self.fs.pipe_file(path, data, mode="create")
+        except FileExistsError:
+            return False
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot write {self.url(key)}: {first_line(exc)}") from None
+        return True
+
     def _put(self, target: str, data: bytes) -> None:
         if not self.is_local:
             self.fs.pipe_file(target, data)

@@ -30,6 +30,7 @@ import tyro
 from common.cli import StorageJobArgs, check_number, choice_flag, pair_flag, parse, run_cli
 from common.errors import UserError
 from common.inputs import check_golden_leak, expand_images
+from common.lease import OutputLease
 from common.manifest import forget_failures, listed_pairs
 from common.planning import (
     MAX_TILE,
@@ -153,10 +154,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     pairs, blocks = plan(args)
     storage = Storage(args.out, args.storage)
     storage.check_writable()
-    if removed := storage.remove_leftovers():
-        print(f"removed {removed} temporary files of writes an earlier run did not finish")
-    with run_log(storage, "generate"):
-        return run(args, teacher, pairs, blocks, storage)
+    with OutputLease(storage, "generate"):  # no other run writes here while this one does
+        if removed := storage.remove_leftovers():
+            print(f"removed {removed} temporary files of writes an earlier run did not finish")
+        with run_log(storage, "generate"):
+            return run(args, teacher, pairs, blocks, storage)
 
 
 def run(
