@@ -29,6 +29,7 @@ from common.ray_connect import connect_ray, ray_filesystem
 from common.run_log import run_log
 from common.storage import Storage
 from student.dataset import Splits, read_splits, teacher_resolution
+from student.run_options import note_options
 from student.run_record import best_checkpoint, checkpoint_config, checkpoint_url, read_run_record
 from student.train_config import TrainConfig, check_init, check_weights
 from student.train_loop import (
@@ -159,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(completion(config, state, record))
         return 0
     splits = validate(config)
+    note_options(config, resumed=state is not None)
     with run_log(config.storage(), f"train-{config.name}"):
         config = check_weights(config, fresh=state is None)
         print(f"training on {len(splits.train)} pairs, validating on {len(splits.val)}")
