@@ -21,6 +21,7 @@ import ray.data  # configures Ray Data's loggers, which `connect_ray` quiets
 from fsspec.implementations.local import LocalFileSystem
 
 from common.cli import console_handlers, verbose
+from common.errors import UserError, first_line
 from common.storage import Storage
 
 
@@ -54,13 +55,39 @@ def connect_ray() -> None:
     if not (address := os.environ.get("RAY_ADDRESS")):
         address = "local"
         options |= {"_node_ip_address": "127.0.0.1", "include_dashboard": False}
-    context = ray.init(address, **options)
+    try:
+        context = ray.init(address, **options)
+    except Exception as exc:  # Ray says "could not start" as bare Exceptions and ConnectionErrors
+        raise UserError(start_failure(address, exc)) from None
     if quiet:
         # Ray Data prints a failed work unit's whole remote traceback, ~200 lines, before the
         # job's own `error:` line names its cause: the console gets none, the log file all
         for handler in console_handlers("ray.data"):
             handler.setLevel(logging.CRITICAL)
         print(f"Ray's logs: {context.address_info['session_dir']}/logs (--verbose prints them)")
+
+
+def start_failure(address: str, exc: BaseException) -> str:
+    """One line for a Ray that would not start or let this job join: the cause sits deep in
+    the exceptions' chain, under a traceback of Ray's internals."""
+    causes, seen = [], exc
+    while seen is not None and len(causes) < 10:
+        causes.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    text = " ".join(str(cause) for cause in causes)
+    if "InvalidAuthToken" in text:
+        return (
+            f"the Ray cluster at {address} refused this job's auth token (InvalidAuthToken): "
+            "give the cluster's token in RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH"
+        )
+    if "timed out during startup" in text:
+        return (
+            "the local Ray node did not start in time (its processes did not register within "
+            "Ray's 30 s, as on a heavily loaded machine): run again, or start Ray once with "
+            "`ray start --head` and pass its address in RAY_ADDRESS"
+        )
+    where = "start a local Ray" if address == "local" else f"join the Ray cluster at {address}"
+    return f"cannot {where}: {first_line(exc)}"
 
 
 def ray_filesystem(storage: Storage) -> pyarrow.fs.FileSystem | None:

@@ -25,6 +25,7 @@ from fsspec.implementations.local import LocalFileSystem
 from common.errors import MissingInput, UnreadableInput, UserError, first_line
 
 log = logging.getLogger(__name__)
+TEMP_MARK = ".tmp-"  # a local write's temporary name: <target>.tmp-<uuid>
 SECRET_WORDS = ("secret", "token", "password", "key", "credential", "session")
 # Local read errors that say the machine or a network filesystem is failing, not the file:
 # a retry may succeed, so they fail the work unit instead of marking the input unusable.
@@ -195,14 +196,54 @@ class Storage:
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot write {self.url(key)}: {first_line(exc)}") from None
 
+    def create(self, key: str, data: bytes) -> bool:
+        """Store `data` under `key` only if nothing is there (an exclusive write: S3's
+        If-None-Match, a hard link on a local disk); whether it did."""
+        path = self.path(key)
+        try:
+            if self.is_local:  # whole bytes under a temporary name, then a link that refuses
+                self._put(temp := f"{path}{TEMP_MARK}{uuid.uuid4().hex}", data)
+                try:
+                    os.link(temp, path)
+                finally:
+                    os.remove(temp)
+            else:
+                self.fs.pipe_file(path, data, mode="create")
+        except FileExistsError:
+            return False
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot write {self.url(key)}: {first_line(exc)}") from None
+        return True
+
     def _put(self, target: str, data: bytes) -> None:
-        if self.is_local:
-            self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
-            temp = f"{target}.tmp-{uuid.uuid4().hex}"
+        if not self.is_local:
+            self.fs.pipe_file(target, data)
+            return
+        self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+        temp = f"{target}{TEMP_MARK}{uuid.uuid4().hex}"
+        try:
             self.fs.pipe_file(temp, data)
             self.fs.mv(temp, target)
-        else:
-            self.fs.pipe_file(target, data)
+        except BaseException:  # a full disk leaves part of the bytes: never keep them
+            with contextlib.suppress(OSError):
+                self.fs.rm_file(temp)
+            raise
+
+    def remove_leftovers(self) -> int:
+        """Delete the temporary files of writes that a killed process never finished (on a
+        local root; an object store has none), and say how many: no reader trusts them, but
+        nothing else would ever remove them. Only while no other run writes here (a lease)."""
+        if not self.is_local:
+            return 0
+        try:
+            found = self.fs.find(self.root_path)
+        except FileNotFoundError:
+            return 0
+        leftovers = [path for path in found if TEMP_MARK in posixpath.basename(path)]
+        for path in leftovers:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(path)
+        return len(leftovers)
 
     def delete(self, key: str) -> None:
         """Remove one object; one that is already gone is no error."""
@@ -228,4 +269,4 @@ class Storage:
             return []
         start = len(self.root_path) + 1
         keys = (p[start:] for p in found)
-        return sorted(k for k in keys if ".tmp-" not in posixpath.basename(k))
+        return sorted(k for k in keys if TEMP_MARK not in posixpath.basename(k))

@@ -30,6 +30,7 @@ import tyro
 from common.cli import StorageJobArgs, check_number, choice_flag, pair_flag, parse, run_cli
 from common.errors import UserError
 from common.inputs import check_golden_leak, expand_images
+from common.lease import OutputLease
 from common.manifest import forget_failures, listed_pairs
 from common.planning import (
     MAX_TILE,
@@ -101,8 +102,9 @@ def expand_styles(args: Args) -> tuple[list[str], list[str]]:
     if args.teacher.kind == "lsast":
         if args.styles:
             raise UserError("--teacher lsast takes learned styles (--style-prompts), not --styles")
-        golden = prompt_file_urls(args.golden_styles, args.storage) if args.golden_styles else []
-        return prompt_file_urls(args.style_prompts, args.storage), golden
+        urls = partial(prompt_file_urls, options=args.storage, width=args.teacher.text_width())
+        golden = urls(args.golden_styles) if args.golden_styles else []
+        return urls(args.style_prompts), golden
     if args.style_prompts:
         raise UserError("--style-prompts are learned styles for --teacher lsast")
     if not args.styles:
@@ -152,8 +154,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     pairs, blocks = plan(args)
     storage = Storage(args.out, args.storage)
     storage.check_writable()
-    with run_log(storage, "generate"):
-        return run(args, teacher, pairs, blocks, storage)
+    with OutputLease(storage, "generate"):  # no other run writes here while this one does
+        if removed := storage.remove_leftovers():
+            print(f"removed {removed} temporary files of writes an earlier run did not finish")
+        with run_log(storage, "generate"):
+            return run(args, teacher, pairs, blocks, storage)
 
 
 def run(

@@ -91,7 +91,8 @@ def with_teacher(args: Args) -> torch.Tensor:
     teacher, options = args.teacher, args.storage
     content = load_square(read_url(args.content, options), teacher.resolution, args.content)
     if teacher.kind == "lsast":
-        prompts = read_prompts(prompt_file_urls([args.style_prompts], options)[0], options)
+        url = prompt_file_urls([args.style_prompts], options, teacher.text_width())[0]
+        prompts = read_prompts(url, options)
         engine = teacher.build()
         with tqdm(total=engine.unet_passes(1), desc="LSAST", unit="step") as bar:
             return engine.stylize_pairs(content[None], [prompts], [(0, 0)], progress=bar.update)[0]

@@ -12,6 +12,7 @@ it) the job joins that cluster, else it starts a local one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -29,6 +30,7 @@ from common.ray_connect import connect_ray, ray_filesystem
 from common.run_log import run_log
 from common.storage import Storage
 from student.dataset import Splits, read_splits, teacher_resolution
+from student.run_options import note_options
 from student.run_record import best_checkpoint, checkpoint_config, checkpoint_url, read_run_record
 from student.train_config import TrainConfig, check_init, check_weights
 from student.train_loop import (
@@ -77,22 +79,49 @@ def run_storage(config: TrainConfig) -> Storage:
     return Storage(config.storage().url(f"train/{config.name}"), config.storage_options)
 
 
-def resume_state(config: TrainConfig) -> tuple[Result | None, dict[str, Any] | None]:
-    """Ray Train's record of this run name (its checkpoints and their metrics) and the training
-    state of the checkpoint it will resume from (the latest), checked in full; None for a new run.
+def resume_state(
+    config: TrainConfig,
+) -> tuple[Result | None, dict[str, Any] | None, TrainConfig]:
+    """Ray Train's record of this run name (its checkpoints and their metrics), the training
+    state of the checkpoint it will resume from, checked in full (None for a new run), and the
+    config to train with.
 
     Checking here, once, turns a damaged record or checkpoint into one error line: Ray Train
-    would fail on the record too, and in the workers a checkpoint would fail every restart.
+    would fail on the record too, and in the workers a checkpoint would fail every restart. A
+    latest checkpoint that cannot be read gives way, with a line saying so, to the newest kept
+    one that can (`TrainConfig.resume_from`).
     """
     try:
         record = read_run_record(run_storage(config))
         if record is None or record.checkpoint is None:
-            return record, None
+            return record, None, config
         url = checkpoint_url(run_storage(config), record.checkpoint)
-        cpu = torch.device("cpu")
-        return record, load_checkpoint(url, config, cpu, False, config.storage_options).state
+        try:
+            return record, readable_state(url, config), config
+        except UserError as exc:
+            damaged = exc
+        for older in kept_urls(record, url, run_storage(config)):
+            with contextlib.suppress(UserError):
+                state = readable_state(older, config)
+                print(
+                    f"the latest checkpoint cannot be used ({damaged}); resuming from {older}, "
+                    "the newest kept checkpoint that can"
+                )
+                return record, state, replace(config, resume_from=older)
+        raise damaged
     except UserError as exc:
         raise cannot_resume(config, exc) from None
+
+
+def readable_state(url: str, config: TrainConfig) -> dict[str, Any]:
+    """The training state of the checkpoint at `url`, checked as a worker loads it."""
+    return load_checkpoint(url, config, torch.device("cpu"), False, config.storage_options).state
+
+
+def kept_urls(record: Result, latest: str, run: Storage) -> list[str]:
+    """The run's other kept checkpoints, newest (by their epoch folder's name) first."""
+    urls = {checkpoint_url(run, checkpoint) for checkpoint, _ in record.best_checkpoints or ()}
+    return sorted(urls - {latest}, reverse=True)
 
 
 def completion(config: TrainConfig, state: dict[str, Any], record: Result) -> str:
@@ -153,12 +182,13 @@ def describe(config: TrainConfig, result: Result) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = config_from_args(argv)
-    record, state = resume_state(config)
+    record, state, config = resume_state(config)
     if state is not None and finished(state, config):
         assert record is not None
         print(completion(config, state, record))
         return 0
     splits = validate(config)
+    note_options(config, resumed=state is not None)
     with run_log(config.storage(), f"train-{config.name}"):
         config = check_weights(config, fresh=state is None)
         print(f"training on {len(splits.train)} pairs, validating on {len(splits.val)}")

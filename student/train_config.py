@@ -113,6 +113,9 @@ class TrainConfig:
         ),
     ] = None
     crash_once: tyro.conf.Suppress[CrashOnce | None] = None
+    # set by jobs.train when the run's latest checkpoint cannot be read: the newest kept
+    # checkpoint that can, which the workers resume from instead
+    resume_from: tyro.conf.Suppress[str | None] = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", absolute_url(self.data))

@@ -302,8 +302,7 @@ class WorkerRun:
             if checkpoint is None:
                 restored = Restored(fresh_student(self.config), self.config.model, None)
             else:
-                with checkpoint.as_directory() as folder:
-                    restored = load_checkpoint(folder, self.config, self.device, self.fp16)
+                restored = self.load(checkpoint)
         except UserError as exc:
             error = exc if checkpoint is None else cannot_resume(self.config, exc)
         same_error_on_all_ranks(error)
@@ -315,6 +314,20 @@ class WorkerRun:
                 self.config.model,
             )
         return restored
+
+    def load(self, checkpoint: ray.train.Checkpoint) -> Restored:
+        """Ray Train's latest checkpoint or, where that cannot be read, the kept one that
+        jobs.train found readable (`resume_from`)."""
+        try:
+            with checkpoint.as_directory() as folder:
+                return load_checkpoint(folder, self.config, self.device, self.fp16)
+        except UserError:
+            if not self.config.resume_from:
+                raise
+        options = self.config.storage_options
+        return load_checkpoint(
+            self.config.resume_from, self.config, self.device, self.fp16, options
+        )
 
     def state(self) -> dict[str, Any]:
         return {

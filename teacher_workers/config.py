@@ -27,7 +27,7 @@ def check_steps(steps: object) -> None:
     """DDIM steps of either teacher: SD's 1000 training timesteps, offset by 1, so 999 steps
     reach t = 999, the last one."""
     if not isinstance(steps, int) or not 2 <= steps <= MAX_STEPS:
-        raise UserError(f"steps must be an integer in [2, {MAX_STEPS}], got {steps!r}")
+        raise UserError(f"--steps must be an integer in [2, {MAX_STEPS}], got {steps!r}")
 
 
 def check_resolution(resolution: int) -> None:

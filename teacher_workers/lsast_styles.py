@@ -17,6 +17,7 @@ from common.storage import open_fs, read_url
 from teacher_workers.lsast_generator import (
     STYLES_KEY,
     LSASTPromptGenerator,
+    PromptFileError,
     generator_from_bytes,
 )
 
@@ -24,15 +25,18 @@ PROMPT_FILE = "prompts.safetensors"
 MAX_HEADER = 100_000_000  # safetensors' own limit on a header's size
 
 
-def prompt_file_urls(arguments: Sequence[str], options: Mapping[str, Any]) -> list[str]:
-    """The prompt file each argument names, checked to load; duplicates are dropped."""
+def prompt_file_urls(
+    arguments: Sequence[str], options: Mapping[str, Any], width: int | None = None
+) -> list[str]:
+    """The prompt file each argument names, checked to load (and to be `width` wide, the
+    model's text encoder's, where known); duplicates are dropped."""
     urls: list[str] = []
     for argument in arguments:
         fs, path = open_fs(argument, options)
         url = argument.rstrip("/")
         if fs.isdir(path):
             url = posixpath.join(url, PROMPT_FILE)
-        read_prompts(url, options)
+        read_prompts(url, options, width)
         if url not in urls:
             urls.append(url)
     if not urls:
@@ -40,9 +44,19 @@ def prompt_file_urls(arguments: Sequence[str], options: Mapping[str, Any]) -> li
     return urls
 
 
-def read_prompts(url: str, options: Mapping[str, Any]) -> LSASTPromptGenerator:
-    """The generator a prompt file holds, in eval mode (`UserError` if missing or corrupt)."""
-    return generator_from_bytes(read_url(url, options), url).eval()
+def read_prompts(
+    url: str, options: Mapping[str, Any], width: int | None = None
+) -> LSASTPromptGenerator:
+    """The generator a prompt file holds, in eval mode (`UserError` if missing or corrupt, or
+    not `width` wide: learned for another model, whose prompts this one's text encoder cannot
+    take)."""
+    generator = generator_from_bytes(read_url(url, options), url).eval()
+    if width is not None and generator.dim != width:
+        raise PromptFileError(
+            f"{url} holds {generator.dim}-wide prompts, learned for another model: this "
+            f"model's text encoder is {width} wide (learn the style with this --model)"
+        )
+    return generator
 
 
 def learned_from(url: str, options: Mapping[str, Any]) -> list[str]:

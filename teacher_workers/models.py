@@ -103,6 +103,34 @@ def check_model_name(model: str) -> None:
         )
 
 
+def text_width(model: str, revision: str | None = None, config: str | None = None) -> int | None:
+    """The width of a model's text encoder, from its config alone (no weights are read), so
+    that a learned prompt made for another width is refused before any work; None where no
+    config can be read here (a Hub id not in the local cache: its actors will say)."""
+    if model in PRESETS:
+        path = CONFIG_DIR / PRESETS[model] / "text_encoder.json"
+    elif (folder := Path(config_source(model, config)).expanduser()).is_dir():
+        path = folder / "text_encoder" / "config.json"
+    else:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            path = Path(
+                hf_hub_download(
+                    config_source(model, config),
+                    "text_encoder/config.json",
+                    revision=revision,
+                    local_files_only=True,
+                )
+            )
+        except Exception:  # not cached here: nothing to check against
+            return None
+    try:
+        return int(json.loads(path.read_text())["hidden_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def load_teacher(
     model: str,
     dtype: torch.dtype = torch.float32,

@@ -35,6 +35,7 @@ from teacher_workers.models import (
     load_teacher,
     parse_dtype,
     resolve_device,
+    text_width,
     tune,
 )
 
@@ -159,6 +160,8 @@ class TeacherOptions:
             raise UserError(f"--teacher must be one of {', '.join(TEACHERS)}, got {self.kind!r}")
         if self.kind == "lsast":
             check_controlnet_name(self.lsast.controlnet)
+        if self.batch_size is not None and self.batch_size < 1:
+            raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
 
     def chosen(self) -> TeacherOptions:
         """The teacher the command-line flags choose: --seed and --batch-size (defaults per
@@ -167,7 +170,7 @@ class TeacherOptions:
         styleid = replace(
             self.styleid,
             seed=self.styleid.seed if seed is None else seed,
-            batch_size=batch or self.styleid.batch_size,
+            batch_size=self.styleid.batch_size if batch is None else batch,
         )
         lsast = self.lsast
         if self.kind == "lsast":
@@ -179,7 +182,7 @@ class TeacherOptions:
                 steps=self.styleid.steps,
                 resolution=self.styleid.resolution,
                 seed=LSASTConfig.seed if seed is None else seed,
-                batch_size=batch or LSASTConfig.batch_size,
+                batch_size=LSASTConfig.batch_size if batch is None else batch,
                 **flags,
             )
         return replace(
@@ -195,6 +198,11 @@ class TeacherOptions:
     def resolution(self) -> int:
         """The square size the teacher works at."""
         return self.lsast.resolution if self.kind == "lsast" else self.styleid.resolution
+
+    def text_width(self) -> int | None:
+        """The width of the model's text encoder, which LSAST's learned prompts must have
+        (None where its config cannot be read here)."""
+        return text_width(self.model, self.revision, self.model_config)
 
     def resolved_dtype(self, device: torch.device) -> str:
         """`auto` is float16 on a GPU and float32 on the CPU."""

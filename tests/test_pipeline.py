@@ -169,7 +169,7 @@ def test_a_missing_checkpoint_is_one_clear_line(tmp_path):
     [
         ("--crop-size", "100", "error: --crop-size 100: must be a multiple of 32"),
         ("--crop-size", "256", "error: --crop-size 256: larger than the teacher resolution 128"),
-        ("--steps", "5000", "error: steps must be an integer in [2, 999], got 5000"),
+        ("--steps", "5000", "error: --steps must be an integer in [2, 999], got 5000"),
     ],
 )
 def test_a_bad_option_is_one_line_before_any_step_runs(tmp_path, flag, value, message):

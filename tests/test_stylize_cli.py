@@ -50,8 +50,8 @@ def test_teacher_writes_a_png_of_the_teacher_resolution(pictures, tmp_path):
         ("--content", "text", "notes.jpg: not a readable image"),
         ("--style", "missing", "no such file"),
         ("--model", "no-such-model", "unknown model 'no-such-model'"),
-        ("--steps", "0", "steps must be an integer in [2, 999], got 0"),
-        ("--steps", "1000", "steps must be an integer in [2, 999], got 1000"),
+        ("--steps", "0", "--steps must be an integer in [2, 999], got 0"),
+        ("--steps", "1000", "--steps must be an integer in [2, 999], got 1000"),
     ],
 )
 def test_bad_input_is_one_clear_line(pictures, tmp_path, flag, value, message):

@@ -5,6 +5,7 @@ in the I/O pool) storing what the serial one stores, and nothing less when a wri
 from __future__ import annotations
 
 import dataclasses
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from teacher_workers.options import TeacherOptions
 from teacher_workers.tile_runner import TILES_IN_FLIGHT, TileRunner
 from tests.generation_helpers import check_unchanged, target_times, write_inputs
 
+HOLD_S = 3.0  # longer than a runner that does not wait takes to ask for its manifest part
 TEACHER = TeacherOptions(
     model="tiny",
     device="cpu",
@@ -42,6 +44,29 @@ class RecordingStorage(Storage):
             raise UserError(f"cannot write {self.url(key)}: refused")
         self.writes.append(key)
         super().write_bytes(key, data)
+
+
+class HeldStorage(Storage):
+    """A slow disk: each target write is held until the tile's manifest part is asked for (or
+    `HOLD_S` passed) and recorded when done; the part is recorded when asked. A runner that
+    waits for its target writes shows every target before the part; one that does not shows
+    the part first, however fast the real disk is."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self.events: list[str] = []
+        self.part_asked = threading.Event()
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        is_part = key.startswith("manifests/")
+        if is_part:
+            self.events.append(key)
+            self.part_asked.set()
+        else:
+            self.part_asked.wait(HOLD_S)
+        super().write_bytes(key, data)
+        if not is_part:
+            self.events.append(key)
 
 
 def recording_runner(root: Path, **options: int) -> TileRunner:
@@ -74,13 +99,12 @@ def runner_and_tile(tmp_path: Path) -> tuple[TileRunner, Tile]:
 
 def test_every_target_is_stored_before_the_tiles_manifest_part(runner_and_tile) -> None:
     runner, tile = runner_and_tile
+    runner.storage = storage = HeldStorage(runner.storage.root)
     result = runner.run(tile)
     part = manifest_key("t0", tile.tile_id)
     assert (result.written, result.found, result.failed) == (4, 0, 0)
-    assert runner.storage.writes[-1] == part
-    assert sorted(runner.storage.writes[:-1]) == sorted(
-        line.target for line in read_manifest(runner.storage)
-    )
+    assert storage.events[-1] == part
+    assert sorted(storage.events[:-1]) == sorted(line.target for line in read_manifest(storage))
 
 
 def test_a_partly_written_tile_is_finished_from_its_stored_targets(runner_and_tile) -> None:
