@@ -29,8 +29,8 @@ from common.cli import StorageJobArgs, choice_flag, parse, run_cli
 from common.errors import UserError
 from common.run_info import read_run_info
 from common.storage import Storage
-from student.golden_lsast import GoldenLSAST
-from student.reporting import write_evaluation
+from evaluation.golden_lsast import GoldenLSAST
+from evaluation.reporting import write_evaluation
 from teacher_workers.model_source import config_source
 from teacher_workers.options import LSASTFlags
 from teacher_workers.sizing import teacher_parameters

@@ -45,7 +45,7 @@ from common.run_info import write_run_info
 from common.run_log import run_log
 from common.storage import Storage
 from teacher_workers.generation import PoolConfig, generate
-from teacher_workers.lsast_styles import prompt_file_urls
+from teacher_workers.lsast.styles import prompt_file_urls
 from teacher_workers.node_fit import wait_for_fit
 from teacher_workers.options import TeacherOptions
 from teacher_workers.sizing import auto_tile

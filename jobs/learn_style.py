@@ -38,11 +38,11 @@ from common.pictures import loss_curve
 from common.ray_connect import connect_ray, ray_filesystem
 from common.run_log import run_log
 from common.storage import Storage, StorageOptions, absolute_url, read_url
-from teacher_workers.lsast_config import LSASTConfig
-from teacher_workers.lsast_generator import LSASTPromptGenerator, generator_bytes, new_generator
-from teacher_workers.lsast_prompts import StageIndexing
-from teacher_workers.lsast_styles import PROMPT_FILE
-from teacher_workers.lsast_training import (
+from teacher_workers.lsast.config import LSASTConfig
+from teacher_workers.lsast.generator import LSASTPromptGenerator, generator_bytes, new_generator
+from teacher_workers.lsast.prompts import StageIndexing
+from teacher_workers.lsast.styles import PROMPT_FILE
+from teacher_workers.lsast.training import (
     StyleLoss,
     draw,
     load_optimizer_tensors,

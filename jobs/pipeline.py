@@ -28,9 +28,9 @@ from jobs import generate as generate_job
 from jobs.train import config_from_args
 from student.model import STTRConfig
 from student.train_config import TrainConfig
-from teacher_workers.config import StyleIDConfig
 from teacher_workers.models import PRESETS
 from teacher_workers.options import TeacherOptions
+from teacher_workers.styleid.config import StyleIDConfig
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 # folders below --samples, each the input of the jobs.generate flag of its name (--golden-content)

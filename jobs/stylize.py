@@ -42,7 +42,7 @@ from student.inference import (
     resolve_precision,
     stylize,
 )
-from teacher_workers.lsast_styles import prompt_file_urls, read_prompts
+from teacher_workers.lsast.styles import prompt_file_urls, read_prompts
 from teacher_workers.options import TeacherOptions
 
 

@@ -38,7 +38,7 @@ from student.train_loop import (
     metrics_key,
     train_loop_per_worker,
 )
-from teacher_workers.lsast_styles import learned_from
+from teacher_workers.lsast.styles import learned_from
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,11 +17,9 @@ import tyro
 from common.cli import choice_flag
 from common.errors import UserError
 from common.ids import config_hash
-from teacher_workers.config import StyleIDConfig, teacher_hash
-from teacher_workers.engine import StyleIDEngine
-from teacher_workers.lsast_config import DEFAULT_CONTROLNET, LSAST_ENGINE_VERSION, LSASTConfig
-from teacher_workers.lsast_control import TINY_CONTROLNET, check_controlnet_name
-from teacher_workers.lsast_prompts import STAGE_INDEXING, StageIndexing
+from teacher_workers.lsast.config import DEFAULT_CONTROLNET, LSAST_ENGINE_VERSION, LSASTConfig
+from teacher_workers.lsast.control import TINY_CONTROLNET, check_controlnet_name
+from teacher_workers.lsast.prompts import STAGE_INDEXING, StageIndexing
 from teacher_workers.model_source import (
     DEFAULT_MODEL_ID,
     is_single_file,
@@ -37,9 +35,11 @@ from teacher_workers.models import (
     resolve_device,
     tune,
 )
+from teacher_workers.styleid.config import StyleIDConfig, teacher_hash
+from teacher_workers.styleid.engine import StyleIDEngine
 
 if TYPE_CHECKING:
-    from teacher_workers.lsast_engine import LSASTEngine
+    from teacher_workers.lsast.engine import LSASTEngine
 
 Teacher = Literal["styleid", "lsast"]
 TEACHERS = get_args(Teacher)
@@ -250,8 +250,8 @@ class TeacherOptions:
         device = resolve_device(self.device)
         dtype = parse_dtype(self.resolved_dtype(device))
         if self.kind == "lsast":
-            from teacher_workers.lsast_control import load_controlnet
-            from teacher_workers.lsast_engine import LSASTEngine
+            from teacher_workers.lsast.control import load_controlnet
+            from teacher_workers.lsast.engine import LSASTEngine
 
             teacher = load_teacher(
                 self.model,

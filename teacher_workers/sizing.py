@@ -14,10 +14,10 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from common.errors import first_line
 from common.planning import tile_shape_for_memory
-from teacher_workers.engine import CONTENT_KINDS, STYLE_KINDS, feature_bytes
 from teacher_workers.model_source import config_source
 from teacher_workers.models import CONFIG_DIR, PRESETS, cast, parse_dtype
 from teacher_workers.options import TeacherOptions
+from teacher_workers.styleid.engine import CONTENT_KINDS, STYLE_KINDS, feature_bytes
 
 log = logging.getLogger(__name__)
 

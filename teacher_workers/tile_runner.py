@@ -40,7 +40,7 @@ from common.manifest import (
 )
 from common.planning import Tile
 from common.storage import Storage, read_url
-from teacher_workers.lsast_generator import LSASTPromptGenerator, generator_from_bytes
+from teacher_workers.lsast.generator import LSASTPromptGenerator, generator_from_bytes
 from teacher_workers.options import TeacherOptions
 
 log = logging.getLogger(__name__)

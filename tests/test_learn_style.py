@@ -26,9 +26,9 @@ from jobs.learn_style import (
     restore,
     save_checkpoint,
 )
-from teacher_workers.lsast_generator import generator_from_bytes, new_generator
-from teacher_workers.lsast_styles import learned_from
-from teacher_workers.lsast_training import Draw, StyleLoss, draw, style_image
+from teacher_workers.lsast.generator import generator_from_bytes, new_generator
+from teacher_workers.lsast.styles import learned_from
+from teacher_workers.lsast.training import Draw, StyleLoss, draw, style_image
 from teacher_workers.models import TeacherModel, load_teacher
 
 

@@ -14,8 +14,8 @@ import pytest
 
 from common.errors import UserError
 from teacher_workers.node_fit import node_types, wait_for_fit
-from tests.cli import python_lines
-from tests.generation_helpers import FAST_TEACHER, write_inputs
+from tests.support.cli import python_lines
+from tests.support.generation_helpers import FAST_TEACHER, write_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHER_CONFIG = """

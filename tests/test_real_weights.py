@@ -21,17 +21,17 @@ from common.errors import UserError
 from common.storage import Storage
 from jobs import generate, learn_style
 from jobs.stylize import main as stylize_main
-from teacher_workers.config import StyleIDConfig
-from teacher_workers.lsast_generator import generator_from_bytes, new_generator
-from teacher_workers.lsast_prompts import INIT_TOKEN, PLACEHOLDER_TOKEN
+from teacher_workers.lsast.generator import generator_from_bytes, new_generator
+from teacher_workers.lsast.prompts import INIT_TOKEN, PLACEHOLDER_TOKEN
 from teacher_workers.model_source import DEFAULT_MODEL_ID
 from teacher_workers.models import load_teacher
 from teacher_workers.options import LSASTFlags, TeacherOptions
 from teacher_workers.sizing import auto_tile
-from tests.cli import run_job
-from tests.generation_helpers import FAST_TEACHER, check_exactly_once, write_inputs
-from tests.ldm_checkpoint import write_ldm_checkpoint
-from tests.sd_folder import clip_vocabulary, hub_cache, write_sd_folder
+from teacher_workers.styleid.config import StyleIDConfig
+from tests.support.cli import run_job
+from tests.support.generation_helpers import FAST_TEACHER, check_exactly_once, write_inputs
+from tests.support.ldm_checkpoint import write_ldm_checkpoint
+from tests.support.sd_folder import clip_vocabulary, hub_cache, write_sd_folder
 
 REPO_ID = "test-org/tiny-sd"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -378,7 +378,7 @@ def controlnets(tmp_path_factory) -> tuple[Path, Path]:
     """Two tiny ControlNet folders (save_pretrained) that differ in one zero convolution."""
     from diffusers import ControlNetModel
 
-    from teacher_workers.lsast_control import TINY_HINT_CHANNELS
+    from teacher_workers.lsast.control import TINY_HINT_CHANNELS
 
     unet = load_teacher("tiny").unet
     folders = tmp_path_factory.mktemp("controlnets")

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from teacher_workers.config import DEFAULT_LAYERS, StyleIDConfig
-from teacher_workers.lsast_config import LSASTConfig
+from teacher_workers.lsast.config import LSASTConfig
 from teacher_workers.model_source import CONFIG_FILES, WEIGHTED_PARTS
 from teacher_workers.options import TeacherOptions
+from teacher_workers.styleid.config import DEFAULT_LAYERS, StyleIDConfig
 
 CPU, GPU = torch.device("cpu"), torch.device("cuda")
 BASE = TeacherOptions(model="sd15-random", dtype="float16")

@@ -13,6 +13,7 @@ from ray.train import Result
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from benchmarks.synthetic_run import write_synthetic_run
 from common.errors import UserError
 from common.storage import Storage
 from jobs.train import config_from_args
@@ -23,9 +24,8 @@ from student.losses import build_loss
 from student.tracking import TensorBoardLog
 from student.train_config import CrashOnce, TrainConfig
 from student.train_loop import STATE_FILE, EarlyStop
-from tests.cli import run_in_process
-from tests.synthetic_run import write_synthetic_run
-from tests.train_helpers import (
+from tests.support.cli import run_in_process
+from tests.support.train_helpers import (
     SIZE,
     SMALL_MODEL,
     fit,

@@ -21,7 +21,8 @@ import torch
 from diffusers import DDIMScheduler
 from diffusers.models.attention_processor import Attention
 
-from teacher_workers.attention import (
+from teacher_workers.models import TeacherModel
+from teacher_workers.styleid.attention import (
     AttentionController,
     Features,
     Injection,
@@ -29,8 +30,7 @@ from teacher_workers.attention import (
     StyleIDAttnProcessor,
     check_plain_self_attention,
 )
-from teacher_workers.config import StyleIDConfig
-from teacher_workers.models import TeacherModel
+from teacher_workers.styleid.config import StyleIDConfig
 
 Progress = Callable[[int], None]  # called with the number of UNet passes just finished
 CONTENT_KINDS = ("q",)

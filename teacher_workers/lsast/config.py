@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from common.errors import UserError
-from teacher_workers.config import check_resolution, check_steps
-from teacher_workers.lsast_prompts import STAGE_INDEXING, StageIndexing
+from teacher_workers.lsast.prompts import STAGE_INDEXING, StageIndexing
+from teacher_workers.styleid.config import check_resolution, check_steps
 
 DEFAULT_CONTROLNET = "lllyasviel/control_v11p_sd15_canny"
 # Bumped whenever an LSAST target changes for the same config.

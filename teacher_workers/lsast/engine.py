@@ -21,13 +21,13 @@ from contextlib import ExitStack, contextmanager
 import torch
 from diffusers import ControlNetModel, DDIMScheduler
 
-from teacher_workers.engine import ddim_move, image_noise
-from teacher_workers.lsast_attention import ContextStore, contexts, grouped
-from teacher_workers.lsast_config import LSASTConfig
-from teacher_workers.lsast_control import canny_hint
-from teacher_workers.lsast_generator import PromptGenerator
-from teacher_workers.lsast_prompts import PromptEncoder, stage_prompts
+from teacher_workers.lsast.attention import ContextStore, contexts, grouped
+from teacher_workers.lsast.config import LSASTConfig
+from teacher_workers.lsast.control import canny_hint
+from teacher_workers.lsast.generator import PromptGenerator
+from teacher_workers.lsast.prompts import PromptEncoder, stage_prompts
 from teacher_workers.models import TeacherModel
+from teacher_workers.styleid.engine import ddim_move, image_noise
 
 Progress = Callable[[int], None]  # called with the number of guided UNet passes just finished
 

@@ -1,0 +1,1 @@
+"""Evaluation on the golden set: teachers and student side by side, measures and reports."""
