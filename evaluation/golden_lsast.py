@@ -73,15 +73,18 @@ class GoldenLSAST:
     ) -> GoldenLSAST:
         """Checked before any work: the options, and every prompt file read (a missing or
         corrupt one, or two learned styles of one name, is a `UserError`)."""
-        if run_teacher.get("kind") == "lsast":
-            raise UserError("--also-teacher lsast: the run's own teacher is LSAST")
+        options = lsast_options(run_teacher, flags)
+        if run_teacher.get("kind") == options.kind:
+            raise UserError(
+                f"--also-teacher {options.kind}: the run's own teacher is {options.teacher.title}"
+            )
         learned: dict[str, str] = {}
         for url in prompt_file_urls(style_prompts, storage_options):
             name = style_name(url)
             if name in learned:
                 raise UserError(f"--style-prompts: {learned[name]} and {url} are both {name!r}")
             learned[name] = url
-        return cls(lsast_options(run_teacher, flags), learned, storage_options)
+        return cls(options, learned, storage_options)
 
     def prompt_files(self, lines: Sequence[ManifestLine]) -> dict[str, str]:
         """Golden style URL -> the prompt file of its learned style; a `UserError` names every

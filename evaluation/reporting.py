@@ -15,9 +15,9 @@ from evaluation.golden_lsast import GoldenLSAST
 from evaluation.golden_metrics import ImageMeter, SetMeter
 from evaluation.golden_set import evaluate_golden, summarize
 from student.checkpoint import load_student, resolve_checkpoint
-from student.dataset import learned_styles
 from student.pretrained import RANDOM
 from teacher_workers.lsast.styles import learned_from
+from teacher_workers.registry import learned_styles
 
 LSAST_NOTES = {
     "lsast": "LSAST beside the run's teacher (--also-teacher lsast): the same measures of its "

@@ -39,6 +39,7 @@ from student.train_loop import (
     train_loop_per_worker,
 )
 from teacher_workers.lsast.styles import learned_from
+from teacher_workers.registry import learned_styles
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,7 +62,10 @@ def validate(config: TrainConfig) -> Splits:
     storage = config.storage()
     splits = read_splits(storage, config.teacher_hash)
     storage.check_writable()  # the run folder and its log go there
-    learned = {url: learned_from(url, config.storage_options) for url in splits.learned_styles()}
+    learned = {
+        url: learned_from(url, config.storage_options)
+        for url in learned_styles([*splits.train, *splits.val])
+    }
     splits = replace(splits, style_images=learned)
     check_init(config)
     if config.tensorboard:

@@ -8,41 +8,32 @@ GPU.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Annotated, Literal, get_args
+from dataclasses import dataclass, field, replace
+from typing import Annotated
 
 import torch
 import tyro
 
 from common.cli import choice_flag
 from common.errors import UserError
-from common.ids import config_hash
-from teacher_workers.lsast.config import DEFAULT_CONTROLNET, LSAST_ENGINE_VERSION, LSASTConfig
-from teacher_workers.lsast.control import TINY_CONTROLNET, check_controlnet_name
+from teacher_workers.lsast.config import DEFAULT_CONTROLNET, LSASTConfig
 from teacher_workers.lsast.prompts import STAGE_INDEXING, StageIndexing
 from teacher_workers.model_source import (
     DEFAULT_MODEL_ID,
     is_single_file,
-    pin_controlnet,
     pin_model,
 )
 from teacher_workers.models import (
     DTYPES,
     PRESETS,
     check_model_name,
-    load_teacher,
     parse_dtype,
     resolve_device,
-    tune,
 )
-from teacher_workers.styleid.config import StyleIDConfig, teacher_hash
-from teacher_workers.styleid.engine import StyleIDEngine
+from teacher_workers.registry import TEACHERS, get_teacher
+from teacher_workers.styleid.config import StyleIDConfig
+from teacher_workers.teacher import Engine, Teacher
 
-if TYPE_CHECKING:
-    from teacher_workers.lsast.engine import LSASTEngine
-
-Teacher = Literal["styleid", "lsast"]
-TEACHERS = get_args(Teacher)
 STAGE_INDEXING_FLAG = choice_flag("--stage-indexing", STAGE_INDEXING)
 OFFLOAD_WORDS = {"auto": None, "yes": True, "no": False}
 OFFLOAD_WORD = choice_flag("--offload", tuple(OFFLOAD_WORDS))
@@ -128,9 +119,9 @@ class TeacherOptions:
             f"only (none: {DEFAULT_MODEL_ID})",
         ),
     ] = None
-    kind: Annotated[Teacher, tyro.conf.arg(name="teacher"), choice_flag("--teacher", TEACHERS)] = (
-        "styleid"
-    )
+    kind: Annotated[
+        str, tyro.conf.arg(name="teacher"), choice_flag("--teacher", tuple(TEACHERS))
+    ] = "styleid"
     """styleid: a style image per pair; lsast: a learned style (--style-prompts)"""
     lsast: tyro.conf.Suppress[LSASTConfig] = field(default_factory=LSASTConfig)
     # flags only, applied by `chosen`: shared by both teachers with their own defaults
@@ -155,10 +146,12 @@ class TeacherOptions:
             raise UserError("--model-config applies to single-file checkpoints (*.safetensors)")
         if self.dtype != "auto":
             parse_dtype(self.dtype)
-        if self.kind not in TEACHERS:
-            raise UserError(f"--teacher must be one of {', '.join(TEACHERS)}, got {self.kind!r}")
-        if self.kind == "lsast":
-            check_controlnet_name(self.lsast.controlnet)
+        self.teacher.check(self)
+
+    @property
+    def teacher(self) -> Teacher:
+        """The teacher these options run (--teacher)."""
+        return get_teacher(self.kind)
 
     def chosen(self) -> TeacherOptions:
         """The teacher the command-line flags choose: --seed and --batch-size (defaults per
@@ -169,32 +162,13 @@ class TeacherOptions:
             seed=self.styleid.seed if seed is None else seed,
             batch_size=batch or self.styleid.batch_size,
         )
-        lsast = self.lsast
-        if self.kind == "lsast":
-            flags = asdict(self.lsast_flags)  # every flag, under its config field's name
-            flags["canny_low"], flags["canny_high"] = flags.pop("canny")
-            default_net = TINY_CONTROLNET if self.model in PRESETS else DEFAULT_CONTROLNET
-            flags["controlnet"] = flags["controlnet"] or default_net
-            lsast = LSASTConfig(
-                steps=self.styleid.steps,
-                resolution=self.styleid.resolution,
-                seed=LSASTConfig.seed if seed is None else seed,
-                batch_size=batch or LSASTConfig.batch_size,
-                **flags,
-            )
-        return replace(
-            self,
-            styleid=styleid,
-            lsast=lsast,
-            seed=None,
-            batch_size=None,
-            lsast_flags=LSASTFlags(),
-        )
+        options = self.teacher.chosen(replace(self, styleid=styleid))
+        return replace(options, seed=None, batch_size=None, lsast_flags=LSASTFlags())
 
     @property
     def resolution(self) -> int:
         """The square size the teacher works at."""
-        return self.lsast.resolution if self.kind == "lsast" else self.styleid.resolution
+        return self.teacher.resolution(self)
 
     def resolved_dtype(self, device: torch.device) -> str:
         """`auto` is float16 on a GPU and float32 on the CPU."""
@@ -207,8 +181,8 @@ class TeacherOptions:
         actors load it later on other machines: a folder becomes an absolute path named by its
         content digest, a Hub id's revision the commit it resolves to now, a single file an
         absolute path named by the digest of its bytes and configs, with its config pinned like
-        a model (`UserError` if the model cannot be read). LSAST's ControlNet is pinned the
-        same way (a `tiny` one is made from the model, so the model pins it)."""
+        a model (`UserError` if the model cannot be read); then the teacher pins what else it
+        reads."""
         options = self
         if self.model not in PRESETS:
             model = pin_model(self.model, self.revision, self.model_config)
@@ -219,16 +193,7 @@ class TeacherOptions:
                 digest=model.digest,
                 model_config=model.config,
             )
-        if self.kind != "lsast" or self.lsast.controlnet == TINY_CONTROLNET:
-            return options
-        controlnet = pin_controlnet(self.lsast.controlnet, self.lsast.controlnet_revision)
-        lsast = replace(
-            self.lsast,
-            controlnet=controlnet.name,
-            controlnet_revision=controlnet.revision,
-            controlnet_digest=controlnet.digest,
-        )
-        return replace(options, lsast=lsast)
+        return self.teacher.pinned(options)
 
     def hash(self, device: torch.device) -> str:
         """The teacher hash of targets this teacher makes on `device`'s kind of hardware; a
@@ -238,37 +203,13 @@ class TeacherOptions:
             model, revision = f"sha256:{self.digest}", None
         else:
             model, revision = self.model, self.revision
-        dtype = self.resolved_dtype(device)
-        if self.kind == "styleid":
-            return teacher_hash(self.styleid, model, revision, dtype)
-        fields = {"model": model, "revision": revision, "dtype": dtype}
-        fields |= self.lsast.output_fields()
-        return config_hash({"teacher": "lsast", "engine": LSAST_ENGINE_VERSION, **fields})
+        return self.teacher.hash(self, model, revision, self.resolved_dtype(device))
 
-    def build(self) -> StyleIDEngine | LSASTEngine:
+    def build(self) -> Engine:
         """Load the model on this process's device and wrap it in the teacher's engine."""
         device = resolve_device(self.device)
-        dtype = parse_dtype(self.resolved_dtype(device))
-        if self.kind == "lsast":
-            from teacher_workers.lsast.control import load_controlnet
-            from teacher_workers.lsast.engine import LSASTEngine
+        return self.teacher.build(self, device, parse_dtype(self.resolved_dtype(device)))
 
-            teacher = load_teacher(
-                self.model,
-                dtype,
-                device,
-                self.revision,
-                config=self.model_config,
-                text_encoder=True,
-            )
-            controlnet = load_controlnet(
-                self.lsast.controlnet, teacher.unet, dtype, device, self.lsast.controlnet_revision
-            )
-            tune(teacher.unet, self.compile, self.channels_last)
-            tune(controlnet, self.compile, self.channels_last)
-            return LSASTEngine(teacher, controlnet, self.lsast)
-        teacher = load_teacher(
-            self.model, dtype, device, self.revision, self.styleid.seed, self.model_config
-        )
-        tune(teacher.unet, self.compile, self.channels_last)
-        return StyleIDEngine(teacher, self.styleid, offload=self.offload)
+    def tile(self, gpu_memory_gb: float) -> tuple[int, int]:
+        """Contents x styles per work unit on a GPU of `gpu_memory_gb`."""
+        return self.teacher.tile(self, gpu_memory_gb)

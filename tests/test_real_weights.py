@@ -26,8 +26,8 @@ from teacher_workers.lsast.prompts import INIT_TOKEN, PLACEHOLDER_TOKEN
 from teacher_workers.model_source import DEFAULT_MODEL_ID
 from teacher_workers.models import load_teacher
 from teacher_workers.options import LSASTFlags, TeacherOptions
-from teacher_workers.sizing import auto_tile
 from teacher_workers.styleid.config import StyleIDConfig
+from teacher_workers.styleid.sizing import auto_tile
 from tests.support.cli import run_job
 from tests.support.generation_helpers import FAST_TEACHER, check_exactly_once, write_inputs
 from tests.support.ldm_checkpoint import write_ldm_checkpoint
