@@ -22,9 +22,10 @@ from tqdm import tqdm
 from common.errors import UserError
 from common.manifest import ManifestLine
 from student.dataset import Triple
+from teacher_workers.lsast.config import LSASTFlags
 from teacher_workers.lsast.styles import PROMPT_FILE, prompt_file_urls, read_prompts
 from teacher_workers.models import resolve_device
-from teacher_workers.options import LSASTFlags, TeacherOptions
+from teacher_workers.options import TeacherOptions
 from teacher_workers.styleid.config import StyleIDConfig
 
 

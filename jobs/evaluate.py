@@ -31,8 +31,8 @@ from common.run_info import read_run_info
 from common.storage import Storage
 from evaluation.golden_lsast import GoldenLSAST
 from evaluation.reporting import write_evaluation
+from teacher_workers.lsast.config import LSASTFlags
 from teacher_workers.model_source import config_source
-from teacher_workers.options import LSASTFlags
 from teacher_workers.sizing import teacher_parameters
 
 

@@ -16,8 +16,7 @@ import tyro
 
 from common.cli import choice_flag
 from common.errors import UserError
-from teacher_workers.lsast.config import DEFAULT_CONTROLNET, LSASTConfig
-from teacher_workers.lsast.prompts import STAGE_INDEXING, StageIndexing
+from teacher_workers.lsast.config import LSASTConfig, LSASTFlags
 from teacher_workers.model_source import (
     DEFAULT_MODEL_ID,
     is_single_file,
@@ -34,7 +33,6 @@ from teacher_workers.registry import TEACHERS, get_teacher
 from teacher_workers.styleid.config import StyleIDConfig
 from teacher_workers.teacher import Engine, Teacher
 
-STAGE_INDEXING_FLAG = choice_flag("--stage-indexing", STAGE_INDEXING)
 OFFLOAD_WORDS = {"auto": None, "yes": True, "no": False}
 OFFLOAD_WORD = choice_flag("--offload", tuple(OFFLOAD_WORDS))
 # `--offload auto|yes|no` for the engine's offload=None|True|False
@@ -45,39 +43,6 @@ OFFLOAD = tyro.constructors.PrimitiveConstructorSpec(
     is_instance=lambda value: value is None or isinstance(value, bool),
     str_from_instance=lambda value: [next(k for k, v in OFFLOAD_WORDS.items() if v is value)],
 )
-
-
-@dataclass(frozen=True, kw_only=True)
-class LSASTFlags:
-    """The LSAST teacher's own flags (`--teacher lsast`, or jobs.evaluate's `--also-teacher
-    lsast`); `TeacherOptions.chosen` folds them and the shared --steps, --resolution, --seed and
-    --batch-size into the run's `LSASTConfig`."""
-
-    # each named as its `LSASTConfig` field (`canny`: canny_low, canny_high): `chosen` passes all
-    controlnet: Annotated[
-        str | None,
-        tyro.conf.arg(
-            help="canny ControlNet: Hub id, folder or tiny (ControlNetModel.from_unet of the "
-            f"model); none: {DEFAULT_CONTROLNET}, or tiny for a preset --model"
-        ),
-    ] = None
-    controlnet_revision: str | None = None
-    """revision of the --controlnet Hub id (pinned to its commit for the run)"""
-    strength: float = LSASTConfig.strength
-    """img2img strength"""
-    guidance: float = LSASTConfig.guidance
-    """classifier-free guidance"""
-    control_scale: float = LSASTConfig.control_scale
-    """ControlNet scale"""
-    canny: Annotated[tuple[int, int], tyro.conf.arg(metavar="LOW HIGH")] = (
-        LSASTConfig.canny_low,
-        LSASTConfig.canny_high,
-    )
-    """canny edge thresholds"""
-    stage_indexing: Annotated[StageIndexing, STAGE_INDEXING_FLAG] = LSASTConfig.stage_indexing
-    """code: the released code's sliding window; paper: 10 stages x 3 groups"""
-    prompt_dropout: bool = LSASTConfig.prompt_dropout
-    """keep the generator's dropout on (seeded)"""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from common.cli import parse
 from common.errors import UserError
 from jobs import evaluate, export, generate, learn_style, pipeline, prepare_models, stylize
 from student.train_config import TrainConfig
-from teacher_workers.options import LSASTFlags, TeacherOptions
+from teacher_workers.lsast.config import LSASTFlags
+from teacher_workers.options import TeacherOptions
 
 CONFIGS = {
     "jobs.evaluate": evaluate.Args,

@@ -26,8 +26,9 @@ from jobs import evaluate
 from student.checkpoint import save_student
 from student.dataset import load_triple
 from student.model import STTRConfig, build_sttr
+from teacher_workers.lsast.config import LSASTFlags
 from teacher_workers.lsast.styles import read_prompts
-from teacher_workers.options import LSASTFlags, TeacherOptions
+from teacher_workers.options import TeacherOptions
 from teacher_workers.styleid.config import StyleIDConfig
 from tests.support.generation_helpers import write_prompt_files
 from tests.support.train_helpers import write_seeded_vgg19

@@ -21,11 +21,12 @@ from common.errors import UserError
 from common.storage import Storage
 from jobs import generate, learn_style
 from jobs.stylize import main as stylize_main
+from teacher_workers.lsast.config import LSASTFlags
 from teacher_workers.lsast.generator import generator_from_bytes, new_generator
 from teacher_workers.lsast.prompts import INIT_TOKEN, PLACEHOLDER_TOKEN
 from teacher_workers.model_source import DEFAULT_MODEL_ID
 from teacher_workers.models import load_teacher
-from teacher_workers.options import LSASTFlags, TeacherOptions
+from teacher_workers.options import TeacherOptions
 from teacher_workers.styleid.config import StyleIDConfig
 from teacher_workers.styleid.sizing import auto_tile
 from tests.support.cli import run_job

@@ -8,7 +8,11 @@ window of prompts, seed 41, and (our choice, see LSAST.md's open questions) no p
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Annotated
 
+import tyro
+
+from common.cli import choice_flag
 from common.errors import UserError
 from teacher_workers.lsast.prompts import STAGE_INDEXING, StageIndexing
 from teacher_workers.styleid.config import check_resolution, check_steps
@@ -16,6 +20,7 @@ from teacher_workers.styleid.config import check_resolution, check_steps
 DEFAULT_CONTROLNET = "lllyasviel/control_v11p_sd15_canny"
 # Bumped whenever an LSAST target changes for the same config.
 LSAST_ENGINE_VERSION = 1
+STAGE_INDEXING_FLAG = choice_flag("--stage-indexing", STAGE_INDEXING)
 
 
 @dataclass(frozen=True)
@@ -77,3 +82,36 @@ class LSASTConfig:
         elif revision:
             fields["controlnet"] = f"{self.controlnet}@{revision}"
         return fields
+
+
+@dataclass(frozen=True, kw_only=True)
+class LSASTFlags:
+    """The LSAST teacher's own flags (`--teacher lsast`, or jobs.evaluate's `--also-teacher
+    lsast`); `TeacherOptions.chosen` folds them and the shared --steps, --resolution, --seed and
+    --batch-size into the run's `LSASTConfig`."""
+
+    # each named as its `LSASTConfig` field (`canny`: canny_low, canny_high): `chosen` passes all
+    controlnet: Annotated[
+        str | None,
+        tyro.conf.arg(
+            help="canny ControlNet: Hub id, folder or tiny (ControlNetModel.from_unet of the "
+            f"model); none: {DEFAULT_CONTROLNET}, or tiny for a preset --model"
+        ),
+    ] = None
+    controlnet_revision: str | None = None
+    """revision of the --controlnet Hub id (pinned to its commit for the run)"""
+    strength: float = LSASTConfig.strength
+    """img2img strength"""
+    guidance: float = LSASTConfig.guidance
+    """classifier-free guidance"""
+    control_scale: float = LSASTConfig.control_scale
+    """ControlNet scale"""
+    canny: Annotated[tuple[int, int], tyro.conf.arg(metavar="LOW HIGH")] = (
+        LSASTConfig.canny_low,
+        LSASTConfig.canny_high,
+    )
+    """canny edge thresholds"""
+    stage_indexing: Annotated[StageIndexing, STAGE_INDEXING_FLAG] = LSASTConfig.stage_indexing
+    """code: the released code's sliding window; paper: 10 stages x 3 groups"""
+    prompt_dropout: bool = LSASTConfig.prompt_dropout
+    """keep the generator's dropout on (seeded)"""
