@@ -1,9 +1,10 @@
 """Which teacher to run and how: the options every teacher command shares, as one typed object.
 
-Two teachers share the service: StyleID (a style *image* per pair) and LSAST (a learned style
-*prompt file* per pair, see jobs.learn_style). `TeacherOptions` is small and picklable, so a
-driver validates it once and ships it to Ray actors, which build their own engine on their own
-GPU.
+The model, numerics and placement are every teacher's; `--teacher` picks one from the registry
+(StyleID: a style *image* per pair; LSAST: a learned style *prompt file* per pair, see
+jobs.learn_style), whose own config is a field here and which answers the rest (`Teacher`).
+`TeacherOptions` is small and picklable, so a driver validates it once and ships it to Ray
+actors, which build their own engine on their own GPU.
 """
 
 from __future__ import annotations
