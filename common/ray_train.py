@@ -9,8 +9,7 @@ from dataclasses import dataclass
 
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 
-from common.cli import ray_log_level
-from common.errors import UserError
+from common.cli import check_at_least, ray_log_level
 from common.ray_connect import ray_filesystem
 from common.storage import Storage
 
@@ -32,13 +31,6 @@ class RayTrainConfig:
 
     def scaling(self) -> ScalingConfig:
         return ScalingConfig(num_workers=self.workers, use_gpu=self.gpu)
-
-
-def check_at_least(minimum: int, **values: int) -> None:
-    """Integer flags (named as their fields) of at least `minimum`, else a `UserError`."""
-    for name, value in values.items():
-        if value < minimum:
-            raise UserError(f"--{name.replace('_', '-')} {value}: must be at least {minimum}")
 
 
 def run_config(

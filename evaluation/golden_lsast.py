@@ -22,7 +22,7 @@ from tqdm import tqdm
 from common.errors import UserError
 from common.manifest import ManifestLine
 from student.dataset import Triple
-from teacher_workers.lsast.config import LSASTFlags
+from teacher_workers.lsast.config import LSASTConfig
 from teacher_workers.lsast.styles import PROMPT_FILE, prompt_file_urls, read_prompts
 from teacher_workers.models import resolve_device
 from teacher_workers.options import TeacherOptions
@@ -38,7 +38,7 @@ def style_name(url: str) -> str:
     return posixpath.splitext(posixpath.basename(path))[0]
 
 
-def lsast_options(run_teacher: Mapping[str, Any], flags: LSASTFlags) -> TeacherOptions:
+def lsast_options(run_teacher: Mapping[str, Any], flags: LSASTConfig) -> TeacherOptions:
     """LSAST on the run's model, dtype, DDIM steps and resolution (from its run.json teacher
     options, nested or an older flat record), with the LSAST `flags`."""
     styleid = run_teacher.get("styleid") or run_teacher
@@ -52,7 +52,7 @@ def lsast_options(run_teacher: Mapping[str, Any], flags: LSASTFlags) -> TeacherO
             resolution=styleid.get("resolution", StyleIDConfig.resolution),
         ),
         kind="lsast",
-        lsast_flags=flags,
+        lsast=flags,
     ).chosen()
 
 
@@ -69,7 +69,7 @@ class GoldenLSAST:
         cls,
         run_teacher: Mapping[str, Any],
         style_prompts: Sequence[str],
-        flags: LSASTFlags,
+        flags: LSASTConfig,
         storage_options: Mapping[str, Any],
     ) -> GoldenLSAST:
         """Checked before any work: the options, and every prompt file read (a missing or

@@ -31,7 +31,7 @@ from common.run_info import read_run_info
 from common.storage import Storage
 from evaluation.golden_lsast import GoldenLSAST
 from evaluation.reporting import write_evaluation
-from teacher_workers.lsast.config import LSASTFlags
+from teacher_workers.lsast.config import LSASTConfig
 from teacher_workers.model_source import config_source
 from teacher_workers.sizing import teacher_parameters
 
@@ -82,7 +82,7 @@ class Args(StorageJobArgs):
             ".../01/ or .../01.safetensors)"
         ),
     ] = ()
-    lsast: Annotated[LSASTFlags, tyro.conf.OmitArgPrefixes] = field(default_factory=LSASTFlags)
+    lsast: Annotated[LSASTConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=LSASTConfig)
 
     def __post_init__(self) -> None:
         if self.style_prompts and not self.also_teacher:

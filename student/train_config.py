@@ -13,9 +13,9 @@ from typing import Annotated, Literal
 
 import tyro
 
-from common.cli import choice_flag
+from common.cli import check_at_least, choice_flag
 from common.errors import UserError
-from common.ray_train import RayTrainConfig, check_at_least
+from common.ray_train import RayTrainConfig
 from common.storage import Storage, StorageOptions, absolute_url, open_fs
 from student.backbone import ResNetEncoder, load_imagenet_resnet50
 from student.decoded_cache import DecodedCache

@@ -17,7 +17,7 @@ import tyro
 
 from common.cli import choice_flag
 from common.errors import UserError
-from teacher_workers.lsast.config import LSASTConfig, LSASTFlags
+from teacher_workers.lsast.config import LSASTConfig
 from teacher_workers.model_source import (
     DEFAULT_MODEL_ID,
     is_single_file,
@@ -89,8 +89,8 @@ class TeacherOptions:
         str, tyro.conf.arg(name="teacher"), choice_flag("--teacher", tuple(TEACHERS))
     ] = "styleid"
     """styleid: a style image per pair; lsast: a learned style (--style-prompts)"""
-    lsast: tyro.conf.Suppress[LSASTConfig] = field(default_factory=LSASTConfig)
-    # flags only, applied by `chosen`: shared by both teachers with their own defaults
+    lsast: Annotated[LSASTConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=LSASTConfig)
+    # flags only, folded into the teacher's config by `chosen`: shared, with defaults per teacher
     seed: Annotated[
         int | None,
         tyro.conf.arg(help=f"none: {StyleIDConfig.seed} (StyleID), {LSASTConfig.seed} (LSAST)"),
@@ -102,9 +102,6 @@ class TeacherOptions:
             f"{LSASTConfig.batch_size} LSAST)"
         ),
     ] = None
-    lsast_flags: Annotated[LSASTFlags, tyro.conf.OmitArgPrefixes] = field(
-        default_factory=LSASTFlags
-    )
 
     def __post_init__(self) -> None:
         check_model_name(self.model)
@@ -129,7 +126,7 @@ class TeacherOptions:
             batch_size=batch or self.styleid.batch_size,
         )
         options = self.teacher.chosen(replace(self, styleid=styleid))
-        return replace(options, seed=None, batch_size=None, lsast_flags=LSASTFlags())
+        return replace(options, seed=None, batch_size=None)
 
     @property
     def resolution(self) -> int:

@@ -26,7 +26,7 @@ from jobs import evaluate
 from student.checkpoint import save_student
 from student.dataset import load_triple
 from student.model import STTRConfig, build_sttr
-from teacher_workers.lsast.config import LSASTFlags
+from teacher_workers.lsast.config import LSASTConfig
 from teacher_workers.lsast.styles import read_prompts
 from teacher_workers.options import TeacherOptions
 from teacher_workers.styleid.config import StyleIDConfig
@@ -117,7 +117,7 @@ def test_a_golden_style_without_its_learned_style_is_one_clear_line(run) -> None
     with pytest.raises(UserError, match="--style-prompts are learned styles for --also-teacher"):
         evaluate_run(run, "missing", "--style-prompts", run["prompts"][0])
     with pytest.raises(UserError, match="the run's own teacher is LSAST"):
-        GoldenLSAST.from_run({"kind": "lsast"}, run["prompts"], LSASTFlags(), {})
+        GoldenLSAST.from_run({"kind": "lsast"}, run["prompts"], LSASTConfig(), {})
 
 
 def test_an_lsast_run_is_measured_against_the_images_its_styles_were_learned_from(

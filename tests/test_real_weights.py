@@ -21,7 +21,7 @@ from common.errors import UserError
 from common.storage import Storage
 from jobs import generate, learn_style
 from jobs.stylize import main as stylize_main
-from teacher_workers.lsast.config import LSASTFlags
+from teacher_workers.lsast.config import LSASTConfig
 from teacher_workers.lsast.generator import generator_from_bytes, new_generator
 from teacher_workers.lsast.prompts import INIT_TOKEN, PLACEHOLDER_TOKEN
 from teacher_workers.model_source import DEFAULT_MODEL_ID
@@ -395,15 +395,15 @@ def controlnets(tmp_path_factory) -> tuple[Path, Path]:
 
 def lsast_hash(controlnet: str, revision: str | None = None) -> str:
     """The teacher hash of pinned LSAST targets made with `controlnet` on the tiny model."""
-    flags = LSASTFlags(controlnet=controlnet, controlnet_revision=revision)
-    options = TeacherOptions(kind="lsast", lsast_flags=flags).chosen().pinned()
+    flags = LSASTConfig(controlnet=controlnet, controlnet_revision=revision)
+    options = TeacherOptions(kind="lsast", lsast=flags).chosen().pinned()
     return options.hash(torch.device("cpu"))
 
 
 def test_the_lsast_hash_follows_a_controlnet_folders_weights_not_its_place(controlnets, tmp_path):
     first, other = controlnets
     renamed = shutil.copytree(first, tmp_path / "renamed")
-    pinned = TeacherOptions(kind="lsast", lsast_flags=LSASTFlags(controlnet=str(first)))
+    pinned = TeacherOptions(kind="lsast", lsast=LSASTConfig(controlnet=str(first)))
     pinned = pinned.chosen().pinned().lsast
     assert pinned.controlnet == str(first.resolve()) and len(pinned.controlnet_digest) == 64
     assert lsast_hash(str(renamed)) == lsast_hash(str(first)) != lsast_hash(str(other))
@@ -421,8 +421,8 @@ def test_a_hub_controlnet_pins_its_revision_to_the_commit(monkeypatch, tmp_path,
     snapshot = hub_cache(home, repo_id, controlnets[1], other_commit)
     (snapshot.parents[1] / "refs" / "main").write_text(COMMIT)
     (snapshot.parents[1] / "refs" / "v2").write_text(other_commit)
-    flags = LSASTFlags(controlnet=repo_id, controlnet_revision="v2")
-    pinned = TeacherOptions(kind="lsast", lsast_flags=flags).chosen().pinned().lsast
+    flags = LSASTConfig(controlnet=repo_id, controlnet_revision="v2")
+    pinned = TeacherOptions(kind="lsast", lsast=flags).chosen().pinned().lsast
     assert (pinned.controlnet, pinned.controlnet_revision) == (repo_id, other_commit)
     assert lsast_hash(repo_id) != lsast_hash(repo_id, "v2")
     assert lsast_hash(repo_id, COMMIT) == lsast_hash(repo_id)

@@ -308,7 +308,7 @@ def test_early_stop_after_patience_epochs_in_which_a_reduced_lr_did_not_help(
         (["--precision", "bf16"], "--precision bf16 needs --gpu"),
         (["--name", "a/b"], "--name 'a/b'"),
         (["--lr", "0"], "--lr 0.0: must be positive"),
-        (["--keep-checkpoints", "0"], "--keep-checkpoints 0: must be at least 1"),
+        (["--keep-checkpoints", "0"], "--keep-checkpoints must be a number >= 1, got 0"),
         (["--storage-option", "novalue"], "key=value"),
     ],
 )

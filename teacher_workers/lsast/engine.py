@@ -186,7 +186,7 @@ class LSASTEngine:
         conds = torch.stack([self.style_contexts(style) for style in styles])
         step = cfg.batch_size
         z0 = torch.cat([self.encode(contents[i : i + step]) for i in range(0, len(contents), step)])
-        hints = canny_hint(contents, cfg.canny_low, cfg.canny_high).to(device)
+        hints = canny_hint(contents, *cfg.canny).to(device)
         noise = torch.stack(
             [image_noise(im, z0.shape[1:], cfg.seed, "forward") for im in contents]
         ).to(device)

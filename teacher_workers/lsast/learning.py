@@ -21,11 +21,12 @@ import torch
 import torch.distributed as dist
 import tyro
 
-from common.cli import check_number
+from common.cli import check_at_least, check_number
 from common.errors import UserError, first_line
 from common.pictures import loss_curve
 from common.ray_train import RayTrainConfig
 from common.storage import Storage, StorageOptions, absolute_url, read_url
+from teacher_workers.ddim import check_resolution
 from teacher_workers.lsast.config import STAGE_INDEXING_FLAG, LSASTConfig
 from teacher_workers.lsast.generator import LSASTPromptGenerator, generator_bytes, new_generator
 from teacher_workers.lsast.prompts import StageIndexing
@@ -87,15 +88,8 @@ class LearnConfig(RayTrainConfig):
         check_number("--lr", self.lr)
         check_number("--weight-decay", self.weight_decay, inclusive=True)
         check_model_name(self.model)
-        for flag, value in (
-            ("--steps", self.steps),
-            ("--resolution", self.resolution),
-            ("--checkpoint-every", self.checkpoint_every),
-        ):
-            if value < 1:
-                raise UserError(f"{flag} must be >= 1, got {value}")
-        if self.resolution % 64:
-            raise UserError(f"--resolution must be a multiple of 64, got {self.resolution}")
+        check_at_least(1, steps=self.steps, checkpoint_every=self.checkpoint_every)
+        check_resolution(self.resolution)
 
     def storage(self) -> Storage:
         return Storage(self.out, self.storage_options)

@@ -11,7 +11,7 @@ import torch
 
 from common.ids import config_hash
 from common.planning import MAX_TILE
-from teacher_workers.lsast.config import LSAST_ENGINE_VERSION, LSASTConfig
+from teacher_workers.lsast.config import DEFAULT_CONTROLNET, LSAST_ENGINE_VERSION
 from teacher_workers.lsast.control import TINY_CONTROLNET, check_controlnet_name, load_controlnet
 from teacher_workers.lsast.engine import LSASTEngine
 from teacher_workers.lsast.generator import LSASTPromptGenerator, generator_from_bytes
@@ -31,28 +31,22 @@ class LSASTTeacher:
     style_input = "learned"
 
     def check(self, options: TeacherOptions) -> None:
-        check_controlnet_name(options.lsast.controlnet)
+        if options.lsast.controlnet is not None:
+            check_controlnet_name(options.lsast.controlnet)
 
     def chosen(self, options: TeacherOptions) -> TeacherOptions:
-        """Its flags, and the shared --steps, --resolution, --seed and --batch-size (with
-        LSAST's own defaults), into the run's `LSASTConfig`; no --controlnet is the canny
-        ControlNet for a real model, a tiny one for a preset."""
-        flags = options.lsast_flags
-        default_net = TINY_CONTROLNET if options.model in PRESETS else LSASTConfig.controlnet
-        lsast = LSASTConfig(
+        """The shared --steps, --resolution, --seed and --batch-size (with LSAST's own
+        defaults) into its config; no --controlnet is the canny ControlNet for a real model, a
+        tiny one for a preset."""
+        lsast = options.lsast
+        default_net = TINY_CONTROLNET if options.model in PRESETS else DEFAULT_CONTROLNET
+        lsast = replace(
+            lsast,
             steps=options.styleid.steps,
             resolution=options.styleid.resolution,
-            seed=LSASTConfig.seed if options.seed is None else options.seed,
-            batch_size=options.batch_size or LSASTConfig.batch_size,
-            controlnet=flags.controlnet or default_net,
-            controlnet_revision=flags.controlnet_revision,
-            strength=flags.strength,
-            guidance=flags.guidance,
-            control_scale=flags.control_scale,
-            canny_low=flags.canny[0],
-            canny_high=flags.canny[1],
-            stage_indexing=flags.stage_indexing,
-            prompt_dropout=flags.prompt_dropout,
+            seed=lsast.seed if options.seed is None else options.seed,
+            batch_size=options.batch_size or lsast.batch_size,
+            controlnet=lsast.controlnet or default_net,
         )
         return replace(options, lsast=lsast)
 
