@@ -21,6 +21,7 @@ from common.errors import UserError
 from common.storage import Storage
 from jobs import generate, learn_style
 from jobs.stylize import main as stylize_main
+from teacher_workers.lsast import learning
 from teacher_workers.lsast.config import LSASTConfig
 from teacher_workers.lsast.generator import generator_from_bytes, new_generator
 from teacher_workers.lsast.prompts import INIT_TOKEN, PLACEHOLDER_TOKEN
@@ -259,12 +260,12 @@ def test_learn_style_on_ray_learns_from_a_model_folder_or_a_cached_hub_id(
     style = pictures[pictures.index("--style") + 1]
     args = ["--styles", style, "--out", str(out), "--model", model, "--resolution", "64"]
     assert learn_style.main([*args, "--steps", "2", "--lr", "1e-3"]) == 0
-    latest = json.loads((out / learn_style.LATEST).read_text())
+    latest = json.loads((out / learning.LATEST).read_text())
     assert latest["step"] == 2
     pinned = (str(sd_folder.resolve()), None) if source == "folder" else (REPO_ID, COMMIT)
     assert (latest["settings"]["model"], latest["settings"]["revision"]) == pinned
     assert (out / "checkpoints" / "step-00000002" / "generator.safetensors").is_file()
-    learned = generator_from_bytes((out / learn_style.PROMPTS).read_bytes(), "prompts")
+    learned = generator_from_bytes((out / learning.PROMPTS).read_bytes(), "prompts")
     encoder = CLIPTextModel.from_pretrained(sd_folder, subfolder="text_encoder")
     table = encoder.get_input_embeddings().weight
     assert torch.equal(learned.initial_embeddings[0], table[INIT_TOKEN])
