@@ -16,13 +16,13 @@ import torch
 
 from benchmarks.machine import describe, report
 from benchmarks.teacher_engine import engine_parser, images, timed
-from teacher_workers.config import StyleIDConfig
-from teacher_workers.engine import StyleIDEngine
-from teacher_workers.lsast_config import LSASTConfig
-from teacher_workers.lsast_control import load_controlnet
-from teacher_workers.lsast_engine import LSASTEngine
-from teacher_workers.lsast_generator import new_generator
+from teacher_workers.lsast.config import LSASTConfig
+from teacher_workers.lsast.control import load_controlnet
+from teacher_workers.lsast.engine import LSASTEngine
+from teacher_workers.lsast.generator import new_generator
 from teacher_workers.models import load_teacher, parse_dtype
+from teacher_workers.styleid.config import StyleIDConfig
+from teacher_workers.styleid.engine import StyleIDEngine
 
 
 def main() -> None:

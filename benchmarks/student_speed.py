@@ -39,12 +39,12 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.machine import describe, report
+from benchmarks.synthetic_run import write_synthetic_run
 from common.images import load_square
 from student.export import export_onnx
 from student.inference import for_inference, imagenet_normalize, resolve_precision
 from student.losses import build_loss
 from student.model import STTR, STTRConfig, build_sttr
-from tests.synthetic_run import write_synthetic_run
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "samples" / "golden"

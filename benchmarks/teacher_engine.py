@@ -17,9 +17,9 @@ import time
 import torch
 
 from benchmarks.machine import describe, report
-from teacher_workers.config import StyleIDConfig
-from teacher_workers.engine import StyleIDEngine
 from teacher_workers.models import load_teacher, parse_dtype
+from teacher_workers.styleid.config import StyleIDConfig
+from teacher_workers.styleid.engine import StyleIDEngine
 
 
 def timed(fn, device: torch.device) -> tuple[torch.Tensor, float, int]:

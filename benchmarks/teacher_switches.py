@@ -22,9 +22,9 @@ import torch
 
 from benchmarks.machine import describe, report
 from benchmarks.teacher_engine import engine_parser, images
-from teacher_workers.config import StyleIDConfig
-from teacher_workers.engine import StyleIDEngine
 from teacher_workers.models import TeacherModel, cast, load_teacher, parse_dtype, tune
+from teacher_workers.styleid.config import StyleIDConfig
+from teacher_workers.styleid.engine import StyleIDEngine
 
 # name -> (dtype, channels_last, compile)
 VARIANTS = {

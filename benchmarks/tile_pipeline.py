@@ -31,8 +31,8 @@ from PIL import Image
 from benchmarks.machine import describe, report
 from benchmarks.teacher_engine import images
 from common.planning import Tile, make_tiles, plan_grid
-from teacher_workers.config import StyleIDConfig
 from teacher_workers.options import TeacherOptions
+from teacher_workers.styleid.config import StyleIDConfig
 from teacher_workers.tile_runner import IO_THREADS, TILES_IN_FLIGHT, TileRunner
 
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from benchmarks.machine import describe, report
+from benchmarks.synthetic_run import write_synthetic_run
 from student.dataset import TripleDataset, read_splits
 from student.decoded_cache import DecodedCache
-from tests.synthetic_run import write_synthetic_run
 
 
 def samples_per_s(dataset: TripleDataset) -> tuple[float, float]:

@@ -142,6 +142,13 @@ def choice_flag(flag: str, choices: Sequence[str]) -> tyro.constructors.Primitiv
     )
 
 
+def check_at_least(minimum: int, **values: int) -> None:
+    """Integer flags, named as their fields (`max_failures`: --max-failures), of at least
+    `minimum` (`check_number`'s rule and message)."""
+    for name, value in values.items():
+        check_number(f"--{name.replace('_', '-')}", value, minimum, inclusive=True)
+
+
 def check_number(flag: str, value: float, minimum: float = 0.0, inclusive: bool = False) -> float:
     """A finite number above `minimum` (or equal, with `inclusive`), else a `UserError` naming the
     flag: a float flag takes -1, nan and inf."""

@@ -29,10 +29,10 @@ from common.cli import StorageJobArgs, choice_flag, parse, run_cli
 from common.errors import UserError
 from common.run_info import read_run_info
 from common.storage import Storage
-from student.golden_lsast import GoldenLSAST
-from student.reporting import write_evaluation
+from evaluation.golden_lsast import GoldenLSAST
+from evaluation.reporting import write_evaluation
+from teacher_workers.lsast.config import LSASTConfig
 from teacher_workers.model_source import config_source
-from teacher_workers.options import LSASTFlags
 from teacher_workers.sizing import teacher_parameters
 
 
@@ -82,7 +82,7 @@ class Args(StorageJobArgs):
             ".../01/ or .../01.safetensors)"
         ),
     ] = ()
-    lsast: Annotated[LSASTFlags, tyro.conf.OmitArgPrefixes] = field(default_factory=LSASTFlags)
+    lsast: Annotated[LSASTConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=LSASTConfig)
 
     def __post_init__(self) -> None:
         if self.style_prompts and not self.also_teacher:

@@ -46,10 +46,8 @@ from common.run_info import write_run_info
 from common.run_log import run_log
 from common.storage import Storage
 from teacher_workers.generation import PoolConfig, generate
-from teacher_workers.lsast_styles import prompt_file_urls
 from teacher_workers.node_fit import wait_for_fit
 from teacher_workers.options import TeacherOptions
-from teacher_workers.sizing import auto_tile
 
 log = logging.getLogger("jobs.generate")
 
@@ -96,21 +94,26 @@ class Args(StorageJobArgs):
         check_number("--combinations", self.combinations, 1, inclusive=True)
 
 
+# the flag of each kind of style input, and the other one
+STYLE_FLAGS = {"image": ("--styles", "--style-prompts"), "learned": ("--style-prompts", "--styles")}
+
+
 def expand_styles(args: Args) -> tuple[list[str], list[str]]:
-    """Style URLs and golden style URLs: images for StyleID, prompt files for LSAST (each
-    read and checked here, so a missing or corrupt one is one line before any work)."""
-    if args.teacher.kind == "lsast":
-        if args.styles:
-            raise UserError("--teacher lsast takes learned styles (--style-prompts), not --styles")
-        urls = partial(prompt_file_urls, options=args.storage, width=args.teacher.text_width())
-        golden = urls(args.golden_styles) if args.golden_styles else []
-        return urls(args.style_prompts), golden
-    if args.style_prompts:
-        raise UserError("--style-prompts are learned styles for --teacher lsast")
-    if not args.styles:
-        raise UserError("--styles is required (style images for StyleID)")
-    golden = expand_images(args.golden_styles, args.storage, "golden style")
-    return expand_images(args.styles, args.storage, "style"), golden
+    """Style URLs and golden style URLs, as the teacher takes them: images (--styles) or
+    learned styles (--style-prompts), each read and checked here, so a missing or corrupt one
+    is one line before any work."""
+    teacher = args.teacher.teacher
+    flag, other = STYLE_FLAGS[teacher.style_input]
+    given = {"--styles": args.styles, "--style-prompts": args.style_prompts}
+    if given[other]:
+        raise UserError(f"--teacher {teacher.name} takes {flag}, not {other}")
+    if not given[flag]:
+        raise UserError(f"{flag} is required with --teacher {teacher.name}")
+    options, storage = args.teacher, args.storage
+    golden = args.golden_styles and teacher.style_urls(
+        options, args.golden_styles, storage, "golden style"
+    )
+    return teacher.style_urls(options, given[flag], storage, "style"), golden
 
 
 def plan(args: Args) -> tuple[list[Pair], list[Combination]]:
@@ -176,9 +179,8 @@ def run(
     # device and dtype pinned, so that the driver's teacher hash is the one the actors produce
     device = torch.device("cuda" if gpus > 0 else "cpu")
     teacher = replace(teacher, device=device.type, dtype=teacher.resolved_dtype(device))
-    # StyleID's stored features bound a tile; LSAST stores none
-    styleid_gpu = gpus > 0 and teacher.kind == "styleid"
-    tile = args.tile or (auto_tile(teacher, args.gpu_memory_gb) if styleid_gpu else MAX_TILE)
+    # the teacher sizes a GPU's tile; on CPUs, memory does not bound it
+    tile = args.tile or (teacher.tile(args.gpu_memory_gb) if gpus > 0 else MAX_TILE)
     teacher_hash = teacher.hash(device)
     # Only pairs no manifest lists are tiled: a failed pair is tried again, and a pair listed
     # by an earlier run (of other inputs or tiles) is never made or listed twice.

@@ -18,9 +18,9 @@ from functools import partial
 from common.cli import StorageJobArgs, parse, run_cli
 from common.inputs import expand_images
 from common.storage import Storage, absolute_url, read_url
-from teacher_workers.lsast_authors import authors_generator
-from teacher_workers.lsast_generator import generator_bytes
-from teacher_workers.lsast_styles import PROMPT_FILE
+from teacher_workers.lsast.authors import authors_generator
+from teacher_workers.lsast.generator import generator_bytes
+from teacher_workers.lsast.styles import PROMPT_FILE
 
 
 @dataclass(frozen=True, kw_only=True)

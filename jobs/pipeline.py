@@ -28,9 +28,9 @@ from jobs import generate as generate_job
 from jobs.train import config_from_args
 from student.model import STTRConfig
 from student.train_config import TrainConfig
-from teacher_workers.config import StyleIDConfig
 from teacher_workers.models import PRESETS
 from teacher_workers.options import TeacherOptions
+from teacher_workers.styleid.config import StyleIDConfig
 
 # the bundled samples: jobs/samples links to the checkout's samples/, and the wheel carries them
 SAMPLES = Path(__file__).resolve().parent / "samples"

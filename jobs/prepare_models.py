@@ -28,7 +28,7 @@ import tyro
 from common.cli import StorageJobArgs, parse, run_cli
 from common.errors import UserError, first_line
 from common.storage import Storage, is_local, open_fs
-from teacher_workers.lsast_config import DEFAULT_CONTROLNET
+from teacher_workers.lsast.config import DEFAULT_CONTROLNET
 from teacher_workers.model_source import DEFAULT_MODEL_ID
 
 # What the teacher loads from an SD-1.x repository, and nothing else (no fp16/EMA/.ckpt copies).
@@ -115,7 +115,7 @@ def chosen(args: Args) -> tuple[list[HubRepo], list[str]]:
     """The Hub repositories and torch hub weight URLs to fetch: those named, or all."""
     from torchvision.models import ResNet50_Weights, VGG19_Weights
 
-    from student.golden_metrics import ALEXNET, INCEPTION
+    from evaluation.golden_metrics import ALEXNET, INCEPTION
 
     everything = not (args.sd or args.controlnet or args.vgg or args.resnet or args.metrics)
     sd = DEFAULT_MODEL_ID if everything else args.sd

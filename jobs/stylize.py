@@ -41,8 +41,10 @@ from student.inference import (
     resolve_precision,
     stylize,
 )
-from teacher_workers.lsast_styles import prompt_file_urls, read_prompts
 from teacher_workers.options import TeacherOptions
+
+# (wanted, other) style flag, by whether the style is a learned one
+STYLE_FLAGS = {True: ("--style-prompts", "--style"), False: ("--style", "--style-prompts")}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,14 +73,21 @@ class Args(StorageJobArgs):
     )
 
     def __post_init__(self) -> None:
-        """LSAST takes a learned style, StyleID and the student a style image."""
-        lsast = self.teacher.kind == "lsast" and not self.student
-        wanted, other = ("--style-prompts", "--style") if lsast else ("--style", "--style-prompts")
+        """A teacher of learned styles takes --style-prompts; the others and the student a
+        style image (--style)."""
+        learned = self.teacher.teacher.style_input == "learned" and not self.student
+        wanted, other = STYLE_FLAGS[learned]
         given = {"--style": self.style, "--style-prompts": self.style_prompts}
         if not given[wanted]:
-            raise UserError(f"{wanted} is required" + (" with --teacher lsast" if lsast else ""))
+            with_teacher = f" with --teacher {self.teacher.kind}" if learned else ""
+            raise UserError(f"{wanted} is required{with_teacher}")
         if given[other] is not None:
             raise UserError(f"{other} does not apply here; pass {wanted}")
+
+    @property
+    def style_argument(self) -> str:
+        """The style flag given: an image or a learned style."""
+        return self.style or self.style_prompts or ""
 
 
 def read_image(url: str, options: StorageOptions, max_side: int) -> torch.Tensor:
@@ -88,18 +97,14 @@ def read_image(url: str, options: StorageOptions, max_side: int) -> torch.Tensor
 
 def with_teacher(args: Args) -> torch.Tensor:
     """The content stylized by the teacher; the style is read before the model loads."""
-    teacher, options = args.teacher, args.storage
-    content = load_square(read_url(args.content, options), teacher.resolution, args.content)
-    if teacher.kind == "lsast":
-        url = prompt_file_urls([args.style_prompts], options, teacher.text_width())[0]
-        prompts = read_prompts(url, options)
-        engine = teacher.build()
-        with tqdm(total=engine.unet_passes(1), desc="LSAST", unit="step") as bar:
-            return engine.stylize_pairs(content[None], [prompts], [(0, 0)], progress=bar.update)[0]
-    style = load_square(read_url(args.style, options), teacher.resolution, args.style)
-    engine = teacher.build()
-    with tqdm(total=engine.unet_passes(1, 1), desc="StyleID", unit="UNet pass") as bar:
-        return engine.stylize_tile(content[None], style[None], progress=bar.update)[0, 0]
+    options, storage = args.teacher, args.storage
+    teacher = options.teacher
+    content = load_square(read_url(args.content, storage), options.resolution, args.content)
+    url = teacher.style_url(options, args.style_argument, storage)
+    style = teacher.read_style(read_url(url, storage), url, options.resolution)
+    engine = options.build()
+    with tqdm(total=engine.pair_passes(1, 1, 1), desc=teacher.title, unit="UNet pass") as bar:
+        return engine.stylize_pairs(content[None], [style], [(0, 0)], progress=bar.update)[0]
 
 
 def with_student(args: Args, contents: list[str]) -> Iterator[torch.Tensor | UserError]:

@@ -13,7 +13,6 @@ it) the job joins that cluster, else it starts a local one.
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -21,12 +20,13 @@ from typing import Annotated, Any
 
 import torch
 import tyro
-from ray.train import FailureConfig, LoggingConfig, Result, RunConfig, ScalingConfig
+from ray.train import Result
 from ray.train.torch import TorchTrainer
 
-from common.cli import JobArgs, parse, ray_log_level, run_cli
+from common.cli import JobArgs, parse, run_cli
 from common.errors import UserError
-from common.ray_connect import connect_ray, ray_filesystem
+from common.ray_connect import connect_ray
+from common.ray_train import run_config
 from common.run_log import run_log
 from common.storage import Storage
 from student.dataset import Splits, read_splits, teacher_resolution
@@ -40,7 +40,8 @@ from student.train_loop import (
     metrics_key,
     train_loop_per_worker,
 )
-from teacher_workers.lsast_styles import learned_from
+from teacher_workers.lsast.styles import learned_from
+from teacher_workers.registry import learned_styles
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,7 +64,10 @@ def validate(config: TrainConfig) -> Splits:
     storage = config.storage()
     splits = read_splits(storage, config.teacher_hash)
     storage.check_writable()  # the run folder and its log go there
-    learned = {url: learned_from(url, config.storage_options) for url in splits.learned_styles()}
+    learned = {
+        url: learned_from(url, config.storage_options)
+        for url in learned_styles([*splits.train, *splits.val])
+    }
     splits = replace(splits, style_images=learned)
     check_init(config)
     if config.tensorboard:
@@ -142,20 +146,12 @@ def completion(config: TrainConfig, state: dict[str, Any], record: Result) -> st
 
 def build_trainer(config: TrainConfig, splits: Splits) -> TorchTrainer:
     """Ray Train writes to <data>/train/<name>/ through the same filesystem as the data."""
-    storage = config.storage()
+    checkpoints = checkpoint_config(config.keep_checkpoints)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": config, "splits": splits},
-        scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=config.gpu),
-        run_config=RunConfig(
-            name=config.name,
-            storage_path=storage.path("train"),
-            storage_filesystem=ray_filesystem(storage),
-            failure_config=FailureConfig(max_failures=config.max_failures),
-            # Ray Train's controller and workers: quiet as the rest of Ray (see `connect_ray`)
-            logging_config=LoggingConfig(log_level=logging.getLevelName(ray_log_level())),
-            checkpoint_config=checkpoint_config(config.keep_checkpoints),
-        ),
+        scaling_config=config.scaling(),
+        run_config=run_config(config.storage(), "train", config.name, config, checkpoints),
     )
 
 

@@ -11,7 +11,7 @@ item, never the run.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -69,15 +69,6 @@ class Splits:
 
     def __repr__(self) -> str:  # Ray shows the loop config; thousands of lines would drown it
         return f"Splits(train={len(self.train)} pairs, val={len(self.val)} pairs)"
-
-    def learned_styles(self) -> list[str]:
-        """The prompt files the train and val lines name as styles, sorted."""
-        return learned_styles([*self.train, *self.val])
-
-
-def learned_styles(lines: Iterable[ManifestLine]) -> list[str]:
-    """The prompt files the lines name as styles (pairs LSAST made), sorted."""
-    return sorted({line.style for line in lines if line.teacher == "lsast"})
 
 
 def read_splits(storage: Storage, teacher_hash: str | None = None) -> Splits:
@@ -188,9 +179,9 @@ class TripleDataset(Dataset):
         """For a pair of a learned style (LSAST), the one of its images this item shows: drawn
         afresh each training epoch, so the student sees the whole collection, and fixed for
         validation, so its loss compares across epochs. None for a style image (StyleID)."""
-        if line.teacher != "lsast":
+        images = self.style_images.get(line.style)
+        if images is None:
             return None
-        images = self.style_images[line.style]
         if self.train:
             return images[
                 np.random.default_rng([self.seed, self.epoch, index, 1]).integers(len(images))

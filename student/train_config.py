@@ -13,8 +13,9 @@ from typing import Annotated, Literal
 
 import tyro
 
-from common.cli import choice_flag
+from common.cli import check_at_least, choice_flag
 from common.errors import UserError
+from common.ray_train import RayTrainConfig
 from common.storage import Storage, StorageOptions, absolute_url, open_fs
 from student.backbone import ResNetEncoder, load_imagenet_resnet50
 from student.decoded_cache import DecodedCache
@@ -30,19 +31,7 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass(frozen=True)
-class CrashOnce:
-    """Testing hook: the last rank exits at the start of `epoch` unless `marker` exists.
-
-    It creates `marker` first, so the restarted worker group trains on: this is how the tests
-    prove that a lost worker resumes from the last checkpoint.
-    """
-
-    epoch: int
-    marker: str
-
-
-@dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(RayTrainConfig):
     """Everything a training run needs; `batch_size` is per worker."""
 
     data: str
@@ -55,10 +44,6 @@ class TrainConfig:
         default_factory=StorageOptions,
         repr=False,  # credentials stay out of what Ray shows
     )
-    workers: int = 1
-    """Ray Train workers (DDP)"""
-    gpu: bool = False
-    """one GPU per worker, NCCL, autocast"""
     epochs: int = 100
     """most epochs to run"""
     batch_size: int = 8
@@ -98,8 +83,6 @@ class TrainConfig:
             "samples per core)",
         ),
     ] = None
-    max_failures: int = 3
-    """worker-group restarts from the last checkpoint before giving up (-1: no limit)"""
     keep_checkpoints: int = 1
     """checkpoints kept with the lowest validation loss, besides the latest (to resume from)"""
     model: Annotated[STTRConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=STTRConfig)
@@ -112,12 +95,12 @@ class TrainConfig:
             "<data>/train/<name>/tensorboard/",
         ),
     ] = None
-    crash_once: tyro.conf.Suppress[CrashOnce | None] = None
     # set by jobs.train when the run's latest checkpoint cannot be read: the newest kept
     # checkpoint that can, which the workers resume from instead
     resume_from: tyro.conf.Suppress[str | None] = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         object.__setattr__(self, "data", absolute_url(self.data))
         if self.decoded_cache:
             object.__setattr__(self, "decoded_cache", os.path.abspath(self.decoded_cache))
@@ -141,22 +124,14 @@ class TrainConfig:
             raise UserError(f"--lr {self.lr}: must be positive")
         if not 0 < self.lr_factor < 1:
             raise UserError(f"--lr-factor {self.lr_factor}: must be between 0 and 1")
-        self._check_at_least(
+        check_at_least(
             1,
-            workers=self.workers,
             epochs=self.epochs,
             batch_size=self.batch_size,
             patience=self.patience,
             keep_checkpoints=self.keep_checkpoints,
         )
-        self._check_at_least(0, lr_patience=self.lr_patience, loader_workers=self.loader_workers)
-        self._check_at_least(-1, max_failures=self.max_failures)  # -1: retry without limit
-
-    @staticmethod
-    def _check_at_least(minimum: int, **values: int) -> None:
-        for name, value in values.items():
-            if value < minimum:
-                raise UserError(f"--{name.replace('_', '-')} {value}: must be at least {minimum}")
+        check_at_least(0, lr_patience=self.lr_patience, loader_workers=self.loader_workers)
 
     def cache(self) -> DecodedCache | None:
         """The `--decoded-cache` folder, or None to decode every epoch."""

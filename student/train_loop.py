@@ -14,7 +14,6 @@ import io
 import json
 import logging
 import math
-import os
 import tempfile
 import time
 import zipfile
@@ -371,7 +370,6 @@ class WorkerRun:
         with self.tensorboard() as board:
             while self.epoch < self.config.epochs and not self.early.should_stop:
                 self.epoch += 1
-                self.maybe_crash()
                 torch.manual_seed(seed_for(self.config.seed, self.epoch, self.rank))
                 metrics = self.run_epoch()
                 if not all(math.isfinite(metrics[key]) for key in ("train_loss", "val_loss")):
@@ -464,16 +462,6 @@ class WorkerRun:
             assert board is not None
             board.log(metrics)
             logger.info(format_metrics(metrics, self.config.epochs))
-
-    def maybe_crash(self) -> None:
-        """The `crash_once` testing hook (see `student.train_config.CrashOnce`)."""
-        crash = self.config.crash_once
-        if crash is None or crash.epoch != self.epoch or self.rank != self.world - 1:
-            return
-        marker = Path(crash.marker)
-        if not marker.exists():
-            marker.write_text(f"rank {self.rank} exited at epoch {self.epoch}\n")
-            os._exit(1)
 
 
 def format_metrics(metrics: dict[str, Any], epochs: int) -> str:

@@ -33,7 +33,7 @@ from teacher_workers.model_source import (
 if TYPE_CHECKING:
     from transformers import CLIPTextModel, PreTrainedTokenizerBase
 
-    from teacher_workers.lsast_prompts import PromptTokens
+    from teacher_workers.lsast.prompts import PromptTokens
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def _build_preset(name: str, seed: int, text_encoder: bool) -> TeacherModel:
     if text_encoder:
         from transformers import CLIPTextConfig, CLIPTextModel
 
-        from teacher_workers.lsast_prompts import PromptTokens
+        from teacher_workers.lsast.prompts import PromptTokens
 
         config = json.loads((folder / "text_encoder.json").read_text())
         config.pop("_class_name")
@@ -259,7 +259,7 @@ def keep_prompt_parts(
 ) -> None:
     """Keep what LSAST's learned prompts go through: the text encoder and the prompt ids (a
     tokenizer that lacks LSAST's tokens: a `UserError` naming `where`)."""
-    from teacher_workers.lsast_prompts import PromptTokens
+    from teacher_workers.lsast.prompts import PromptTokens
 
     vocab_size = text_encoder.get_input_embeddings().num_embeddings
     teacher.prompt_tokens = PromptTokens.from_tokenizer(tokenizer, vocab_size, where)

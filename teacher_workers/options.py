@@ -1,50 +1,40 @@
 """Which teacher to run and how: the options every teacher command shares, as one typed object.
 
-Two teachers share the service: StyleID (a style *image* per pair) and LSAST (a learned style
-*prompt file* per pair, see jobs.learn_style). `TeacherOptions` is small and picklable, so a
-driver validates it once and ships it to Ray actors, which build their own engine on their own
-GPU.
+The model, numerics and placement are every teacher's; `--teacher` picks one from the registry
+(StyleID: a style *image* per pair; LSAST: a learned style *prompt file* per pair, see
+jobs.learn_style), whose own config is a field here and which answers the rest (`Teacher`).
+`TeacherOptions` is small and picklable, so a driver validates it once and ships it to Ray
+actors, which build their own engine on their own GPU.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Annotated, Literal, get_args
+from dataclasses import dataclass, field, replace
+from typing import Annotated
 
 import torch
 import tyro
 
-from common.cli import choice_flag
+from common.cli import check_at_least, choice_flag
 from common.errors import UserError
-from common.ids import config_hash
-from teacher_workers.config import StyleIDConfig, teacher_hash
-from teacher_workers.engine import StyleIDEngine
-from teacher_workers.lsast_config import DEFAULT_CONTROLNET, LSAST_ENGINE_VERSION, LSASTConfig
-from teacher_workers.lsast_control import TINY_CONTROLNET, check_controlnet_name
-from teacher_workers.lsast_prompts import STAGE_INDEXING, StageIndexing
+from teacher_workers.lsast.config import LSASTConfig
 from teacher_workers.model_source import (
     DEFAULT_MODEL_ID,
     is_single_file,
-    pin_controlnet,
     pin_model,
 )
 from teacher_workers.models import (
     DTYPES,
     PRESETS,
     check_model_name,
-    load_teacher,
     parse_dtype,
     resolve_device,
     text_width,
-    tune,
 )
+from teacher_workers.registry import TEACHERS, get_teacher
+from teacher_workers.styleid.config import StyleIDConfig
+from teacher_workers.teacher import Engine, Teacher
 
-if TYPE_CHECKING:
-    from teacher_workers.lsast_engine import LSASTEngine
-
-Teacher = Literal["styleid", "lsast"]
-TEACHERS = get_args(Teacher)
-STAGE_INDEXING_FLAG = choice_flag("--stage-indexing", STAGE_INDEXING)
 OFFLOAD_WORDS = {"auto": None, "yes": True, "no": False}
 OFFLOAD_WORD = choice_flag("--offload", tuple(OFFLOAD_WORDS))
 # `--offload auto|yes|no` for the engine's offload=None|True|False
@@ -55,39 +45,6 @@ OFFLOAD = tyro.constructors.PrimitiveConstructorSpec(
     is_instance=lambda value: value is None or isinstance(value, bool),
     str_from_instance=lambda value: [next(k for k, v in OFFLOAD_WORDS.items() if v is value)],
 )
-
-
-@dataclass(frozen=True, kw_only=True)
-class LSASTFlags:
-    """The LSAST teacher's own flags (`--teacher lsast`, or jobs.evaluate's `--also-teacher
-    lsast`); `TeacherOptions.chosen` folds them and the shared --steps, --resolution, --seed and
-    --batch-size into the run's `LSASTConfig`."""
-
-    # each named as its `LSASTConfig` field (`canny`: canny_low, canny_high): `chosen` passes all
-    controlnet: Annotated[
-        str | None,
-        tyro.conf.arg(
-            help="canny ControlNet: Hub id, folder or tiny (ControlNetModel.from_unet of the "
-            f"model); none: {DEFAULT_CONTROLNET}, or tiny for a preset --model"
-        ),
-    ] = None
-    controlnet_revision: str | None = None
-    """revision of the --controlnet Hub id (pinned to its commit for the run)"""
-    strength: float = LSASTConfig.strength
-    """img2img strength"""
-    guidance: float = LSASTConfig.guidance
-    """classifier-free guidance"""
-    control_scale: float = LSASTConfig.control_scale
-    """ControlNet scale"""
-    canny: Annotated[tuple[int, int], tyro.conf.arg(metavar="LOW HIGH")] = (
-        LSASTConfig.canny_low,
-        LSASTConfig.canny_high,
-    )
-    """canny edge thresholds"""
-    stage_indexing: Annotated[StageIndexing, STAGE_INDEXING_FLAG] = LSASTConfig.stage_indexing
-    """code: the released code's sliding window; paper: 10 stages x 3 groups"""
-    prompt_dropout: bool = LSASTConfig.prompt_dropout
-    """keep the generator's dropout on (seeded)"""
 
 
 @dataclass(frozen=True)
@@ -129,12 +86,12 @@ class TeacherOptions:
             f"only (none: {DEFAULT_MODEL_ID})",
         ),
     ] = None
-    kind: Annotated[Teacher, tyro.conf.arg(name="teacher"), choice_flag("--teacher", TEACHERS)] = (
-        "styleid"
-    )
+    kind: Annotated[
+        str, tyro.conf.arg(name="teacher"), choice_flag("--teacher", tuple(TEACHERS))
+    ] = "styleid"
     """styleid: a style image per pair; lsast: a learned style (--style-prompts)"""
-    lsast: tyro.conf.Suppress[LSASTConfig] = field(default_factory=LSASTConfig)
-    # flags only, applied by `chosen`: shared by both teachers with their own defaults
+    lsast: Annotated[LSASTConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=LSASTConfig)
+    # flags only, folded into the teacher's config by `chosen`: shared, with defaults per teacher
     seed: Annotated[
         int | None,
         tyro.conf.arg(help=f"none: {StyleIDConfig.seed} (StyleID), {LSASTConfig.seed} (LSAST)"),
@@ -146,9 +103,6 @@ class TeacherOptions:
             f"{LSASTConfig.batch_size} LSAST)"
         ),
     ] = None
-    lsast_flags: Annotated[LSASTFlags, tyro.conf.OmitArgPrefixes] = field(
-        default_factory=LSASTFlags
-    )
 
     def __post_init__(self) -> None:
         check_model_name(self.model)
@@ -156,12 +110,14 @@ class TeacherOptions:
             raise UserError("--model-config applies to single-file checkpoints (*.safetensors)")
         if self.dtype != "auto":
             parse_dtype(self.dtype)
-        if self.kind not in TEACHERS:
-            raise UserError(f"--teacher must be one of {', '.join(TEACHERS)}, got {self.kind!r}")
-        if self.kind == "lsast":
-            check_controlnet_name(self.lsast.controlnet)
-        if self.batch_size is not None and self.batch_size < 1:
-            raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.batch_size is not None:
+            check_at_least(1, batch_size=self.batch_size)  # 0 is no "default"
+        self.teacher.check(self)
+
+    @property
+    def teacher(self) -> Teacher:
+        """The teacher these options run (--teacher)."""
+        return get_teacher(self.kind)
 
     def chosen(self) -> TeacherOptions:
         """The teacher the command-line flags choose: --seed and --batch-size (defaults per
@@ -172,32 +128,13 @@ class TeacherOptions:
             seed=self.styleid.seed if seed is None else seed,
             batch_size=self.styleid.batch_size if batch is None else batch,
         )
-        lsast = self.lsast
-        if self.kind == "lsast":
-            flags = asdict(self.lsast_flags)  # every flag, under its config field's name
-            flags["canny_low"], flags["canny_high"] = flags.pop("canny")
-            default_net = TINY_CONTROLNET if self.model in PRESETS else DEFAULT_CONTROLNET
-            flags["controlnet"] = flags["controlnet"] or default_net
-            lsast = LSASTConfig(
-                steps=self.styleid.steps,
-                resolution=self.styleid.resolution,
-                seed=LSASTConfig.seed if seed is None else seed,
-                batch_size=LSASTConfig.batch_size if batch is None else batch,
-                **flags,
-            )
-        return replace(
-            self,
-            styleid=styleid,
-            lsast=lsast,
-            seed=None,
-            batch_size=None,
-            lsast_flags=LSASTFlags(),
-        )
+        options = self.teacher.chosen(replace(self, styleid=styleid))
+        return replace(options, seed=None, batch_size=None)
 
     @property
     def resolution(self) -> int:
         """The square size the teacher works at."""
-        return self.lsast.resolution if self.kind == "lsast" else self.styleid.resolution
+        return self.teacher.resolution(self)
 
     def text_width(self) -> int | None:
         """The width of the model's text encoder, which LSAST's learned prompts must have
@@ -215,8 +152,8 @@ class TeacherOptions:
         actors load it later on other machines: a folder becomes an absolute path named by its
         content digest, a Hub id's revision the commit it resolves to now, a single file an
         absolute path named by the digest of its bytes and configs, with its config pinned like
-        a model (`UserError` if the model cannot be read). LSAST's ControlNet is pinned the
-        same way (a `tiny` one is made from the model, so the model pins it)."""
+        a model (`UserError` if the model cannot be read); then the teacher pins what else it
+        reads."""
         options = self
         if self.model not in PRESETS:
             model = pin_model(self.model, self.revision, self.model_config)
@@ -227,16 +164,7 @@ class TeacherOptions:
                 digest=model.digest,
                 model_config=model.config,
             )
-        if self.kind != "lsast" or self.lsast.controlnet == TINY_CONTROLNET:
-            return options
-        controlnet = pin_controlnet(self.lsast.controlnet, self.lsast.controlnet_revision)
-        lsast = replace(
-            self.lsast,
-            controlnet=controlnet.name,
-            controlnet_revision=controlnet.revision,
-            controlnet_digest=controlnet.digest,
-        )
-        return replace(options, lsast=lsast)
+        return self.teacher.pinned(options)
 
     def hash(self, device: torch.device) -> str:
         """The teacher hash of targets this teacher makes on `device`'s kind of hardware; a
@@ -246,37 +174,13 @@ class TeacherOptions:
             model, revision = f"sha256:{self.digest}", None
         else:
             model, revision = self.model, self.revision
-        dtype = self.resolved_dtype(device)
-        if self.kind == "styleid":
-            return teacher_hash(self.styleid, model, revision, dtype)
-        fields = {"model": model, "revision": revision, "dtype": dtype}
-        fields |= self.lsast.output_fields()
-        return config_hash({"teacher": "lsast", "engine": LSAST_ENGINE_VERSION, **fields})
+        return self.teacher.hash(self, model, revision, self.resolved_dtype(device))
 
-    def build(self) -> StyleIDEngine | LSASTEngine:
+    def build(self) -> Engine:
         """Load the model on this process's device and wrap it in the teacher's engine."""
         device = resolve_device(self.device)
-        dtype = parse_dtype(self.resolved_dtype(device))
-        if self.kind == "lsast":
-            from teacher_workers.lsast_control import load_controlnet
-            from teacher_workers.lsast_engine import LSASTEngine
+        return self.teacher.build(self, device, parse_dtype(self.resolved_dtype(device)))
 
-            teacher = load_teacher(
-                self.model,
-                dtype,
-                device,
-                self.revision,
-                config=self.model_config,
-                text_encoder=True,
-            )
-            controlnet = load_controlnet(
-                self.lsast.controlnet, teacher.unet, dtype, device, self.lsast.controlnet_revision
-            )
-            tune(teacher.unet, self.compile, self.channels_last)
-            tune(controlnet, self.compile, self.channels_last)
-            return LSASTEngine(teacher, controlnet, self.lsast)
-        teacher = load_teacher(
-            self.model, dtype, device, self.revision, self.styleid.seed, self.model_config
-        )
-        tune(teacher.unet, self.compile, self.channels_last)
-        return StyleIDEngine(teacher, self.styleid, offload=self.offload)
+    def tile(self, gpu_memory_gb: float) -> tuple[int, int]:
+        """Contents x styles per work unit on a GPU of `gpu_memory_gb`."""
+        return self.teacher.tile(self, gpu_memory_gb)

@@ -40,7 +40,6 @@ from common.manifest import (
 )
 from common.planning import Tile
 from common.storage import Storage, read_url
-from teacher_workers.lsast_generator import LSASTPromptGenerator, generator_from_bytes
 from teacher_workers.options import TeacherOptions
 
 log = logging.getLogger(__name__)
@@ -61,13 +60,13 @@ class TileResult:
 
 
 @dataclass(frozen=True)
-class Image:
-    """An input as the engine takes it: a content or StyleID style image, or (LSAST) a learned
-    style's prompt generator; `image_id` is the digest of its bytes either way."""
+class Input:
+    """An input as the engine takes it: a content image [3, R, R] in [0, 1], or a style as its
+    teacher reads it (an image, or a learned style); `input_id` is the digest of its bytes."""
 
     url: str
-    image_id: str
-    pixels: torch.Tensor | LSASTPromptGenerator  # [3, R, R] in [0, 1], or a generator
+    input_id: str
+    value: Any
 
 
 def tile_to_json(tile: Tile) -> str:
@@ -106,7 +105,7 @@ class TileRunner:
         io_threads: int = IO_THREADS,
     ) -> None:
         self.engine = options.build()
-        self.kind = options.kind
+        self.teacher = options.teacher
         self.resolution = options.resolution
         self.storage = Storage(root, storage_options)  # its options open the inputs too
         self.teacher_hash = teacher_hash
@@ -147,7 +146,7 @@ class TileRunner:
             return 0
         return sum(1 for line in data.splitlines() if line.strip())
 
-    def _load(self, urls: tuple[str, ...], role: str, failures: list[FailureLine]) -> list[Image]:
+    def _load(self, urls: tuple[str, ...], role: str, failures: list[FailureLine]) -> list[Input]:
         """Decode the tile's images; a corrupt, missing or unreadable one is recorded and left out.
 
         Any other error (throttling, a dropped connection) is not the input's fault: it fails
@@ -163,21 +162,20 @@ class TileRunner:
                 failures.append(FailureLine(url, role, str(exc), self.teacher_hash))
         return images
 
-    def _read(self, url: str, role: str) -> Image:
-        data = read_url(url, self.storage.options)
-        return Image(url, content_id(data), self._decode(data, url, role))
-
-    def _decode(self, data: bytes, url: str, role: str) -> torch.Tensor | LSASTPromptGenerator:
+    def _read(self, url: str, role: str) -> Input:
         """An input's bytes as the engine takes them (a bad one raises an `ImageError`)."""
-        if role == "style" and self.kind == "lsast":
-            return generator_from_bytes(data, url).eval()
-        return load_square(data, self.resolution, url)
+        data = read_url(url, self.storage.options)
+        if role == "style":
+            value = self.teacher.read_style(data, url, self.resolution)
+        else:
+            value = load_square(data, self.resolution, url)
+        return Input(url, content_id(data), value)
 
-    def _key(self, content: Image, style: Image) -> str:
-        return target_key(self.teacher_hash, style.image_id, content.image_id)
+    def _key(self, content: Input, style: Input) -> str:
+        return target_key(self.teacher_hash, style.input_id, content.input_id)
 
     def _generate(
-        self, missing: list[tuple[Image, Image]]
+        self, missing: list[tuple[Input, Input]]
     ) -> tuple[dict[tuple[str, str], bytes], float]:
         """Stylize exactly the missing pairs (each image inverted once) and store them; returns
         their PNGs and the seconds spent waiting for the engine's other tile."""
@@ -186,13 +184,12 @@ class TileRunner:
         contents = list({c.url: c for c, _ in missing}.values())
         styles = list({s.url: s for _, s in missing}.values())
         index = [(contents.index(c), styles.index(s)) for c, s in missing]
-        content_pixels = torch.stack([c.pixels for c in contents])
-        style_inputs = [s.pixels for s in styles]
-        style_pixels = style_inputs if self.kind == "lsast" else torch.stack(style_inputs)
+        content_pixels = torch.stack([c.value for c in contents])
+        style_values = [s.value for s in styles]
         asked = time.perf_counter()
         with self.engine_lock:
             waited = time.perf_counter() - asked
-            images = self.engine.stylize_pairs(content_pixels, style_pixels, index)
+            images = self.engine.stylize_pairs(content_pixels, style_values, index)
             images = images.cpu()  # off the GPU before the next tile takes the engine
         pngs = results(
             [
@@ -208,7 +205,7 @@ class TileRunner:
         return png
 
     def _line(
-        self, content: Image, style: Image, split: str, png: bytes | None, seconds: float
+        self, content: Input, style: Input, split: str, png: bytes | None, seconds: float
     ) -> ManifestLine:
         """A manifest line; a target found from an earlier attempt is hashed from storage."""
         key = self._key(content, style)
@@ -216,12 +213,12 @@ class TileRunner:
         return ManifestLine(
             content=content.url,
             style=style.url,
-            content_id=content.image_id,
-            style_id=style.image_id,
+            content_id=content.input_id,
+            style_id=style.input_id,
             target=key,
             split=split,
             teacher_hash=self.teacher_hash,
-            teacher=self.kind,
+            teacher=self.teacher.name,
             sha256=sha256_hex(data),
             seconds=seconds if png is not None else None,
         )

@@ -159,7 +159,7 @@ def s3_puts(s3_server: str) -> Iterator[Callable[[], Counter[str]]]:
 @pytest.fixture(scope="session")
 def ray_hf_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The Hugging Face cache (`HF_HOME`) that Ray workers read Hub ids from, offline: empty
-    until a test lays a model out in it (`tests.sd_folder.hub_cache`)."""
+    until a test lays a model out in it (`tests.support.sd_folder.hub_cache`)."""
     return tmp_path_factory.mktemp("ray-hf-home")
 
 

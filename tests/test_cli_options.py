@@ -27,7 +27,8 @@ from jobs import (
     stylize,
 )
 from student.train_config import TrainConfig
-from teacher_workers.options import LSASTFlags, TeacherOptions
+from teacher_workers.lsast.config import LSASTConfig
+from teacher_workers.options import TeacherOptions
 
 CONFIGS = {
     "jobs.evaluate": evaluate.Args,
@@ -153,7 +154,7 @@ def test_a_malformed_pair_flag_names_its_own_form(module, argv, message) -> None
 
 def test_every_lsast_flag_reaches_the_lsast_config() -> None:
     """`chosen` gives each LSAST flag to the config field of its name: a flag added to
-    `LSASTFlags` is not dropped on the way (it must be added here, or this fails)."""
+    `LSASTConfig` is not dropped on the way (it must be added here, or this fails)."""
     flags = {
         "controlnet": ["org/net"],
         "controlnet_revision": ["r1"],
@@ -164,12 +165,13 @@ def test_every_lsast_flag_reaches_the_lsast_config() -> None:
         "stage_indexing": ["paper"],
         "prompt_dropout": [],
     }
-    assert set(flags) == {field.name for field in dataclasses.fields(LSASTFlags)}
+    shared = {"steps", "resolution", "seed", "batch_size", "controlnet_digest"}
+    assert set(flags) == {field.name for field in dataclasses.fields(LSASTConfig)} - shared
     argv = [
         part for name, values in flags.items() for part in (f"--{name}".replace("_", "-"), *values)
     ]
     config = parse(TeacherOptions, ["--teacher", "lsast", *argv], "prog", None).chosen().lsast
     expected = {"controlnet": "org/net", "controlnet_revision": "r1", "strength": 0.5}
-    expected |= {"guidance": 7.5, "control_scale": 0.8, "canny_low": 50, "canny_high": 150}
+    expected |= {"guidance": 7.5, "control_scale": 0.8, "canny": (50, 150)}
     expected |= {"stage_indexing": "paper", "prompt_dropout": True}
     assert {name: getattr(config, name) for name in expected} == expected

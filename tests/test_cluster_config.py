@@ -24,10 +24,10 @@ from packaging.utils import canonicalize_name
 from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.runtime_env import RuntimeEnv
 
-from teacher_workers.config import StyleIDConfig
-from teacher_workers.engine import CONTENT_KINDS, STYLE_KINDS, feature_bytes
 from teacher_workers.models import cast
 from teacher_workers.sizing import teacher_parameters, unet_skeleton
+from teacher_workers.styleid.config import StyleIDConfig
+from teacher_workers.styleid.engine import CONTENT_KINDS, STYLE_KINDS, feature_bytes
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 

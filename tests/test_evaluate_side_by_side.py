@@ -13,24 +13,25 @@ import torch
 from PIL import Image
 from torchvision.models import alexnet
 
+from benchmarks.synthetic_run import write_synthetic_run
 from common.errors import UserError
 from common.manifest import manifest_parts, read_manifest, write_lines
 from common.pictures import CELL, DPI
 from common.run_info import write_run_info
 from common.storage import Storage
+from evaluation.golden_lsast import GoldenLSAST
+from evaluation.golden_metrics import ImageMeter
+from evaluation.golden_set import sheet_columns
 from jobs import evaluate
 from student.checkpoint import save_student
 from student.dataset import load_triple
-from student.evaluation import sheet_columns
-from student.golden_lsast import GoldenLSAST
-from student.golden_metrics import ImageMeter
 from student.model import STTRConfig, build_sttr
-from teacher_workers.config import StyleIDConfig
-from teacher_workers.lsast_styles import read_prompts
-from teacher_workers.options import LSASTFlags, TeacherOptions
-from tests.generation_helpers import write_prompt_files
-from tests.synthetic_run import write_synthetic_run
-from tests.train_helpers import write_seeded_vgg19
+from teacher_workers.lsast.config import LSASTConfig
+from teacher_workers.lsast.styles import read_prompts
+from teacher_workers.options import TeacherOptions
+from teacher_workers.styleid.config import StyleIDConfig
+from tests.support.generation_helpers import write_prompt_files
+from tests.support.train_helpers import write_seeded_vgg19
 
 RUN_TEACHER = TeacherOptions(styleid=StyleIDConfig(steps=2, resolution=64)).chosen()
 
@@ -116,7 +117,7 @@ def test_a_golden_style_without_its_learned_style_is_one_clear_line(run) -> None
     with pytest.raises(UserError, match="--style-prompts are learned styles for --also-teacher"):
         evaluate_run(run, "missing", "--style-prompts", run["prompts"][0])
     with pytest.raises(UserError, match="the run's own teacher is LSAST"):
-        GoldenLSAST.from_run({"kind": "lsast"}, run["prompts"], LSASTFlags(), {})
+        GoldenLSAST.from_run({"kind": "lsast"}, run["prompts"], LSASTConfig(), {})
 
 
 def test_an_lsast_run_is_measured_against_the_images_its_styles_were_learned_from(

@@ -34,10 +34,10 @@ from common.planning import assign_split
 from common.storage import Storage
 from jobs import generate, train
 from student.dataset import TripleDataset
-from teacher_workers.lsast_generator import generator_bytes, new_generator
+from teacher_workers.lsast.generator import generator_bytes, new_generator
 from teacher_workers.models import load_teacher
-from tests.cli import python_lines, run_in_process, run_job
-from tests.generation_helpers import (
+from tests.support.cli import python_lines, run_in_process, run_job
+from tests.support.generation_helpers import (
     FAST_TEACHER,
     check_exactly_once,
     check_unchanged,
@@ -46,7 +46,7 @@ from tests.generation_helpers import (
     write_inputs,
     write_prompt_files,
 )
-from tests.train_helpers import SIZE, fit, history, small_config
+from tests.support.train_helpers import SIZE, fit, history, small_config
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.ray

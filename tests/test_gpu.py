@@ -4,9 +4,9 @@ also runs on the CPU, so every machine checks it."""
 import pytest
 import torch
 
-from teacher_workers.config import StyleIDConfig
-from teacher_workers.engine import StyleIDEngine
 from teacher_workers.models import load_teacher
+from teacher_workers.styleid.config import StyleIDConfig
+from teacher_workers.styleid.engine import StyleIDEngine
 
 NEEDS_GPU = [
     pytest.mark.gpu,

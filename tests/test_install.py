@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.generation_helpers import FAST_TEACHER
+from tests.support.generation_helpers import FAST_TEACHER
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,7 +4,6 @@ Ray cluster (DDP over two workers, safetensors checkpoints, resume by re-running
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -13,23 +12,22 @@ import pytest
 import torch
 from PIL import Image
 
+import jobs.learn_style
 from common.errors import UserError
 from common.storage import Storage
-from jobs.learn_style import (
+from jobs.learn_style import learn, main, parse_args
+from teacher_workers.lsast.generator import generator_from_bytes, new_generator
+from teacher_workers.lsast.learning import (
     LATEST,
     PROMPTS,
-    CrashAt,
     LearnConfig,
-    learn,
-    main,
-    parse_args,
     restore,
     save_checkpoint,
 )
-from teacher_workers.lsast_generator import generator_from_bytes, new_generator
-from teacher_workers.lsast_styles import learned_from
-from teacher_workers.lsast_training import Draw, StyleLoss, draw, style_image
+from teacher_workers.lsast.styles import learned_from
+from teacher_workers.lsast.training import Draw, StyleLoss, draw, style_image
 from teacher_workers.models import TeacherModel, load_teacher
+from tests.support.faults import LoseWorkerAtStep
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +138,7 @@ def write_styles(folder: Path, n: int = 3) -> Path:
 
 
 def test_learn_style_on_ray_resumes_a_run_and_keeps_its_last_checkpoint(
-    ray_cluster: Any, teacher, tmp_path, capsys
+    ray_cluster: Any, teacher, tmp_path, capsys, monkeypatch
 ) -> None:
     """One Ray Train run (the costly part) resumes a run stopped at step 1, loses a worker at
     step 2, resumes from that checkpoint and takes step 3, with DDP over two workers; the
@@ -158,10 +156,10 @@ def test_learn_style_on_ray_resumes_a_run_and_keeps_its_last_checkpoint(
     save_checkpoint(storage, config, 1, stopped, optimizer, [record], None)
 
     marker = tmp_path / "crashed"
-    crashing = dataclasses.replace(
-        parse_args([*args, "--steps", "3"]), crash_at=CrashAt(2, str(marker))
-    )
-    assert learn(crashing) == 0
+    # the driver's trainer runs the real per-worker function, whose last rank is lost once
+    lose = LoseWorkerAtStep(2, str(marker))
+    monkeypatch.setattr(jobs.learn_style, "learn_loop_per_worker", lose)
+    assert learn(parse_args([*args, "--steps", "3"])) == 0
     assert marker.exists()  # a worker was lost after step 2's checkpoint
     latest = json.loads(storage.read_bytes(LATEST))
     assert [r["step"] for r in latest["history"]] == [1, 2, 3] and latest["history"][0] == record

@@ -19,8 +19,8 @@ from torch import nn
 
 from common.errors import UserError
 from jobs import import_style
-from teacher_workers.lsast_authors import authors_generator
-from teacher_workers.lsast_styles import learned_from, read_prompts
+from teacher_workers.lsast.authors import authors_generator
+from teacher_workers.lsast.styles import learned_from, read_prompts
 
 DIM, HEADS, HEAD_DIM, N_PROMPTS = 32, 8, 64, 30
 

@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from common.errors import UserError
-from teacher_workers.engine import ddim_move
-from teacher_workers.lsast_attention import contexts
-from teacher_workers.lsast_config import LSASTConfig
-from teacher_workers.lsast_control import canny_hint, load_controlnet
-from teacher_workers.lsast_engine import LSASTEngine, lsast_scheduler
-from teacher_workers.lsast_generator import new_generator
+from teacher_workers.ddim import ddim_move
+from teacher_workers.lsast.attention import contexts
+from teacher_workers.lsast.config import LSASTConfig
+from teacher_workers.lsast.control import canny_hint, load_controlnet
+from teacher_workers.lsast.engine import LSASTEngine, lsast_scheduler
+from teacher_workers.lsast.generator import new_generator
 from teacher_workers.models import TeacherModel, load_teacher
 
 FAST = {"steps": 4, "strength": 0.5, "resolution": 64}  # denoise 251 and 1, noise at 501

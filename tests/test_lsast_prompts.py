@@ -9,14 +9,14 @@ from diffusers import ControlNetModel, UNet2DConditionModel
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 from common.errors import UserError
-from teacher_workers.lsast_attention import ContextStore, contexts, install_grouped
-from teacher_workers.lsast_generator import (
+from teacher_workers.lsast.attention import ContextStore, contexts, install_grouped
+from teacher_workers.lsast.generator import (
     LSASTPromptGenerator,
     generator_bytes,
     generator_from_bytes,
     new_generator,
 )
-from teacher_workers.lsast_prompts import PromptEncoder, stage, stage_prompts
+from teacher_workers.lsast.prompts import PromptEncoder, stage, stage_prompts
 from teacher_workers.models import CONFIG_DIR, TeacherModel, load_teacher
 
 

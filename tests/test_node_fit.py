@@ -23,8 +23,8 @@ from ray.core.generated import autoscaler_pb2
 
 from common.errors import UserError
 from teacher_workers.node_fit import scalable_groups, wait_for_fit
-from tests.cli import python_lines
-from tests.generation_helpers import FAST_TEACHER, write_inputs
+from tests.support.cli import python_lines
+from tests.support.generation_helpers import FAST_TEACHER, write_inputs
 from tests.test_ray_job_submit import forget_head, free_port
 
 ROOT = Path(__file__).resolve().parents[1]

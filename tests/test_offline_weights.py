@@ -11,10 +11,10 @@ from subprocess import CompletedProcess
 import pytest
 import torch
 
+from benchmarks.synthetic_run import write_synthetic_run
 from student.checkpoint import save_student
 from student.model import STTRConfig, build_sttr
-from tests.cli import run_in_process, run_job
-from tests.synthetic_run import write_synthetic_run
+from tests.support.cli import run_in_process, run_job
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,11 @@ from torchvision.models import alexnet, inception_v3
 from torchvision.models.vgg import cfgs, make_layers
 
 from common.pictures import DPI, contact_sheet, training_curves
-from student.cfsd import ROWS, cfsd
-from student.golden_metrics import ALEXNET, INCEPTION, ImageMeter, SetMeter
+from evaluation.cfsd import ROWS, cfsd
+from evaluation.golden_metrics import ALEXNET, INCEPTION, ImageMeter, SetMeter
+from evaluation.reporting import curves as run_curves
 from student.inference import imagenet_normalize
 from student.pretrained import RANDOM, WeightsUnavailable
-from student.reporting import curves as run_curves
 
 
 @pytest.fixture(scope="module")

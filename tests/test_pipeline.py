@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from benchmarks.synthetic_run import write_synthetic_run
 from common.manifest import read_manifest
 from common.storage import Storage
-from tests.cli import ROOT, run_in_process, run_job
-from tests.generation_helpers import check_unchanged, target_times
-from tests.synthetic_run import write_synthetic_run
+from tests.support.cli import ROOT, run_in_process, run_job
+from tests.support.generation_helpers import check_unchanged, target_times
 
 SAMPLES = ROOT / "samples"
 # What Ray's own loggers print at INFO or WARNING in the demo; only `--verbose` shows them.

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.synthetic_run import write_synthetic_run
 from common.storage import Storage
-from tests.generation_helpers import FAST_TEACHER, check_exactly_once, write_inputs
-from tests.synthetic_run import write_synthetic_run
+from tests.support.generation_helpers import FAST_TEACHER, check_exactly_once, write_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -21,17 +21,19 @@ from common.errors import UserError
 from common.storage import Storage
 from jobs import generate, learn_style
 from jobs.stylize import main as stylize_main
-from teacher_workers.config import StyleIDConfig
-from teacher_workers.lsast_generator import generator_from_bytes, new_generator
-from teacher_workers.lsast_prompts import INIT_TOKEN, PLACEHOLDER_TOKEN
+from teacher_workers.lsast import learning
+from teacher_workers.lsast.config import LSASTConfig
+from teacher_workers.lsast.generator import generator_from_bytes, new_generator
+from teacher_workers.lsast.prompts import INIT_TOKEN, PLACEHOLDER_TOKEN
 from teacher_workers.model_source import DEFAULT_MODEL_ID
 from teacher_workers.models import load_teacher
-from teacher_workers.options import LSASTFlags, TeacherOptions
-from teacher_workers.sizing import auto_tile
-from tests.cli import run_job
-from tests.generation_helpers import FAST_TEACHER, check_exactly_once, write_inputs
-from tests.ldm_checkpoint import write_ldm_checkpoint
-from tests.sd_folder import clip_vocabulary, hub_cache, write_sd_folder
+from teacher_workers.options import TeacherOptions
+from teacher_workers.styleid.config import StyleIDConfig
+from teacher_workers.styleid.sizing import auto_tile
+from tests.support.cli import run_job
+from tests.support.generation_helpers import FAST_TEACHER, check_exactly_once, write_inputs
+from tests.support.ldm_checkpoint import write_ldm_checkpoint
+from tests.support.sd_folder import clip_vocabulary, hub_cache, write_sd_folder
 
 REPO_ID = "test-org/tiny-sd"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -258,12 +260,12 @@ def test_learn_style_on_ray_learns_from_a_model_folder_or_a_cached_hub_id(
     style = pictures[pictures.index("--style") + 1]
     args = ["--styles", style, "--out", str(out), "--model", model, "--resolution", "64"]
     assert learn_style.main([*args, "--steps", "2", "--lr", "1e-3"]) == 0
-    latest = json.loads((out / learn_style.LATEST).read_text())
+    latest = json.loads((out / learning.LATEST).read_text())
     assert latest["step"] == 2
     pinned = (str(sd_folder.resolve()), None) if source == "folder" else (REPO_ID, COMMIT)
     assert (latest["settings"]["model"], latest["settings"]["revision"]) == pinned
     assert (out / "checkpoints" / "step-00000002" / "generator.safetensors").is_file()
-    learned = generator_from_bytes((out / learn_style.PROMPTS).read_bytes(), "prompts")
+    learned = generator_from_bytes((out / learning.PROMPTS).read_bytes(), "prompts")
     encoder = CLIPTextModel.from_pretrained(sd_folder, subfolder="text_encoder")
     table = encoder.get_input_embeddings().weight
     assert torch.equal(learned.initial_embeddings[0], table[INIT_TOKEN])
@@ -378,7 +380,7 @@ def controlnets(tmp_path_factory) -> tuple[Path, Path]:
     """Two tiny ControlNet folders (save_pretrained) that differ in one zero convolution."""
     from diffusers import ControlNetModel
 
-    from teacher_workers.lsast_control import TINY_HINT_CHANNELS
+    from teacher_workers.lsast.control import TINY_HINT_CHANNELS
 
     unet = load_teacher("tiny").unet
     folders = tmp_path_factory.mktemp("controlnets")
@@ -394,15 +396,15 @@ def controlnets(tmp_path_factory) -> tuple[Path, Path]:
 
 def lsast_hash(controlnet: str, revision: str | None = None) -> str:
     """The teacher hash of pinned LSAST targets made with `controlnet` on the tiny model."""
-    flags = LSASTFlags(controlnet=controlnet, controlnet_revision=revision)
-    options = TeacherOptions(kind="lsast", lsast_flags=flags).chosen().pinned()
+    flags = LSASTConfig(controlnet=controlnet, controlnet_revision=revision)
+    options = TeacherOptions(kind="lsast", lsast=flags).chosen().pinned()
     return options.hash(torch.device("cpu"))
 
 
 def test_the_lsast_hash_follows_a_controlnet_folders_weights_not_its_place(controlnets, tmp_path):
     first, other = controlnets
     renamed = shutil.copytree(first, tmp_path / "renamed")
-    pinned = TeacherOptions(kind="lsast", lsast_flags=LSASTFlags(controlnet=str(first)))
+    pinned = TeacherOptions(kind="lsast", lsast=LSASTConfig(controlnet=str(first)))
     pinned = pinned.chosen().pinned().lsast
     assert pinned.controlnet == str(first.resolve()) and len(pinned.controlnet_digest) == 64
     assert lsast_hash(str(renamed)) == lsast_hash(str(first)) != lsast_hash(str(other))
@@ -420,8 +422,8 @@ def test_a_hub_controlnet_pins_its_revision_to_the_commit(monkeypatch, tmp_path,
     snapshot = hub_cache(home, repo_id, controlnets[1], other_commit)
     (snapshot.parents[1] / "refs" / "main").write_text(COMMIT)
     (snapshot.parents[1] / "refs" / "v2").write_text(other_commit)
-    flags = LSASTFlags(controlnet=repo_id, controlnet_revision="v2")
-    pinned = TeacherOptions(kind="lsast", lsast_flags=flags).chosen().pinned().lsast
+    flags = LSASTConfig(controlnet=repo_id, controlnet_revision="v2")
+    pinned = TeacherOptions(kind="lsast", lsast=flags).chosen().pinned().lsast
     assert (pinned.controlnet, pinned.controlnet_revision) == (repo_id, other_commit)
     assert lsast_hash(repo_id) != lsast_hash(repo_id, "v2")
     assert lsast_hash(repo_id, COMMIT) == lsast_hash(repo_id)

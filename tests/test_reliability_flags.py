@@ -3,11 +3,11 @@ never silently the default (`jobs.train` refuses `--batch-size 0` the same way).
 
 import pytest
 
-from tests.cli import run_in_process
+from tests.support.cli import run_in_process
 
 BAD = [
-    ("--batch-size", "0", "error: --batch-size must be >= 1, got 0"),
-    ("--batch-size", "-3", "error: --batch-size must be >= 1, got -3"),
+    ("--batch-size", "0", "error: --batch-size must be a number >= 1, got 0"),
+    ("--batch-size", "-3", "error: --batch-size must be a number >= 1, got -3"),
     ("--steps", "0", "error: --steps must be an integer in [2, 999], got 0"),
 ]
 

@@ -17,8 +17,8 @@ from fsspec.implementations.local import LocalFileSystem
 from common.errors import UserError
 from common.run_log import RunLogHandler
 from common.storage import Storage
-from tests.cli import python_lines, run_job
-from tests.generation_helpers import FAST_TEACHER, check_exactly_once, write_inputs
+from tests.support.cli import python_lines, run_job
+from tests.support.generation_helpers import FAST_TEACHER, check_exactly_once, write_inputs
 
 NO_SPACE = "No space left on device"
 

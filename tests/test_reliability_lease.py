@@ -17,8 +17,8 @@ import pytest
 
 from common.lease import LEASE_KEY, OutputLease
 from common.storage import Storage
-from tests.cli import ROOT
-from tests.generation_helpers import FAST_TEACHER, check_exactly_once, write_inputs
+from tests.support.cli import ROOT
+from tests.support.generation_helpers import FAST_TEACHER, check_exactly_once, write_inputs
 
 SUMMARY = re.compile(r"pairs planned (\d+), written (\d+), already done (\d+), failed now (\d+)")
 

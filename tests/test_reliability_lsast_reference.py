@@ -12,10 +12,10 @@ import pytest
 import torch
 from diffusers.models.attention_processor import AttnProcessor
 
-from teacher_workers.lsast_config import LSASTConfig
-from teacher_workers.lsast_control import canny_hint, load_controlnet
-from teacher_workers.lsast_engine import LSASTEngine
-from teacher_workers.lsast_generator import new_generator
+from teacher_workers.lsast.config import LSASTConfig
+from teacher_workers.lsast.control import canny_hint, load_controlnet
+from teacher_workers.lsast.engine import LSASTEngine
+from teacher_workers.lsast.generator import new_generator
 from teacher_workers.models import TeacherModel, load_teacher
 
 SETTINGS = {"steps": 10, "strength": 0.45, "control_scale": 0.6, "guidance": 7.5}

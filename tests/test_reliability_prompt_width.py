@@ -9,9 +9,9 @@ import ray
 import torch
 from PIL import Image
 
-from teacher_workers.lsast_generator import LSASTPromptGenerator, generator_bytes
+from teacher_workers.lsast.generator import LSASTPromptGenerator, generator_bytes
 from teacher_workers.models import load_teacher, text_width
-from tests.cli import run_in_process
+from tests.support.cli import run_in_process
 
 WIDE = 96
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from common.ray_connect import start_failure
-from tests.cli import ROOT, python_lines, run_job
-from tests.generation_helpers import FAST_TEACHER, write_inputs
+from tests.support.cli import ROOT, python_lines, run_job
+from tests.support.generation_helpers import FAST_TEACHER, write_inputs
 
 RAY = Path(sys.executable).with_name("ray")
 TOKEN = "0123456789abcdef0123456789abcdef"

@@ -12,7 +12,7 @@ import time
 
 from common.run_log import UPLOAD_S
 from common.storage import Storage
-from tests.cli import ROOT
+from tests.support.cli import ROOT
 
 JOB = """
 import json, logging, sys, time

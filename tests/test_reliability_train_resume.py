@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.synthetic_run import write_synthetic_run
 from student.train_loop import STATE_FILE
-from tests.cli import run_in_process
-from tests.synthetic_run import write_synthetic_run
-from tests.train_helpers import SIZE
+from tests.support.cli import run_in_process
+from tests.support.train_helpers import SIZE
 
 SMALL = ["--enc-layers", "1", "--dec-layers", "1", "--dim-feedforward", "256", "--dropout", "0"]
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from student.checkpoint import save_student
 from student.model import STTRConfig, build_sttr
-from tests.cli import ROOT, python_lines, run_in_process
+from tests.support.cli import ROOT, python_lines, run_in_process
 from tests.test_serving_http import free_port, photo
 
 

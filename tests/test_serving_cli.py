@@ -14,7 +14,7 @@ from PIL import Image
 
 from student.checkpoint import save_student
 from student.model import STTR, STTRConfig, build_sttr
-from tests.cli import run_in_process, run_job
+from tests.support.cli import run_in_process, run_job
 
 
 @pytest.fixture(scope="module")

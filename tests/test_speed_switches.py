@@ -14,10 +14,10 @@ from torch._dynamo.utils import counters
 
 from student.inference import for_inference, stylize
 from student.model import STTRConfig, build_sttr
-from teacher_workers.config import StyleIDConfig
-from teacher_workers.engine import StyleIDEngine
 from teacher_workers.models import load_teacher, tune
 from teacher_workers.options import TeacherOptions
+from teacher_workers.styleid.config import StyleIDConfig
+from teacher_workers.styleid.engine import StyleIDEngine
 
 CONFIG = StyleIDConfig(steps=3, resolution=64)
 

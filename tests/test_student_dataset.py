@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from synthetic_run import write_synthetic_run
 from torch.utils.data import DataLoader
 
+from benchmarks.synthetic_run import write_synthetic_run
 from common.errors import UserError
 from common.ids import sha256_hex
 from common.images import png_bytes

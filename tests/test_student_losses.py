@@ -15,7 +15,7 @@ import torchvision
 from common.errors import UserError
 from student.losses import build_loss, gram_matrix
 from student.pretrained import WeightsUnavailable
-from tests.train_helpers import write_seeded_vgg19
+from tests.support.train_helpers import write_seeded_vgg19
 
 
 @pytest.fixture(scope="module")

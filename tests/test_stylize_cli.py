@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.cli import run_in_process, run_job
+from tests.support.cli import run_in_process, run_job
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_lsast_teacher_stylizes_with_a_learned_style(pictures, tmp_path):
     """In-process (no subprocess start-up): a prompt folder as jobs.learn_style writes it."""
     from common.errors import UserError
     from jobs import stylize
-    from teacher_workers.lsast_generator import generator_bytes, new_generator
+    from teacher_workers.lsast.generator import generator_bytes, new_generator
     from teacher_workers.models import load_teacher
 
     learned = tmp_path / "learned"

@@ -9,10 +9,16 @@ from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
 from common.errors import UserError
-from teacher_workers.attention import AttentionController, Injection, Mode, StyleIDAttnProcessor
-from teacher_workers.config import DEFAULT_LAYERS, StyleIDConfig
-from teacher_workers.engine import StyleIDEngine, adain, ddim_move
+from teacher_workers.ddim import ddim_move
 from teacher_workers.models import CONFIG_DIR, TeacherModel, cast, load_teacher
+from teacher_workers.styleid.attention import (
+    AttentionController,
+    Injection,
+    Mode,
+    StyleIDAttnProcessor,
+)
+from teacher_workers.styleid.config import DEFAULT_LAYERS, StyleIDConfig
+from teacher_workers.styleid.engine import StyleIDEngine, adain
 
 STEPS = 8
 

@@ -14,16 +14,22 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from pathlib import Path
 
 import pytest
 import torch
 
-from teacher_workers.config import DEFAULT_LAYERS, StyleIDConfig
-from teacher_workers.lsast_config import LSASTConfig
+from teacher_workers.lsast.config import LSASTConfig
+from teacher_workers.model_source import CONFIG_FILES, WEIGHTED_PARTS
 from teacher_workers.options import TeacherOptions
+from teacher_workers.styleid.config import DEFAULT_LAYERS, StyleIDConfig
 
 CPU, GPU = torch.device("cpu"), torch.device("cuda")
 BASE = TeacherOptions(model="sd15-random", dtype="float16")
+# Today's hashes of three stored runs' teachers (computed before the teachers moved packages).
+STYLEID_DEFAULT_HASH = "11ea91cb9ccff094"
+LSAST_DEFAULT_HASH = "8615528df8db5baa"
+PINNED_FOLDER_HASH = "0fc7ccf97a837903"
 
 
 def with_styleid(**changes: object) -> TeacherOptions:
@@ -102,8 +108,8 @@ LSAST_CHANGES: dict[str, TeacherOptions] = {
     "strength": with_lsast(strength=0.5),
     "guidance": with_lsast(guidance=7.5),
     "control_scale": with_lsast(control_scale=0.8),
-    "canny_low": with_lsast(canny_low=50),
-    "canny_high": with_lsast(canny_high=150),
+    "canny_low": with_lsast(canny=(50, 200)),
+    "canny_high": with_lsast(canny=(100, 150)),
     "stage_indexing": with_lsast(stage_indexing="paper"),
     "prompt_dropout": with_lsast(prompt_dropout=True),
     "resolution": with_lsast(resolution=256),
@@ -123,3 +129,26 @@ def test_every_lsast_setting_has_its_own_hash_and_the_teachers_never_share_one()
     assert dataclasses.replace(LSAST_BASE, styleid=StyleIDConfig(gamma=0.1)).hash(GPU) == (
         LSAST_BASE.hash(GPU)
     )
+
+
+def pinned_folder(root: Path) -> Path:
+    """A diffusers-layout folder of fixed bytes: what the teacher reads, for `folder_digest`."""
+    folder = root / "any-name"
+    for part, config in CONFIG_FILES.items():
+        (folder / part).mkdir(parents=True)
+        (folder / part / config).write_text(f'{{"part": "{part}"}}')
+        if part in WEIGHTED_PARTS:
+            (folder / part / "weights.bin").write_bytes(part.encode() * 16)
+    (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    return folder
+
+
+def test_stored_runs_keep_their_teacher_hash(tmp_path: Path) -> None:
+    """Literal hashes of today's targets: a stored run's targets are found again only while
+    the same settings hash the same, so any refactoring of the teachers must leave these."""
+    styleid = TeacherOptions(dtype="float16").chosen()
+    lsast = TeacherOptions(dtype="float16", kind="lsast").chosen()
+    folder = TeacherOptions(model=str(pinned_folder(tmp_path)), dtype="float16").chosen().pinned()
+    assert styleid.hash(GPU) == STYLEID_DEFAULT_HASH
+    assert lsast.hash(GPU) == LSAST_DEFAULT_HASH
+    assert folder.hash(GPU) == PINNED_FOLDER_HASH

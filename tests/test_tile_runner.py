@@ -16,10 +16,10 @@ from common.ids import content_id
 from common.manifest import ManifestLine, manifest_key, read_manifest, target_key
 from common.planning import Tile, make_tiles, plan_grid
 from common.storage import Storage
-from teacher_workers.config import StyleIDConfig
 from teacher_workers.options import TeacherOptions
+from teacher_workers.styleid.config import StyleIDConfig
 from teacher_workers.tile_runner import TILES_IN_FLIGHT, TileRunner
-from tests.generation_helpers import check_unchanged, target_times, write_inputs
+from tests.support.generation_helpers import check_unchanged, target_times, write_inputs
 
 HOLD_S = 3.0  # longer than a runner that does not wait takes to ask for its manifest part
 TEACHER = TeacherOptions(

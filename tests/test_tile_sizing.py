@@ -3,9 +3,9 @@ against feature sizes and a memory rule worked out by hand below, not taken from
 
 import pytest
 
-from teacher_workers.config import StyleIDConfig
 from teacher_workers.options import TeacherOptions
-from teacher_workers.sizing import auto_tile
+from teacher_workers.styleid.config import StyleIDConfig
+from teacher_workers.styleid.sizing import auto_tile
 
 GB = 2**30
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import torch
 
+from benchmarks.synthetic_run import write_synthetic_run
 from common.errors import UserError
 from common.manifest import manifest_key
 from common.run_info import write_run_info
@@ -21,9 +22,8 @@ from jobs.train import train, validate
 from student.dataset import read_splits
 from student.train_config import TrainConfig
 from student.train_loop import METRICS_FILE, STATE_FILE, finished
-from tests.cli import run_in_process, run_job
-from tests.synthetic_run import write_synthetic_run
-from tests.train_helpers import SIZE, SMALL_MODEL, fit, history, small_config, snapshot
+from tests.support.cli import run_in_process, run_job
+from tests.support.train_helpers import SIZE, SMALL_MODEL, fit, history, small_config, snapshot
 
 NAME = "done"
 

@@ -13,6 +13,8 @@ from ray.train import Result
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+import jobs.train
+from benchmarks.synthetic_run import write_synthetic_run
 from common.errors import UserError
 from common.storage import Storage
 from jobs.train import config_from_args
@@ -21,11 +23,11 @@ from student.dataset import TripleDataset, collate_triples, read_splits
 from student.inference import imagenet_normalize
 from student.losses import build_loss
 from student.tracking import TensorBoardLog
-from student.train_config import CrashOnce, TrainConfig
+from student.train_config import TrainConfig
 from student.train_loop import STATE_FILE, EarlyStop
-from tests.cli import run_in_process
-from tests.synthetic_run import write_synthetic_run
-from tests.train_helpers import (
+from tests.support.cli import run_in_process
+from tests.support.faults import LoseWorkerAtEpoch
+from tests.support.train_helpers import (
     SIZE,
     SMALL_MODEL,
     fit,
@@ -162,18 +164,20 @@ def test_a_lost_worker_resumes_from_the_last_checkpoint_on_s3(
     s3_bucket: tuple[str, dict[str, Any]],
     tmp_path: Path,
     first_run: tuple[TrainConfig, Result],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     bucket, options = s3_bucket
     storage = Storage(f"{bucket}/run", options)
     write_synthetic_run(tmp_path, n_content=3, n_style=3, size=SIZE, storage=storage)
     marker = tmp_path / "crashed"
+    # the driver's trainer runs the real per-worker function, whose last rank is lost once
+    monkeypatch.setattr(jobs.train, "train_loop_per_worker", LoseWorkerAtEpoch(3, str(marker)))
     config = small_config(
         storage.root,
         "crash",
         storage_options=options,
         epochs=3,
         max_failures=1,
-        crash_once=CrashOnce(epoch=3, marker=str(marker)),
         loss=first_run[0].loss,
         vgg_weights=first_run[0].vgg_weights,
     )
@@ -304,7 +308,7 @@ def test_early_stop_after_patience_epochs_in_which_a_reduced_lr_did_not_help(
         (["--precision", "bf16"], "--precision bf16 needs --gpu"),
         (["--name", "a/b"], "--name 'a/b'"),
         (["--lr", "0"], "--lr 0.0: must be positive"),
-        (["--keep-checkpoints", "0"], "--keep-checkpoints 0: must be at least 1"),
+        (["--keep-checkpoints", "0"], "--keep-checkpoints must be a number >= 1, got 0"),
         (["--storage-option", "novalue"], "key=value"),
     ],
 )

@@ -1,5 +1,5 @@
 """Teacher vs student on the golden set, side by side: each image against its content and style,
-the student against the teacher, FID/ArtFID over the set (see `student.golden_metrics`), with
+the student against the teacher, FID/ArtFID over the set (see `evaluation.golden_metrics`), with
 timings; plus the contact sheet that shows them. With `GoldenLSAST`, LSAST's images of the same
 pairs get a column and the same measures of their own."""
 
@@ -17,9 +17,9 @@ from common.images import to_pil
 from common.manifest import ManifestLine
 from common.pictures import contact_sheet
 from common.storage import Storage
+from evaluation.golden_lsast import GoldenLSAST
+from evaluation.golden_metrics import ImageMeter, PairInputs, SetMeter
 from student.dataset import Triple, load_triple
-from student.golden_lsast import GoldenLSAST
-from student.golden_metrics import ImageMeter, PairInputs, SetMeter
 from student.inference import stylize
 
 TEACHER_NAMES = {"styleid": "StyleID", "lsast": "LSAST"}  # ManifestLine.teacher -> the paper's

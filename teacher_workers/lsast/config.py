@@ -8,34 +8,55 @@ window of prompts, seed 41, and (our choice, see LSAST.md's open questions) no p
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Annotated
 
+import tyro
+
+from common.cli import choice_flag
 from common.errors import UserError
-from teacher_workers.config import check_resolution, check_steps
-from teacher_workers.lsast_prompts import STAGE_INDEXING, StageIndexing
+from teacher_workers.ddim import check_resolution, check_steps
+from teacher_workers.lsast.prompts import STAGE_INDEXING, StageIndexing
 
 DEFAULT_CONTROLNET = "lllyasviel/control_v11p_sd15_canny"
 # Bumped whenever an LSAST target changes for the same config.
 LSAST_ENGINE_VERSION = 1
+STAGE_INDEXING_FLAG = choice_flag("--stage-indexing", STAGE_INDEXING)
 
 
 @dataclass(frozen=True)
 class LSASTConfig:
-    """LSAST inference settings and how the engine batches work (batch size changes nothing)."""
+    """LSAST inference settings and how the engine batches work (batch size changes nothing).
 
-    steps: int = 50
+    Its own flags (`--teacher lsast`, or jobs.evaluate's `--also-teacher lsast`) are declared
+    here; steps, resolution, seed and batch size come from the flags both teachers share, and
+    no --controlnet from the model, all folded in by `TeacherOptions.chosen`."""
+
+    steps: tyro.conf.Suppress[int] = 50
     strength: float = 0.7
+    """img2img strength"""
     guidance: float = 10.0
+    """classifier-free guidance"""
     control_scale: float = 1.0
-    canny_low: int = 100
-    canny_high: int = 200
-    stage_indexing: StageIndexing = "code"
+    """ControlNet scale"""
+    canny: Annotated[tuple[int, int], tyro.conf.arg(metavar="LOW HIGH")] = (100, 200)
+    """canny edge thresholds"""
+    stage_indexing: Annotated[StageIndexing, STAGE_INDEXING_FLAG] = "code"
+    """code: the released code's sliding window; paper: 10 stages x 3 groups"""
     prompt_dropout: bool = False
-    resolution: int = 512
-    seed: int = 41
-    controlnet: str = DEFAULT_CONTROLNET
-    controlnet_revision: str | None = None  # a Hub id's revision; its commit once pinned
-    controlnet_digest: str | None = None  # a pinned folder's content digest
-    batch_size: int = 4
+    """keep the generator's dropout on (seeded)"""
+    resolution: tyro.conf.Suppress[int] = 512
+    seed: tyro.conf.Suppress[int] = 41
+    controlnet: Annotated[
+        str | None,
+        tyro.conf.arg(
+            help="canny ControlNet: Hub id, folder or tiny (ControlNetModel.from_unet of the "
+            f"model); none: {DEFAULT_CONTROLNET}, or tiny for a preset --model"
+        ),
+    ] = None
+    controlnet_revision: str | None = None
+    """revision of the --controlnet Hub id (pinned to its commit for the run)"""
+    controlnet_digest: tyro.conf.Suppress[str | None] = None  # a pinned folder's content digest
+    batch_size: tyro.conf.Suppress[int] = 4
 
     def __post_init__(self) -> None:
         check_steps(self.steps)
@@ -48,11 +69,9 @@ class LSASTConfig:
             raise UserError(f"guidance must be >= 1, got {self.guidance!r}")
         if not self.control_scale >= 0.0:
             raise UserError(f"control scale must be >= 0, got {self.control_scale!r}")
-        if not 0 <= self.canny_low <= self.canny_high:
-            raise UserError(
-                f"canny thresholds must satisfy 0 <= low <= high, got {self.canny_low}, "
-                f"{self.canny_high}"
-            )
+        low, high = self.canny
+        if not 0 <= low <= high:
+            raise UserError(f"canny thresholds must satisfy 0 <= low <= high, got {low}, {high}")
         if self.stage_indexing not in STAGE_INDEXING:
             raise UserError(
                 f"stage indexing must be one of {STAGE_INDEXING}, got {self.stage_indexing!r}"
@@ -71,6 +90,7 @@ class LSASTConfig:
         counts by its digest (a folder, wherever it lies) or its Hub id at its commit."""
         fields = asdict(self)
         fields.pop("batch_size")
+        fields["canny_low"], fields["canny_high"] = fields.pop("canny")
         digest, revision = fields.pop("controlnet_digest"), fields.pop("controlnet_revision")
         if digest:
             fields["controlnet"] = f"sha256:{digest}"

@@ -14,7 +14,7 @@ from typing import Any
 
 from common.errors import UserError, first_line
 from common.storage import open_fs, read_url
-from teacher_workers.lsast_generator import (
+from teacher_workers.lsast.generator import (
     STYLES_KEY,
     LSASTPromptGenerator,
     PromptFileError,

@@ -12,16 +12,17 @@ UNet and VAE run in the model dtype.
 
 from __future__ import annotations
 
-import hashlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
 from diffusers import DDIMScheduler
 from diffusers.models.attention_processor import Attention
 
-from teacher_workers.attention import (
+from teacher_workers.ddim import ddim_move, image_noise
+from teacher_workers.models import TeacherModel
+from teacher_workers.styleid.attention import (
     AttentionController,
     Features,
     Injection,
@@ -29,10 +30,9 @@ from teacher_workers.attention import (
     StyleIDAttnProcessor,
     check_plain_self_attention,
 )
-from teacher_workers.config import StyleIDConfig
-from teacher_workers.models import TeacherModel
+from teacher_workers.styleid.config import StyleIDConfig
+from teacher_workers.teacher import Progress
 
-Progress = Callable[[int], None]  # called with the number of UNet passes just finished
 CONTENT_KINDS = ("q",)
 STYLE_KINDS = ("k", "v")
 
@@ -45,14 +45,6 @@ def adain(content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
     c_mean, c_std = content.mean((2, 3), keepdim=True), content.std((2, 3), keepdim=True)
     s_mean, s_std = style.mean((2, 3), keepdim=True), style.std((2, 3), keepdim=True)
     return (content - c_mean) / c_std * s_std + s_mean
-
-
-def ddim_move(
-    x: torch.Tensor, eps: torch.Tensor, alpha_from: float, alpha_to: float
-) -> torch.Tensor:
-    """Deterministic DDIM (eta = 0) move between noise levels: up for inversion, down to sample."""
-    x0 = (x - math.sqrt(1.0 - alpha_from) * eps) / math.sqrt(alpha_from)
-    return math.sqrt(alpha_to) * x0 + math.sqrt(1.0 - alpha_to) * eps
 
 
 def feature_bytes(
@@ -312,19 +304,26 @@ class StyleIDEngine:
         pairs = n_contents * n_styles if n_pairs is None else n_pairs
         return inversion + batches(pairs) * len(self.sampling_steps)
 
+    def pair_passes(self, n_contents: int, n_styles: int, n_pairs: int) -> int:
+        """UNet passes of `stylize_pairs` (the `Engine` interface's progress total)."""
+        return self.unet_passes(n_contents, n_styles, n_pairs)
+
     def stylize_pairs(
         self,
         contents: torch.Tensor,
-        styles: torch.Tensor,
+        styles: torch.Tensor | Sequence[torch.Tensor],
         pairs: Sequence[tuple[int, int]],
         progress: Progress | None = None,
     ) -> torch.Tensor:
         """Chosen (content index, style index) pairs of contents [Nc, 3, H, W] and styles
-        [Ns, 3, H', W'] (values in [0, 1]) -> [P, 3, H, W] in [0, 1], in the order given.
+        [Ns, 3, H', W'] (or Ns images [3, H', W']; values in [0, 1]) -> [P, 3, H, W] in [0, 1],
+        in the order given.
 
         Each image is inverted once, however many pairs use it; pairs are sampled
         `batch_size` at a time.
         """
+        if not isinstance(styles, torch.Tensor):
+            styles = torch.stack(list(styles))
         _check_images("contents", contents)
         _check_images("styles", styles)
         self._progress = progress
@@ -366,17 +365,6 @@ class StyleIDEngine:
             for s in range(len(styles))
         ]
         return torch.stack(rows)
-
-
-def image_noise(
-    image: torch.Tensor, shape: torch.Size, seed: int, stream: str = ""
-) -> torch.Tensor:
-    """Noise for one image, seeded by the seed, the image's own pixels and what it is for
-    (`stream`): independent between images and uses, yet the same in any batch or tile."""
-    seeded = str(seed).encode() + stream.encode() + image.float().cpu().numpy().tobytes()
-    digest = hashlib.sha256(seeded).digest()
-    generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
-    return torch.randn(shape, generator=generator)
 
 
 def _check_images(name: str, images: torch.Tensor) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from common.errors import first_line
-from teacher_workers.lsast_generator import (
+from teacher_workers.lsast.generator import (
     LSASTPromptGenerator,
     PromptFileError,
     generator_from_state,

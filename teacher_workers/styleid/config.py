@@ -9,6 +9,7 @@ import tyro
 
 from common.errors import UserError
 from common.ids import config_hash
+from teacher_workers.ddim import check_resolution, check_steps
 
 # LDM output_blocks 6..11 = diffusers up_blocks 2 and 3 (32x32 and 64x64 latents at 512 px).
 DEFAULT_LAYERS = tuple(
@@ -17,24 +18,9 @@ DEFAULT_LAYERS = tuple(
     for index in range(3)
 )
 ENCODINGS = ("mean", "sample")
-MAX_STEPS = 999
 # Bumped whenever a target changes for the same config (the engine, or how inputs are read), so
 # old targets are not reused. 2: torchvision's centre crop and exact decoding of every pixel mode.
 ENGINE_VERSION = 2
-
-
-def check_steps(steps: object) -> None:
-    """DDIM steps of either teacher: SD's 1000 training timesteps, offset by 1, so 999 steps
-    reach t = 999, the last one."""
-    if not isinstance(steps, int) or not 2 <= steps <= MAX_STEPS:
-        raise UserError(f"--steps must be an integer in [2, {MAX_STEPS}], got {steps!r}")
-
-
-def check_resolution(resolution: int) -> None:
-    """The side of either teacher's square: the UNet takes latents whose sides are multiples
-    of 8, i.e. images whose sides are multiples of 64 (the engine refuses other shapes)."""
-    if resolution < 64 or resolution % 64:
-        raise UserError(f"resolution must be a positive multiple of 64, got {resolution}")
 
 
 @dataclass(frozen=True)

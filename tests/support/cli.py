@@ -17,7 +17,7 @@ from pathlib import Path
 
 from common.cli import run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # What a fresh interpreter ignores (the `warnings` module's default filters); anything else it
 # shows once per place, as `run_in_process` does.
 IGNORED_BY_PYTHON = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)

@@ -2,7 +2,7 @@
 compare with the style-transfer papers (StyleID reports ArtFID, FID, LPIPS and CFSD):
 
 - per stylized image, against its inputs: LPIPS to the content (torchmetrics, AlexNet as in
-  ArtFID and StyleID), CFSD to the content (`student.cfsd`), and the neural-style-transfer
+  ArtFID and StyleID), CFSD to the content (`evaluation.cfsd`), and the neural-style-transfer
   losses (VGG19 relu4_1 content MSE, Gram style distance);
 - student against teacher: PSNR, SSIM and LPIPS (torchmetrics);
 - over the whole set: FID of the stylized images to the style images (torchmetrics, with
@@ -34,7 +34,7 @@ from torchmetrics.functional.image.lpips import _NoTrainLpips
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchvision.models import AlexNet_Weights
 
-from student.cfsd import cfsd
+from evaluation.cfsd import cfsd
 from student.inference import imagenet_normalize
 from student.losses import (
     RELU3_1,

@@ -21,12 +21,12 @@ from contextlib import ExitStack, contextmanager
 import torch
 from diffusers import ControlNetModel, DDIMScheduler
 
-from teacher_workers.engine import ddim_move, image_noise
-from teacher_workers.lsast_attention import ContextStore, contexts, grouped
-from teacher_workers.lsast_config import LSASTConfig
-from teacher_workers.lsast_control import canny_hint
-from teacher_workers.lsast_generator import PromptGenerator
-from teacher_workers.lsast_prompts import PromptEncoder, stage_prompts
+from teacher_workers.ddim import ddim_move, image_noise
+from teacher_workers.lsast.attention import ContextStore, contexts, grouped
+from teacher_workers.lsast.config import LSASTConfig
+from teacher_workers.lsast.control import canny_hint
+from teacher_workers.lsast.generator import PromptGenerator
+from teacher_workers.lsast.prompts import PromptEncoder, stage_prompts
 from teacher_workers.models import TeacherModel
 
 Progress = Callable[[int], None]  # called with the number of guided UNet passes just finished
@@ -186,7 +186,7 @@ class LSASTEngine:
         conds = torch.stack([self.style_contexts(style) for style in styles])
         step = cfg.batch_size
         z0 = torch.cat([self.encode(contents[i : i + step]) for i in range(0, len(contents), step)])
-        hints = canny_hint(contents, cfg.canny_low, cfg.canny_high).to(device)
+        hints = canny_hint(contents, *cfg.canny).to(device)
         noise = torch.stack(
             [image_noise(im, z0.shape[1:], cfg.seed, "forward") for im in contents]
         ).to(device)
@@ -198,6 +198,11 @@ class LSASTEngine:
             latents = self.sample(z0[ci], noise[ci], hints[ci], conds[si], progress)
             out.append(self.decode(latents))
         return torch.cat(out)
+
+    def pair_passes(self, n_contents: int, n_styles: int, n_pairs: int) -> int:
+        """Guided passes of `stylize_pairs` (the `Engine` interface's progress total): each
+        content is encoded and each style's prompts once, outside the UNet."""
+        return self.unet_passes(n_pairs)
 
     def unet_passes(self, n_pairs: int) -> int:
         """Guided denoising steps for `n_pairs` pairs, for progress totals."""

@@ -11,13 +11,13 @@ from common.errors import UserError
 from common.manifest import ManifestLine, read_manifest
 from common.pictures import training_curves
 from common.storage import Storage, read_url
+from evaluation.golden_lsast import GoldenLSAST
+from evaluation.golden_metrics import ImageMeter, SetMeter
+from evaluation.golden_set import evaluate_golden, summarize
 from student.checkpoint import load_student, resolve_checkpoint
-from student.dataset import learned_styles
-from student.evaluation import evaluate_golden, summarize
-from student.golden_lsast import GoldenLSAST
-from student.golden_metrics import ImageMeter, SetMeter
 from student.pretrained import RANDOM
-from teacher_workers.lsast_styles import learned_from
+from teacher_workers.lsast.styles import learned_from
+from teacher_workers.registry import learned_styles
 
 LSAST_NOTES = {
     "lsast": "LSAST beside the run's teacher (--also-teacher lsast): the same measures of its "

@@ -22,10 +22,11 @@ from tqdm import tqdm
 from common.errors import UserError
 from common.manifest import ManifestLine
 from student.dataset import Triple
-from teacher_workers.config import StyleIDConfig
-from teacher_workers.lsast_styles import PROMPT_FILE, prompt_file_urls, read_prompts
+from teacher_workers.lsast.config import LSASTConfig
+from teacher_workers.lsast.styles import PROMPT_FILE, prompt_file_urls, read_prompts
 from teacher_workers.models import resolve_device
-from teacher_workers.options import LSASTFlags, TeacherOptions
+from teacher_workers.options import TeacherOptions
+from teacher_workers.styleid.config import StyleIDConfig
 
 
 def style_name(url: str) -> str:
@@ -37,7 +38,7 @@ def style_name(url: str) -> str:
     return posixpath.splitext(posixpath.basename(path))[0]
 
 
-def lsast_options(run_teacher: Mapping[str, Any], flags: LSASTFlags) -> TeacherOptions:
+def lsast_options(run_teacher: Mapping[str, Any], flags: LSASTConfig) -> TeacherOptions:
     """LSAST on the run's model, dtype, DDIM steps and resolution (from its run.json teacher
     options, nested or an older flat record), with the LSAST `flags`."""
     styleid = run_teacher.get("styleid") or run_teacher
@@ -51,7 +52,7 @@ def lsast_options(run_teacher: Mapping[str, Any], flags: LSASTFlags) -> TeacherO
             resolution=styleid.get("resolution", StyleIDConfig.resolution),
         ),
         kind="lsast",
-        lsast_flags=flags,
+        lsast=flags,
     ).chosen()
 
 
@@ -68,20 +69,23 @@ class GoldenLSAST:
         cls,
         run_teacher: Mapping[str, Any],
         style_prompts: Sequence[str],
-        flags: LSASTFlags,
+        flags: LSASTConfig,
         storage_options: Mapping[str, Any],
     ) -> GoldenLSAST:
         """Checked before any work: the options, and every prompt file read (a missing or
         corrupt one, or two learned styles of one name, is a `UserError`)."""
-        if run_teacher.get("kind") == "lsast":
-            raise UserError("--also-teacher lsast: the run's own teacher is LSAST")
+        options = lsast_options(run_teacher, flags)
+        if run_teacher.get("kind") == options.kind:
+            raise UserError(
+                f"--also-teacher {options.kind}: the run's own teacher is {options.teacher.title}"
+            )
         learned: dict[str, str] = {}
         for url in prompt_file_urls(style_prompts, storage_options):
             name = style_name(url)
             if name in learned:
                 raise UserError(f"--style-prompts: {learned[name]} and {url} are both {name!r}")
             learned[name] = url
-        return cls(lsast_options(run_teacher, flags), learned, storage_options)
+        return cls(options, learned, storage_options)
 
     def prompt_files(self, lines: Sequence[ManifestLine]) -> dict[str, str]:
         """Golden style URL -> the prompt file of its learned style; a `UserError` names every

@@ -24,8 +24,8 @@ from PIL import Image
 from torch import nn
 
 from common.images import decode_image, to_tensor
-from teacher_workers.lsast_attention import ContextStore, contexts, grouped
-from teacher_workers.lsast_prompts import N_TIMESTEPS, PromptEncoder, StageIndexing, stage_prompts
+from teacher_workers.lsast.attention import ContextStore, contexts, grouped
+from teacher_workers.lsast.prompts import N_TIMESTEPS, PromptEncoder, StageIndexing, stage_prompts
 from teacher_workers.models import TeacherModel
 
 

@@ -1,4 +1,5 @@
-"""A tiny generated run in the SPEC section 4 layout, so student tests need no teacher.
+"""A tiny generated run in the SPEC section 4 layout, so student benchmarks and tests need no
+teacher (it lives here, not in tests/, because benchmarks import no test module).
 
 Inputs are small random PNGs (not square, so the centre crop matters) under `<root>/inputs/`;
 each target is a fixed, learnable function of its content and style (a blend of the content

@@ -83,7 +83,7 @@ def write_prompt_files(
     """Learned-style prompt files `<prefix><k>.safetensors` of the tiny teacher (random
     generators, seeds 0..n-1), as learn_style writes them: each records `images` as the style
     images it was learned from."""
-    from teacher_workers.lsast_generator import generator_bytes, new_generator
+    from teacher_workers.lsast.generator import generator_bytes, new_generator
     from teacher_workers.models import load_teacher
 
     teacher = load_teacher("tiny", text_encoder=True)

@@ -1,0 +1,1 @@
+"""LSAST, the learned-style teacher: prompt generators, grouped cross-attention, the engine."""

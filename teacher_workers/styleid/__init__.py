@@ -1,0 +1,1 @@
+"""StyleID, the image-style teacher: its config, attention injection and batched engine."""

@@ -1,0 +1,74 @@
+"""StyleID behind the Teacher interface: a style image per pair, its attention features
+stored between inversion and sampling (so its tiles are sized from the GPU's memory)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from common.images import load_square
+from common.inputs import expand_images
+from teacher_workers.models import load_teacher, tune
+from teacher_workers.styleid.config import teacher_hash
+from teacher_workers.styleid.engine import StyleIDEngine
+from teacher_workers.styleid.sizing import auto_tile
+
+if TYPE_CHECKING:
+    from teacher_workers.options import TeacherOptions
+
+
+class StyleIDTeacher:
+    """The `Teacher` of `TeacherOptions.styleid`."""
+
+    name = "styleid"
+    title = "StyleID"
+    style_input = "image"
+
+    def check(self, options: TeacherOptions) -> None:
+        """Its config checked itself when made."""
+
+    def chosen(self, options: TeacherOptions) -> TeacherOptions:
+        """The shared flags are StyleID's own config fields (folded for every teacher)."""
+        return options
+
+    def resolution(self, options: TeacherOptions) -> int:
+        return options.styleid.resolution
+
+    def pinned(self, options: TeacherOptions) -> TeacherOptions:
+        """The model is all StyleID reads."""
+        return options
+
+    def hash(self, options: TeacherOptions, model: str, revision: str | None, dtype: str) -> str:
+        return teacher_hash(options.styleid, model, revision, dtype)
+
+    def build(
+        self, options: TeacherOptions, device: torch.device, dtype: torch.dtype
+    ) -> StyleIDEngine:
+        seed = options.styleid.seed
+        teacher = load_teacher(
+            options.model, dtype, device, options.revision, seed, options.model_config
+        )
+        tune(teacher.unet, options.compile, options.channels_last)
+        return StyleIDEngine(teacher, options.styleid, offload=options.offload)
+
+    def style_urls(
+        self,
+        options: TeacherOptions,
+        arguments: Sequence[str],
+        storage: Mapping[str, Any],
+        role: str,
+    ) -> list[str]:
+        return expand_images(arguments, storage, role)
+
+    def style_url(self, options: TeacherOptions, argument: str, storage: Mapping[str, Any]) -> str:
+        return argument
+
+    def read_style(self, data: bytes, url: str, resolution: int) -> torch.Tensor:
+        """[3, R, R] in [0, 1], centre-cropped."""
+        return load_square(data, resolution, url)
+
+    def tile(self, options: TeacherOptions, gpu_memory_gb: float) -> tuple[int, int]:
+        """As many contents x styles as their stored features fit."""
+        return auto_tile(options, gpu_memory_gb)

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: small inputs, models and runs, and running entry points."""
