@@ -16,7 +16,8 @@ COPY constraints.txt /tmp/constraints.txt
 # pyproject.toml's [project] dependencies (the names; the pins decide the versions), boto3
 # for the head's autoscaler to launch EC2 nodes, and the `gcs` extra (gcsfs) for gs:// runs.
 RUN pip install --no-cache-dir -c /tmp/constraints.txt \
-        "ray[default,data,train]" \
+        "ray[default,data,train,serve]" \
+        python-multipart \
         torch \
         torchvision \
         diffusers \

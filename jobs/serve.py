@@ -2,8 +2,8 @@ r"""Serve a trained student over HTTP with Ray Serve: a web page, an API, autosc
 
     python -m jobs.serve --student RUN/train/NAME            # http://127.0.0.1:8000/
     python -m jobs.serve --student s3://bucket/run/train/l1 --replicas 1:4 --gpus-per-replica 1
-    ray job submit --working-dir . -- \
-        python -m jobs.serve --student s3://bucket/run/train/l1 --host 0.0.0.0 --detach
+    ray job submit --address http://127.0.0.1:8265 --working-dir . --runtime-env runtime_env.yaml \
+        -- python -m jobs.serve --student s3://bucket/run/train/l1 --host 0.0.0.0 --detach
 
 The page at / uploads a photo and a style (or picks one of --gallery's); POST /stylize is the
 API (OpenAPI docs at /docs). Replicas scale between --replicas MIN:MAX, requests that arrive

@@ -193,11 +193,17 @@ def build(config: ServeConfig, storage: StorageOptions) -> Application:
     return StudentServer.options(**config.deployment_options()).bind(config, storage)
 
 
-def build_app(args: dict[str, Any]) -> Application:
-    """Ray Serve's application builder, for `serve run serving.app:build_app student=URL` and
-    the `args` of a `serve deploy` config or a KubeRay RayService: each key a `ServeConfig`
-    field (`student`, `replicas: "1:4"`, ...); storage comes from the standard credential chain."""
+def config_from_args(args: dict[str, Any]) -> ServeConfig:
+    """A `ServeConfig` from a Serve config's `args`: each key a field, each value as its flag
+    takes it (`replicas: "1:4"`), checked as `jobs.serve` checks its flags."""
     flags = [
         part for key, value in args.items() for part in (f"--{key.replace('_', '-')}", str(value))
     ]
-    return build(tyro.cli(ServeConfig, args=flags), StorageOptions())
+    return tyro.cli(ServeConfig, args=flags)
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """Ray Serve's application builder, for `serve run serving.app:build_app student=URL` and
+    the `args` of a `serve deploy` config or a KubeRay RayService (k8s/rayservice.yaml); storage
+    is reached through the standard credential chain."""
+    return build(config_from_args(args), StorageOptions())

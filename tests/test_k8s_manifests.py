@@ -67,7 +67,8 @@ def manifests() -> dict[str, dict[str, Any]]:
 
 def cluster_spec(manifest: dict[str, Any]) -> dict[str, Any]:
     spec = manifest["spec"]
-    return spec["rayClusterSpec"] if manifest["kind"] == "RayJob" else spec
+    key = {"RayJob": "rayClusterSpec", "RayService": "rayClusterConfig"}.get(manifest["kind"])
+    return spec[key] if key else spec
 
 
 def pod_templates(manifest: dict[str, Any]) -> list[dict[str, Any]]:
@@ -79,13 +80,14 @@ def as_pod(template: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": template["spec"]}
 
 
-def test_the_folder_has_a_cluster_and_a_job_per_step():
+def test_the_folder_has_a_cluster_a_job_per_step_and_the_service():
     kinds = {name: m["kind"] for name, m in manifests().items()}
     assert kinds == {
         "raycluster.yaml": "RayCluster",
         "rayjob-generate.yaml": "RayJob",
         "rayjob-train.yaml": "RayJob",
         "rayjob-evaluate.yaml": "RayJob",
+        "rayservice.yaml": "RayService",
     }
 
 
@@ -157,3 +159,20 @@ def test_jobs_are_the_readmes_commands_and_are_retried():
 def ray_version() -> str:
     pins = (ROOT / "constraints.txt").read_text()
     return re.search(r"^ray==(\S+)$", pins, re.M).group(1)
+
+
+def test_the_service_runs_the_served_student_with_valid_options():
+    """serveConfigV2 is a Serve config whose app is `serving.app:build_app` with options that
+    `jobs.serve` accepts, on a fraction of a GPU per replica, code shipped as the jobs ship it."""
+    from ray.serve.deployment import Application
+
+    from serving.app import build_app, config_from_args
+
+    serve_config = yaml.safe_load(manifests()["rayservice.yaml"]["spec"]["serveConfigV2"])
+    (app,) = serve_config["applications"]
+    assert app["import_path"] == "serving.app:build_app" and app["route_prefix"] == "/"
+    assert app["runtime_env"]["working_dir"].endswith(".zip")
+    config = config_from_args(app["args"])
+    assert config.replicas == (1, 8) and 0 < config.gpus_per_replica < 1
+    assert config.student.startswith("s3://")
+    assert isinstance(build_app(app["args"]), Application)
