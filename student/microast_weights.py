@@ -65,6 +65,15 @@ def load_authors_weights(model: nn.Module, init: str, options: Mapping[str, Any]
         load_module(getattr(model, module_name), read_state(url, options), url)
 
 
+def fetch_authors_weights(source: str, folder: Path, options: Mapping[str, Any] | None) -> None:
+    """Copy the four files from the folder URL `source` (e.g. `AUTHORS_URL`) into `folder`,
+    with the licence shipped beside our copy (the authors' repository keeps it at its root)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in FILES.values():
+        (folder / name).write_bytes(read_url(f"{source.rstrip('/')}/{name}", options))
+    (folder / LICENSE).write_bytes((SHIPPED / LICENSE).read_bytes())
+
+
 def load_module(module: nn.Module, state: Mapping[str, Tensor], url: str) -> None:
     """Strictly load one file into one module."""
     own = module.state_dict()
