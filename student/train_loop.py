@@ -303,7 +303,7 @@ class WorkerRun:
         checkpoint = ray.train.get_checkpoint()
         try:
             if checkpoint is None:
-                restored = Restored(fresh_student(self.config), self.config.model, None)
+                restored = Restored(fresh_student(self.config), self.config.student_config(), None)
             else:
                 with checkpoint.as_directory() as folder:
                     restored = load_checkpoint(folder, self.config, self.device, self.fp16)
