@@ -11,6 +11,7 @@ from common.errors import UserError
 from common.manifest import ManifestLine, read_manifest
 from common.pictures import training_curves
 from common.storage import Storage, read_url
+from student.architectures import arch_of
 from student.checkpoint import load_student, resolve_checkpoint
 from student.dataset import learned_styles
 from student.evaluation import evaluate_golden, summarize
@@ -119,6 +120,7 @@ def write_evaluation(
     report = {
         "teacher_hash": lines[0].teacher_hash,
         "student": student_url,
+        "student_arch": arch_of(config),
         "student_config": asdict(config),
         "student_parameters": sum(p.numel() for p in model.parameters()),
         **extra,

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +14,20 @@ import onnxruntime
 import pytest
 import torch
 from PIL import Image
+from torchvision.models import alexnet
 
 from common.images import to_tensor
+from common.run_info import write_run_info
+from jobs import evaluate
 from student.checkpoint import save_student
 from student.export import check_onnx, export_onnx
 from student.inference import stylize
 from student.microast import MicroAST, MicroASTConfig, build_microast
+from teacher_workers.config import StyleIDConfig
+from teacher_workers.options import TeacherOptions
 from tests.cli import run_in_process
+from tests.synthetic_run import write_synthetic_run
+from tests.train_helpers import write_seeded_vgg19
 
 ROOT = Path(__file__).resolve().parents[1]
 ONNX_TOLERANCE = 1e-4
@@ -93,3 +102,25 @@ def test_jobs_export_takes_a_microast_run(run: Path, tmp_path: Path) -> None:
     assert "ONNX Runtime vs PyTorch" in result.stdout
     props = {p.key: p.value for p in onnx.load(out).metadata_props}
     assert props["arch"] == "microast"
+
+
+def test_jobs_evaluate_measures_a_microast_run(tmp_path: Path, run: Path) -> None:
+    """The golden set's measures and contact sheet for a MicroAST checkpoint, with no flag
+    naming its architecture."""
+    storage = write_synthetic_run(tmp_path / "data", n_content=2, n_style=2, size=64)
+    teacher = TeacherOptions(styleid=StyleIDConfig(steps=2, resolution=64)).chosen()
+    write_run_info(storage, "generate", {"teacher": asdict(teacher)})
+    torch.manual_seed(0)
+    features = {f"features.{k}": v for k, v in alexnet().features.state_dict().items()}
+    torch.save(features, tmp_path / "alexnet.pth")
+    vgg = write_seeded_vgg19(tmp_path / "vgg19.pth")
+    args = ["--data", str(tmp_path / "data"), "--student", str(run), "--name", "micro"]
+    args += ["--vgg-weights", vgg, "--lpips-weights", str(tmp_path / "alexnet.pth")]
+    assert evaluate.main(args) == 0
+    folder = tmp_path / "data" / "eval" / "micro"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["student_arch"] == "microast"
+    assert metrics["student_parameters"] == sum(
+        p.numel() for p in MicroAST(MicroASTConfig()).parameters()
+    )
+    assert (folder / "contact_sheet.png").exists()
