@@ -442,7 +442,13 @@ def main() -> None:
         help="STTR's paths; default: all, less bf16-cl where bf16 is emulated (`--precision auto` "
         "would not take it: tens of seconds per 512 px image on an AVX2 CPU)",
     )
-    parser.add_argument("--microast-paths", nargs="+", choices=PATHS, default=list(MICROAST_PATHS))
+    parser.add_argument(
+        "--microast-paths",
+        nargs="+",
+        choices=PATHS,
+        help=f"MicroAST's paths; default: {' '.join(MICROAST_PATHS)}, and bf16-cl where bf16 is "
+        "native",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds after the warm-up")
     parser.add_argument(
         "--train-steps", type=int, default=0, help="also time this many bare training steps"
@@ -457,9 +463,11 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
+    bf16 = resolve_precision("auto", device) == "bf16"
     if args.paths is None:
-        bf16 = resolve_precision("auto", device) == "bf16"
         args.paths = [name for name in CPU_PATHS if bf16 or name != "bf16-cl"]
+    if args.microast_paths is None:
+        args.microast_paths = [*MICROAST_PATHS, *(["bf16-cl"] if bf16 else [])]
     if "fp32" not in args.paths or "fp32" not in args.microast_paths:
         parser.error("--paths and --microast-paths must include fp32, the reference")
     result = {
