@@ -1,6 +1,7 @@
-"""Student inference speed per path, and each path's output quality against fp32 PyTorch.
+"""Student inference speed per path, and each path's output quality against fp32 PyTorch, for
+STTR and MicroAST in one run (so their ratio is measured under the same conditions).
 
-    python -m benchmarks.student_speed --out benchmarks/results/student_cpu.json   # ~3 min
+    python -m benchmarks.student_speed --out benchmarks/results/student_cpu.json   # ~5 min
     python -m benchmarks.student_speed --device cuda --paths fp32 bf16-cl fp16-cl \
         bf16-cl-compile --train-steps 20 --out ...   # a GPU: inference and training steps
     python -m benchmarks.student_speed --training ...   # also Ray Train images/s (slow)
@@ -10,15 +11,19 @@ Paths: `fp32` (eager, NCHW: the reference), `fp32-cl` (channels-last), `fp32-cl-
 of a folder in one style), `bf16-cl` (channels-last under bfloat16 autocast: `jobs.stylize
 --precision bf16`), `fp16-cl` (float16 autocast), `bf16-cl-compile` (`bf16-cl` after
 torch.compile: `jobs.stylize --compile`), `onnxruntime` (the fp32 ONNX export with every graph
-optimisation, CPU only) and `onnxruntime-int8` (that export statically quantized to int8). Every
+optimisation, CPU only), `onnxruntime-int8` (that export statically quantized to int8) and
+`fp32-cl-compile-style-once` (`fp32-cl-style-once` after torch.compile). Every
 path gets one warm-up call per size, then the paths take turns, `--repeats` rounds, so a busy
 machine slows them alike; the best call of each counts (seconds per image, batch 1) along with
 its process CPU time divided by the threads, which a shared machine disturbs less than wall
 time. Quality: each path stylizes the golden set (`samples/golden`, every content with every
-style) at each size; PSNR against fp32. The full STTR has random weights here (speed does not
-depend on them; seeded, so runs compare). Each size also gets its GFLOP per image (PyTorch's
-FLOP counter), whole and with the style encoded once, and the run the device's fp32 matmul rate:
-together, the least time any fp32 path could take.
+style) at each size; PSNR against fp32, bounded at 35 dB for STTR and 40 dB for MicroAST. The
+full STTR has random weights here (speed does not depend on them; seeded, so runs compare);
+MicroAST has its authors' released weights, so its quality is measured on real stylizations.
+Each size also gets its GFLOP per image (PyTorch's FLOP counter), whole and with the style
+encoded once, and the run the device's fp32 matmul rate: together, the least time any fp32 path
+could take. `microast_vs_sttr` divides STTR's seconds per image by MicroAST's, on the path
+`jobs.stylize --student` takes by default (`fp32-cl-style-once`) and on each one's fastest.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from copy import deepcopy
 from pathlib import Path
 
 import torch
@@ -42,13 +48,16 @@ from benchmarks.machine import describe, report
 from benchmarks.synthetic_run import write_synthetic_run
 from common.images import load_square
 from student.export import export_onnx
-from student.inference import for_inference, imagenet_normalize, resolve_precision
+from student.image_space import ImageSpace
+from student.inference import for_inference, resolve_precision
 from student.losses import build_loss
-from student.model import STTR, STTRConfig, build_sttr
+from student.microast import MicroASTConfig, build_microast
+from student.model import STTRConfig, build_sttr
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "samples" / "golden"
-QUALITY_BOUND_DB = 35.0
+QUALITY_BOUND_DB = {"sttr": 35.0, "microast": 40.0}
+STYLIZE_PATH = "fp32-cl-style-once"  # what `jobs.stylize --student` runs on an AVX2 CPU
 PATHS = (
     "fp32",
     "fp32-cl",
@@ -58,21 +67,40 @@ PATHS = (
     "bf16-cl-compile",
     "onnxruntime",
     "onnxruntime-int8",
+    "fp32-cl-compile-style-once",
 )
 CPU_PATHS = tuple(name for name in PATHS if "compile" not in name and "fp16" not in name)
+MICROAST_PATHS = (
+    "fp32",
+    "fp32-cl",
+    "fp32-cl-style-once",
+    "fp32-cl-compile-style-once",
+    "onnxruntime",
+)
 
 Runner = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def runners(names: list[str], device: torch.device, threads: int, folder: str) -> dict:
-    """One callable per path: (content, style) ImageNet-normalized [1, 3, H, W] -> fp32 output."""
+def build(arch: str, device: torch.device) -> torch.nn.Module:
+    """The benchmarked student in eval mode: a seeded random full STTR, or MicroAST with its
+    authors' released weights."""
     torch.manual_seed(0)
-    model = build_sttr(STTRConfig(), init="scratch").eval().to(device)
+    if arch == "microast":
+        model = build_microast(MicroASTConfig(), init="authors")
+    else:
+        model = build_sttr(STTRConfig(), init="scratch")
+    return model.eval().to(device)
+
+
+def runners(
+    names: list[str], model: torch.nn.Module, device: torch.device, threads: int, folder: str
+) -> dict:
+    """One callable per path: (content, style) [1, 3, H, W] in the student's pixel space ->
+    fp32 output."""
     layout = {"memory_format": torch.channels_last}
 
     def channels_last(compiled: bool = False) -> torch.nn.Module:
-        copy = for_inference(build_sttr(STTRConfig(), init="scratch").to(device))
-        copy.load_state_dict(model.state_dict())
+        copy = for_inference(deepcopy(model))
         if compiled:
             copy.compile(dynamic=False)  # one graph per size: no slow symbolic shapes
         return copy
@@ -87,7 +115,7 @@ def runners(names: list[str], device: torch.device, threads: int, folder: str) -
 
         return run
 
-    def style_once(module: STTR) -> Runner:
+    def style_once(module: torch.nn.Module) -> Runner:
         """As `jobs.stylize` on a folder: the style is encoded when it changes, not per image."""
         last: list = [None, None]  # the style tensor, its encoding
 
@@ -107,6 +135,7 @@ def runners(names: list[str], device: torch.device, threads: int, folder: str) -
         "bf16-cl-compile": lambda: autocast(channels_last(compiled=True), torch.bfloat16),
         "onnxruntime": lambda: onnx_runner(model, threads, folder),
         "onnxruntime-int8": lambda: onnx_runner(model, threads, folder, int8=True),
+        "fp32-cl-compile-style-once": lambda: style_once(channels_last(compiled=True)),
     }
     return {name: makers[name]() for name in names}
 
@@ -116,10 +145,10 @@ def onnx_runner(model: torch.nn.Module, threads: int, folder: str, int8: bool = 
     with `int8`, that export statically quantized first (`int8_export`)."""
     import onnxruntime
 
-    path = f"{folder}/sttr.onnx"
+    path = f"{folder}/student.onnx"
     Path(path).write_bytes(export_onnx(model))
     if int8:
-        path = int8_export(path, folder)
+        path = int8_export(path, folder, model.space)
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
@@ -132,7 +161,7 @@ def onnx_runner(model: torch.nn.Module, threads: int, folder: str, int8: bool = 
     return run
 
 
-def int8_export(path: str, folder: str) -> str:
+def int8_export(path: str, folder: str, space: ImageSpace) -> str:
     """ONNX Runtime's static int8 quantization of the export at `path` (QDQ, per-channel int8
     weights, uint8 activations), calibrated on the golden pairs at 256 px: the set the quality
     is then measured on, so the PSNR is a best case."""
@@ -144,7 +173,8 @@ def int8_export(path: str, folder: str) -> str:
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    contents, styles = (golden(name, 256, torch.device("cpu")) for name in ("content", "styles"))
+    cpu = torch.device("cpu")
+    contents, styles = (golden(name, 256, cpu, space) for name in ("content", "styles"))
     feeds = iter([{"content": c.numpy(), "style": s.numpy()} for c in contents for s in styles])
 
     class GoldenPairs(CalibrationDataReader):
@@ -152,7 +182,7 @@ def int8_export(path: str, folder: str) -> str:
             return next(feeds, None)
 
     quant_pre_process(path, f"{folder}/pre.onnx", skip_symbolic_shape=True)
-    out = f"{folder}/sttr-int8.onnx"
+    out = f"{folder}/student-int8.onnx"
     quantize_static(
         f"{folder}/pre.onnx",
         out,
@@ -176,7 +206,7 @@ def timed(fn: Runner, x: torch.Tensor, device: torch.device) -> tuple[float, flo
 
 def speed(paths: dict, size: int, device: torch.device, repeats: int, threads: int) -> dict:
     """Best wall and CPU seconds per image of each path at `size`, the paths taking turns."""
-    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(size)).to(device)
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(size)).to(device)
     for fn in paths.values():
         fn(x, x)  # warm-up: kernel selection, allocations, ONNX Runtime's first-run set-up
     best = {name: [math.inf, math.inf] for name in paths}
@@ -190,33 +220,32 @@ def speed(paths: dict, size: int, device: torch.device, repeats: int, threads: i
     }
 
 
-def quality(paths: dict, size: int, device: torch.device) -> dict:
+def quality(paths: dict, size: int, device: torch.device, space: ImageSpace) -> dict:
     """PSNR (dB, images in [0, 1]) of each path against `fp32`, worst over the golden pairs."""
-    contents, styles = (golden(folder, size, device) for folder in ("content", "styles"))
+    contents, styles = (golden(folder, size, device, space) for folder in ("content", "styles"))
     worst = dict.fromkeys(paths, math.inf)
     with torch.inference_mode():
         for content in contents:
             for style in styles:
-                reference = unit(paths["fp32"](content, style))
+                reference = unit(paths["fp32"](content, style), space)
                 for name, fn in paths.items():
                     if name != "fp32":
-                        worst[name] = min(worst[name], psnr(reference, unit(fn(content, style))))
+                        output = unit(fn(content, style), space)
+                        worst[name] = min(worst[name], psnr(reference, output))
     return {name: value for name, value in worst.items() if name != "fp32"}
 
 
-def golden(folder: str, size: int, device: torch.device) -> list[torch.Tensor]:
-    """The golden set's images in `folder`, centre squares of `size`, ImageNet-normalized."""
+def golden(folder: str, size: int, device: torch.device, space: ImageSpace) -> list[torch.Tensor]:
+    """The golden set's images in `folder`, centre squares of `size`, in the student's space."""
     return [
-        imagenet_normalize(load_square(path.read_bytes(), size))[None].to(device)
+        space.normalize(load_square(path.read_bytes(), size))[None].to(device)
         for path in sorted((GOLDEN / folder).glob("*.png"))
     ]
 
 
-def unit(normalized: torch.Tensor) -> torch.Tensor:
+def unit(output: torch.Tensor, space: ImageSpace) -> torch.Tensor:
     """Model output back to [0, 1] pixels, as `student.inference.stylize` returns them."""
-    mean = torch.tensor([0.485, 0.456, 0.406], device=normalized.device).view(3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225], device=normalized.device).view(3, 1, 1)
-    return (normalized.float() * std + mean).clamp(0, 1)
+    return space.denormalize(output.float()).clamp(0, 1)
 
 
 def psnr(reference: torch.Tensor, other: torch.Tensor) -> float:
@@ -224,12 +253,11 @@ def psnr(reference: torch.Tensor, other: torch.Tensor) -> float:
     return math.inf if mse == 0 else 10 * math.log10(1 / mse)
 
 
-def work(size: int, device: torch.device, gflop_per_s: float) -> dict:
+def work(model: torch.nn.Module, size: int, device: torch.device, gflop_per_s: float) -> dict:
     """GFLOP of one image at `size` (content and style), and with the style encoded once,
     counted by PyTorch's FLOP counter (matmuls, convolutions and attention); and the seconds
     each would take at `gflop_per_s`, the device's fp32 matmul rate."""
-    model = build_sttr(STTRConfig(), init="scratch").eval().to(device)
-    x = torch.zeros(1, 3, size, size, device=device)
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
     counts = []
     for call in (lambda: model(x, x), lambda: model.encode_style(x)):
         # the counter sees attention only as the math kernel's matmuls, not as the fused one
@@ -260,19 +288,24 @@ def matmul_gflops(device: torch.device) -> float:
     return 2 * 2048**3 / best / 1e9
 
 
-def inference(args: argparse.Namespace, device: torch.device, gflop_per_s: float) -> dict:
+def inference(
+    arch: str, names: list[str], args: argparse.Namespace, device: torch.device, rate: float
+) -> dict:
     """Speed and quality of every path at every size, and the fastest path within the bound."""
+    model = build(arch, device)
+    bound = QUALITY_BOUND_DB[arch]
     with tempfile.TemporaryDirectory() as folder, torch.inference_mode():
-        paths = runners(args.paths, device, args.threads, folder)
+        paths = runners(names, model, device, args.threads, folder)
         results = {}
         for size in args.sizes:
+            print(f"{arch} at {size} px", file=sys.stderr, flush=True)
             row = speed(paths, size, device, args.repeats, args.threads)
-            for name, value in quality(paths, size, device).items():
+            for name, value in quality(paths, size, device, model.space).items():
                 row[name]["psnr_vs_fp32_db"] = value
             acceptable = [
                 name
                 for name, value in row.items()
-                if value.get("psnr_vs_fp32_db", math.inf) >= QUALITY_BOUND_DB
+                if value.get("psnr_vs_fp32_db", math.inf) >= bound
             ]
             fastest = min(acceptable, key=lambda name: row[name]["seconds_per_image"])
             base = row["fp32"]["seconds_per_image"]
@@ -280,10 +313,39 @@ def inference(args: argparse.Namespace, device: torch.device, gflop_per_s: float
                 value["speedup_vs_fp32"] = base / value["seconds_per_image"]
             results[str(size)] = {
                 "paths": row,
-                "fastest_within_35_db": fastest,
-                **work(size, device, gflop_per_s),
+                f"fastest_within_{bound:.0f}_db": fastest,
+                **work(model, size, device, rate),
             }
-    return results
+    return {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "inference_batch_1": results,
+    }
+
+
+def ratios(sttr: dict, microast: dict) -> dict:
+    """Per size: STTR's seconds per image over MicroAST's on the default `jobs.stylize` path
+    and on each one's fastest path within its quality bound; and how many times its fp32 FLOP
+    floor MicroAST's default path takes (style encoded once)."""
+    out = {}
+    for size, micro in microast["inference_batch_1"].items():
+        seconds = micro["paths"][STYLIZE_PATH]["seconds_per_image"]
+        row = {
+            "microast_stylize_path_seconds": seconds,
+            "microast_times_fp32_floor": seconds / micro["fp32_floor_seconds_style_once"],
+        }
+        big = sttr["inference_batch_1"].get(size)
+        if big is not None:
+            row["sttr_stylize_path_seconds"] = big["paths"][STYLIZE_PATH]["seconds_per_image"]
+            row["speedup_stylize_path"] = row["sttr_stylize_path_seconds"] / seconds
+            row["speedup_fastest_paths"] = fastest_seconds(big) / fastest_seconds(micro)
+        out[size] = row
+    return out
+
+
+def fastest_seconds(entry: dict) -> float:
+    """Seconds per image of a size's fastest path within its quality bound."""
+    name = next(value for key, value in entry.items() if key.startswith("fastest_within"))
+    return entry["paths"][name]["seconds_per_image"]
 
 
 def train_steps(device: torch.device, steps: int, shapes: list[str], compile: bool) -> dict:
@@ -371,11 +433,21 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument(
+        "--archs", nargs="+", choices=QUALITY_BOUND_DB, default=["sttr", "microast"]
+    )
+    parser.add_argument(
         "--paths",
         nargs="+",
         choices=PATHS,
-        help="default: all, less bf16-cl where bf16 is emulated (`--precision auto` would not "
-        "take it: tens of seconds per 512 px image on an AVX2 CPU)",
+        help="STTR's paths; default: all, less bf16-cl where bf16 is emulated (`--precision auto` "
+        "would not take it: tens of seconds per 512 px image on an AVX2 CPU)",
+    )
+    parser.add_argument(
+        "--microast-paths",
+        nargs="+",
+        choices=PATHS,
+        help=f"MicroAST's paths; default: {' '.join(MICROAST_PATHS)}, and bf16-cl where bf16 is "
+        "native",
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds after the warm-up")
     parser.add_argument(
@@ -391,24 +463,30 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
+    bf16 = resolve_precision("auto", device) == "bf16"
     if args.paths is None:
-        bf16 = resolve_precision("auto", device) == "bf16"
         args.paths = [name for name in CPU_PATHS if bf16 or name != "bf16-cl"]
-    if "fp32" not in args.paths:
-        parser.error("--paths must include fp32, the reference")
+    if args.microast_paths is None:
+        args.microast_paths = [*MICROAST_PATHS, *(["bf16-cl"] if bf16 else [])]
+    if "fp32" not in args.paths or "fp32" not in args.microast_paths:
+        parser.error("--paths and --microast-paths must include fp32, the reference")
     result = {
         "benchmark": "student_speed",
         **describe(device),
         "threads": args.threads,
         "method": f"one warm-up call per path and size, then {args.repeats} rounds with the "
-        "paths taking turns; best call per path; batch 1, random-weight full STTR",
-        "parameters": sum(p.numel() for p in build_sttr(STTRConfig(), "scratch").parameters()),
+        "paths taking turns; best call per path; batch 1, random-weight full STTR, MicroAST "
+        "with its authors' weights; the students one after the other",
         "quality": "worst PSNR over the golden set's content x style pairs, against fp32",
         "load_average_before": [round(x, 2) for x in os.getloadavg()],
         "fp32_matmul_gflop_per_s": (rate := matmul_gflops(device)),
-        "inference_batch_1": inference(args, device, rate),
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
+    names = {"sttr": args.paths, "microast": args.microast_paths}
+    students = {arch: inference(arch, names[arch], args, device, rate) for arch in args.archs}
+    result["students"] = students
+    if len(students) == 2:
+        result["microast_vs_sttr"] = ratios(students["sttr"], students["microast"])
+    result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     if args.train_steps:
         result["training_steps"] = train_steps(
             device, args.train_steps, args.train_shapes, args.train_compile

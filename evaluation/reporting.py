@@ -14,6 +14,7 @@ from common.storage import Storage, read_url
 from evaluation.golden_lsast import GoldenLSAST
 from evaluation.golden_metrics import ImageMeter, SetMeter
 from evaluation.golden_set import evaluate_golden, summarize
+from student.architectures import arch_of
 from student.checkpoint import load_student, resolve_checkpoint
 from student.pretrained import RANDOM
 from teacher_workers.lsast.styles import learned_from
@@ -119,6 +120,7 @@ def write_evaluation(
     report = {
         "teacher_hash": lines[0].teacher_hash,
         "student": student_url,
+        "student_arch": arch_of(config),
         "student_config": asdict(config),
         "student_parameters": sum(p.numel() for p in model.parameters()),
         **extra,

@@ -2,8 +2,10 @@
 
     python -m jobs.export --student RUN/train/NAME/CHECKPOINT --onnx sttr.onnx
 
-The graph takes content [B, 3, H, W] and style [B, 3, H', W'] (ImageNet-normalized, sides
-multiples of 32, any size) and returns the stylized content in the same space.
+The graph takes content [B, 3, H, W] and style [B, 3, H', W'] in the student's pixel space
+(ImageNet-normalized for STTR, RGB in [0, 1] for MicroAST; the graph's metadata says which) with
+sides multiples of the student's size multiple (32 for STTR, 4 for MicroAST), and returns the
+stylized content in the same space.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from common.storage import Storage
 from student.checkpoint import load_student, resolve_checkpoint
 from student.export import check_onnx, export_onnx, require_onnx
 
-TOLERANCE = 1e-4  # max |ONNX - PyTorch| in normalized units; float32 on the CPU gives ~1e-6
+TOLERANCE = 1e-4  # max |ONNX - PyTorch| in the student's pixel units; fp32 on the CPU: ~1e-6
 Size = Annotated[tuple[int, int], pair_flag("x", "--check-sizes", "HxW")]  # (H, W)
 
 

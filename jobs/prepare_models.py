@@ -9,8 +9,10 @@ ControlNet: run with HF_HOME=<out>/huggingface HF_HUB_OFFLINE=1 and the same --m
 --controlnet ids, or --model its snapshot folder (printed at the end).
 <out>/torch/hub/checkpoints/ holds torchvision's ImageNet VGG19 (style losses) and ResNet-50
 (student encoders) weights, and with --metrics the evaluation's AlexNet (LPIPS) and pytorch-fid's
-Inception (FID): run with TORCH_HOME=<out>/torch. With none of --sd, --controlnet, --vgg,
---resnet, --metrics, everything is fetched.
+Inception (FID): run with TORCH_HOME=<out>/torch. <out>/microast/ holds the MicroAST authors'
+released weights, fetched from their repository (a copy also ships with the project): train
+with --arch microast --init <out>/microast. With none of --sd, --controlnet, --vgg, --resnet,
+--metrics, --microast, everything is fetched.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import tyro
 from common.cli import StorageJobArgs, parse, run_cli
 from common.errors import UserError, first_line
 from common.storage import Storage, is_local, open_fs
+from student.microast import MicroASTConfig, build_microast
+from student.microast_weights import AUTHORS_URL, FILES, fetch_authors_weights
 from teacher_workers.lsast.config import DEFAULT_CONTROLNET
 from teacher_workers.model_source import DEFAULT_MODEL_ID
 
@@ -46,6 +50,7 @@ SD_FILES = (
 CONTROLNET_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
 HF_HOME_DIR = "huggingface"
 TORCH_CHECKPOINTS = "torch/hub/checkpoints"
+MICROAST_DIR = "microast"
 
 
 def hub_id_flag(flag: str, default: str) -> tyro.constructors.PrimitiveConstructorSpec:
@@ -96,6 +101,10 @@ class Args(StorageJobArgs):
     """torchvision's ImageNet ResNet-50"""
     metrics: bool = False
     """the golden-set metrics' AlexNet (LPIPS) and Inception (FID) weights"""
+    microast: bool = False
+    """the MicroAST authors' released weights (four files, 1.9 MB)"""
+    microast_source: str = AUTHORS_URL
+    """folder URL to fetch --microast from (the authors' repository at a fixed commit)"""
     dry_run: bool = False
     """list what would be fetched"""
     staging: str | None = None
@@ -111,13 +120,24 @@ class HubRepo(NamedTuple):
     files: tuple[str, ...]
 
 
-def chosen(args: Args) -> tuple[list[HubRepo], list[str]]:
-    """The Hub repositories and torch hub weight URLs to fetch: those named, or all."""
+class Plan(NamedTuple):
+    """What to fetch: Hub repositories, torch hub weight URLs, and the folder URL of the
+    MicroAST authors' weights (None: not wanted)."""
+
+    repos: list[HubRepo]
+    urls: list[str]
+    microast: str | None
+
+
+def chosen(args: Args) -> Plan:
+    """The Hub repositories, torch hub weight URLs and MicroAST weights to fetch: those named,
+    or all."""
     from torchvision.models import ResNet50_Weights, VGG19_Weights
 
     from evaluation.golden_metrics import ALEXNET, INCEPTION
 
-    everything = not (args.sd or args.controlnet or args.vgg or args.resnet or args.metrics)
+    named = (args.sd, args.controlnet, args.vgg, args.resnet, args.metrics, args.microast)
+    everything = not any(named)
     sd = DEFAULT_MODEL_ID if everything else args.sd
     controlnet = DEFAULT_CONTROLNET if everything else args.controlnet
     if args.revision and not sd:
@@ -131,7 +151,8 @@ def chosen(args: Args) -> tuple[list[HubRepo], list[str]]:
         ALEXNET.url: args.metrics,
         INCEPTION.url: args.metrics,
     }
-    return repos, [url for url, named in wanted.items() if named or everything]
+    urls = [url for url, named in wanted.items() if named or everything]
+    return Plan(repos, urls, args.microast_source if args.microast or everything else None)
 
 
 def upload(folder: Path, url: str, options: dict[str, Any]) -> int:
@@ -153,15 +174,21 @@ def upload(folder: Path, url: str, options: dict[str, Any]) -> int:
     return len(files)
 
 
-def prepare(repos: list[HubRepo], urls: list[str], folder: Path) -> list[str]:
+def prepare(plan: Plan, folder: Path, options: dict[str, Any]) -> list[str]:
     """Fetch into `folder`; returns how a run finds each thing. The repositories go to a Hugging
     Face cache; each torchvision weight file goes where torch.hub looks for it under TORCH_HOME,
     fetched by torch.hub itself: checked against the hash prefix in its name, kept if already
-    there, and loaded once (a damaged file fails here, not on the cluster)."""
+    there, and loaded once (a damaged file fails here, not on the cluster). The MicroAST
+    weights are loaded into the model once, strictly, for the same reason."""
     import torch.hub
     from huggingface_hub import snapshot_download
 
     hints = []
+    if plan.microast:
+        fetch_authors_weights(plan.microast, folder / MICROAST_DIR, options)
+        build_microast(MicroASTConfig(), str(folder / MICROAST_DIR))  # loads strictly, or fails
+        hints.append(f"MicroAST: --arch microast --init {folder / MICROAST_DIR}")
+    repos, urls = plan.repos, plan.urls
     for repo in repos:
         try:
             snapshot = snapshot_download(
@@ -190,22 +217,24 @@ def prepare(repos: list[HubRepo], urls: list[str], folder: Path) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(Args, argv, "jobs.prepare_models", __doc__)
-    repos, urls = chosen(args)
+    plan = chosen(args)
     remote = not is_local(args.out)
     if remote:
         Storage(args.out, args.storage).check_writable()
     if args.dry_run:  # one line per download: what, from where, to where
-        for repo in repos:
+        for repo in plan.repos:
             what = f"{repo.repo_id} (revision {repo.revision or 'main'}): {', '.join(repo.files)}"
             print(f"{what} -> {args.out}/{HF_HOME_DIR}/hub")
-        for url in urls:
+        for url in plan.urls:
             print(f"{url} -> {args.out}/{TORCH_CHECKPOINTS}/{posixpath.basename(url)}")
+        if plan.microast:
+            print(f"{plan.microast}/{{{','.join(FILES.values())}}} -> {args.out}/{MICROAST_DIR}")
         return 0
     if not remote:
-        print("\n".join(prepare(repos, urls, Path(args.out).expanduser().resolve())))
+        print("\n".join(prepare(plan, Path(args.out).expanduser().resolve(), args.storage)))
         return 0
     with tempfile.TemporaryDirectory(dir=args.staging) as staging:
-        prepare(repos, urls, Path(staging))
+        prepare(plan, Path(staging), args.storage)
         count = upload(Path(staging), args.out, args.storage)
     print(f"uploaded {count} files to {args.out}; copy or mount it on the cluster, then set")
     print(f"HF_HOME=<there>/{HF_HOME_DIR} HF_HUB_OFFLINE=1 and TORCH_HOME=<there>/torch")

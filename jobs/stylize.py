@@ -11,8 +11,8 @@ aspect ratio, its longer side scaled to --max-side, and takes a folder or glob o
 one call (one PNG per content under --out, named after it, with a progress bar), encoding the
 style once for them all; contents that cannot be read are named in one error line at the end,
 after the others are written. The student runs channels-last, and in bfloat16 where that is
-faster than fp32 on this machine (within 35 dB PSNR of fp32; see the README); --precision fp32
-forces the reference output.
+faster than fp32 on this machine (STTR: within 35 dB PSNR of fp32; see the README; MicroAST
+stays fp32, its bf16 output being further off); --precision fp32 forces the reference output.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from student.inference import (
     PRECISIONS,
     encode_style,
     for_inference,
-    resolve_precision,
+    resolve_for,
     stylize,
 )
 from teacher_workers.options import TeacherOptions
@@ -115,7 +115,7 @@ def with_student(args: Args, contents: list[str]) -> Iterator[torch.Tensor | Use
     model = for_inference(load_student(resolve_checkpoint(args.student, options), options)[0])
     if args.teacher.compile:
         model.compile(dynamic=False)  # one graph per image size (symbolic shapes compile slowly)
-    precision = resolve_precision(args.precision, next(model.parameters()).device)
+    precision = resolve_for(model, args.precision)
     encoded = encode_style(model, style, precision)  # once: it serves every content
     bar = tqdm(contents, desc=f"student ({precision})", unit="image", disable=len(contents) == 1)
     for url in bar:

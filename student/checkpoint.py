@@ -1,8 +1,9 @@
 """Student checkpoints: a directory (any fsspec URL) with `model.safetensors` and `config.json`.
 
-`config.json` holds the `STTRConfig` fields and is written last, so a directory that has it
-holds a complete checkpoint even if a writer was killed half way. Training adds its own
-files (e.g. `optimizer.pt`) beside these two.
+`config.json` holds the architecture's name ("arch") and its config's fields, and is written
+last, so a directory that has it holds a complete checkpoint even if a writer was killed half
+way. Training adds its own files (e.g. `optimizer.pt`) beside these two. A `config.json`
+without "arch" was written before there were two architectures: it holds an STTR.
 """
 
 from __future__ import annotations
@@ -19,35 +20,46 @@ from torch import nn
 
 from common.errors import UserError
 from common.storage import Storage
-from student.model import STTR, STTRConfig, build_sttr
+from student.architectures import (
+    ARCHS,
+    CONFIGS,
+    DEFAULT_ARCH,
+    Student,
+    StudentConfig,
+    arch_of,
+    build_student,
+)
 from student.run_record import best_checkpoint, checkpoint_url, read_run_record
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 
 
-def save_student(model: nn.Module, config: STTRConfig, storage_or_dir: Storage | str) -> None:
-    """Write `model`'s weights (unwrapping DDP) and `config` into a checkpoint directory."""
+def save_student(model: nn.Module, config: StudentConfig, storage_or_dir: Storage | str) -> None:
+    """Write `model`'s weights (unwrapping DDP) and `config`, with its architecture's name,
+    into a checkpoint directory."""
     storage = storage_or_dir if isinstance(storage_or_dir, Storage) else Storage(storage_or_dir)
     model = getattr(model, "module", model)
     tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     storage.write_bytes(MODEL_FILE, safetensors.torch.save(tensors))
-    storage.write_bytes(CONFIG_FILE, json.dumps(dataclasses.asdict(config), indent=2).encode())
+    fields = {"arch": arch_of(config), **dataclasses.asdict(config)}
+    storage.write_bytes(CONFIG_FILE, json.dumps(fields, indent=2).encode())
 
 
 def load_student(
     url: str, storage_options: Mapping[str, Any] | None = None, device: str | torch.device = "cpu"
-) -> tuple[STTR, STTRConfig]:
-    """The student saved at `url` (in eval mode, on `device`) and its config; anything that is
-    not a readable checkpoint is a `UserError` naming `url`. A user's URL, which may name a
-    training run folder, goes through `resolve_checkpoint` first, once."""
+) -> tuple[Student, StudentConfig]:
+    """The student saved at `url` (in eval mode, on `device`), of the architecture its config
+    names, and that config; anything that is not a readable checkpoint is a `UserError` naming
+    `url`. A user's URL, which may name a training run folder, goes through
+    `resolve_checkpoint` first, once."""
     storage = Storage(url, storage_options)
     config = read_config(storage)
     try:
         state = safetensors.torch.load(read_file(storage, MODEL_FILE))
     except SafetensorError as exc:
         raise UserError(f"{storage.url(MODEL_FILE)} is not a safetensors file: {exc}") from None
-    model = build_sttr(config, init="scratch")
+    model = build_student(config, init="scratch")
     load_weights(model, state, storage.url(MODEL_FILE))
     return model.to(device).eval(), config
 
@@ -73,7 +85,7 @@ def resolve_checkpoint(url: str, storage_options: Mapping[str, Any] | None = Non
     return checkpoint_url(storage, best)
 
 
-def load_weights(model: STTR, state: Mapping[str, torch.Tensor], where: str) -> None:
+def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
     """Load a complete state dict; any missing, extra or reshaped weight is a `UserError`."""
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
@@ -91,13 +103,16 @@ def load_weights(model: STTR, state: Mapping[str, torch.Tensor], where: str) -> 
     model.load_state_dict(state)
 
 
-def read_config(storage: Storage) -> STTRConfig:
-    """The `STTRConfig` in a checkpoint directory."""
+def read_config(storage: Storage) -> StudentConfig:
+    """The student config in a checkpoint directory, of the architecture it names."""
     where = storage.url(CONFIG_FILE)
     try:
         fields = json.loads(read_file(storage, CONFIG_FILE))
-        return STTRConfig(**fields)
-    except (ValueError, TypeError) as exc:  # bad JSON, unknown fields or bad values
+        arch = fields.pop("arch", DEFAULT_ARCH)
+        if arch not in ARCHS:
+            raise ValueError(f"unknown architecture {arch!r} (known: {', '.join(ARCHS)})")
+        return CONFIGS[arch](**fields)
+    except (ValueError, TypeError, AttributeError) as exc:  # bad JSON, fields or values
         raise UserError(f"{where} is not a valid student config: {exc}") from None
 
 

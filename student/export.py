@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from common.errors import UserError
+from student.architectures import arch_of
 from student.inference import eval_mode
 
 OPSET = 17
@@ -37,9 +38,12 @@ def require_onnx() -> None:
 
 def export_onnx(model: nn.Module, example_size: int = 256) -> bytes:
     """`model` (eval mode) as an ONNX graph: inputs "content" and "style",
-    output "stylized", all [B, 3, H, W] ImageNet-normalized, with batch and sides dynamic
-    (sides must still be multiples of 32). Uses the TorchScript exporter (`dynamo=False`),
-    which keeps the dynamic sizes through the attention and the positional encoding."""
+    output "stylized", all [B, 3, H, W] in the student's pixel space (ImageNet-normalized for
+    STTR, [0, 1] for MicroAST), with batch and sides dynamic (sides must still be multiples of
+    the student's `size_multiple`). The graph's metadata names the architecture, the pixel
+    space and the multiple, so a device runtime can prepare its inputs without this project.
+    Uses the TorchScript exporter (`dynamo=False`), which keeps the dynamic sizes through the
+    attention and the positional encoding."""
     param = next(model.parameters())
     example = torch.zeros(1, 3, example_size, example_size, device=param.device, dtype=param.dtype)
     buffer = io.BytesIO()
@@ -54,7 +58,25 @@ def export_onnx(model: nn.Module, example_size: int = 256) -> bytes:
             opset_version=OPSET,
             dynamo=False,
         )
-    return buffer.getvalue()
+    return with_metadata(buffer.getvalue(), model)
+
+
+def with_metadata(graph: bytes, model: nn.Module) -> bytes:
+    """The serialized graph with `arch`, `pixel_space` (and its mean and std) and
+    `size_multiple` in its metadata."""
+    import onnx  # the onnx extra: see require_onnx
+
+    proto = onnx.load_from_string(graph)
+    space = model.space
+    values = {
+        "arch": arch_of(model.config),
+        "pixel_space": space.name,
+        "pixel_mean": ",".join(map(str, space.mean)),
+        "pixel_std": ",".join(map(str, space.std)),
+        "size_multiple": str(model.size_multiple),
+    }
+    onnx.helper.set_model_props(proto, values)
+    return proto.SerializeToString()
 
 
 def check_onnx(model: nn.Module, graph: bytes, sizes: Sequence[tuple[int, int]]) -> float:

@@ -3,14 +3,14 @@
 As in the authors' code ("Fine-Grained Image Style Transfer with Visual Transformers",
 ACCV 2022): content tokens at stride 8 ask the encoded style tokens (stride 32) how to look,
 and a small convolutional tail turns the answer back into pixels. Inputs and output are in
-ImageNet-normalized space (see `student.inference` for the conversions).
+ImageNet-normalized space (`STTR.space`; see `student.image_space`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from student.authors_checkpoint import load_authors_checkpoint
 from student.backbone import ResNetEncoder, load_imagenet_resnet50
+from student.image_space import IMAGENET, ImageSpace
 from student.position_encoding import PositionEmbeddingSine
 from student.transformer import Transformer
 
@@ -104,6 +105,10 @@ class EncodedStyle(NamedTuple):
     memory: Tensor  # [B, Ls, D] style tokens after the transformer's encoder
     pos: Tensor  # [1, Ls, D] their positional encoding
 
+    @property
+    def batch(self) -> int:
+        return self.memory.shape[0]
+
 
 def to_tokens(x: Tensor) -> Tensor:
     """[B, C, H, W] feature map -> [B, H*W, C] token sequence (row-major)."""
@@ -112,6 +117,10 @@ def to_tokens(x: Tensor) -> Tensor:
 
 class STTR(nn.Module):
     """Style transfer transformer: (content, style) -> content re-rendered in the style."""
+
+    space: ClassVar[ImageSpace] = IMAGENET
+    size_multiple: ClassVar[int] = SIZE_MULTIPLE
+    bf16_auto: ClassVar[bool] = True  # bf16 autocast stays within 35 dB of fp32
 
     def __init__(self, config: STTRConfig) -> None:
         super().__init__()
@@ -163,19 +172,20 @@ class STTR(nn.Module):
         return EncodedStyle(self.transformer.encode(to_tokens(self.style_proj(s)), pos), pos)
 
 
-def check_inputs(content: Tensor, style: Tensor | EncodedStyle) -> None:
+def check_inputs(content: Tensor, style: Tensor | Any, multiple: int = SIZE_MULTIPLE) -> None:
     """ValueError unless content (and a style image) are [B, 3, H, W] with sides multiples of
-    32, and content and style have one batch size B."""
+    `multiple`, and content and style (an image, or a student's encoding of one, which has a
+    `batch`) have one batch size B."""
     images = {"content": content, **({"style": style} if isinstance(style, Tensor) else {})}
     for name, x in images.items():
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"{name} must be [B, 3, H, W], got {list(x.shape)}")
-        if x.shape[2] % SIZE_MULTIPLE or x.shape[3] % SIZE_MULTIPLE:
+        if x.shape[2] % multiple or x.shape[3] % multiple:
             raise ValueError(
-                f"{name} height and width must be multiples of {SIZE_MULTIPLE}, "
+                f"{name} height and width must be multiples of {multiple}, "
                 f"got {x.shape[2]}x{x.shape[3]}"
             )
-    batch = style.shape[0] if isinstance(style, Tensor) else style.memory.shape[0]
+    batch = style.shape[0] if isinstance(style, Tensor) else style.batch
     if content.shape[0] != batch:
         raise ValueError(f"batch sizes differ: content {content.shape[0]}, style {batch}")
 

@@ -17,13 +17,17 @@ from common.cli import check_at_least, choice_flag
 from common.errors import UserError
 from common.ray_train import RayTrainConfig
 from common.storage import Storage, StorageOptions, absolute_url, open_fs
+from student.architectures import ARCHS, Arch, StudentConfig
 from student.backbone import ResNetEncoder, load_imagenet_resnet50
 from student.decoded_cache import DecodedCache
 from student.losses import LOSS_WEIGHTS, load_vgg19_features
+from student.microast import MicroASTConfig, build_microast
+from student.microast_weights import AUTHORS
 from student.model import SIZE_MULTIPLE, STYLE_LAYER, STTRConfig
 from student.pretrained import RANDOM
 
-BUILTIN_INITS = ("imagenet", "scratch")
+BUILTIN_INITS = ("imagenet", "scratch", AUTHORS)
+DEFAULT_INIT = {"sttr": "imagenet", "microast": "scratch"}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 Precision = Literal[PRECISIONS]  # type: ignore[valid-type]
 Loss = Literal[tuple(LOSS_WEIGHTS)]  # type: ignore[valid-type]
@@ -52,10 +56,14 @@ class TrainConfig(RayTrainConfig):
     """initial Adam learning rate (a resumed run keeps its own)"""
     crop_size: int = 256
     """training crop, multiple of 32"""
+    arch: Annotated[Arch, choice_flag("--arch", ARCHS)] = "sttr"
+    """student architecture: sttr (45.6M parameters) or microast (0.47M)"""
     loss: Annotated[Loss, choice_flag("--loss", tuple(LOSS_WEIGHTS))] = "l1"
     """pixel MSE, plus a VGG19 Gram term for l2/l3 (weights 0.5:0.5, 0.7:0.3)"""
-    init: str = "imagenet"
-    """imagenet, scratch, or the path of the authors' checkpoint0005.pth"""
+    init: str | None = None
+    """sttr: imagenet (default), scratch, or the path of the authors' checkpoint0005.pth;
+    microast: scratch (default), authors (the shipped released weights), or a folder (path or
+    URL) with the authors' four .pth.tar files"""
     backbone_weights: str | None = None
     """ResNet-50 weights (path or URL) for --init imagenet (none: torch hub cache or download)"""
     vgg_weights: str | None = None
@@ -86,6 +94,9 @@ class TrainConfig(RayTrainConfig):
     keep_checkpoints: int = 1
     """checkpoints kept with the lowest validation loss, besides the latest (to resume from)"""
     model: Annotated[STTRConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=STTRConfig)
+    microast: Annotated[MicroASTConfig, tyro.conf.OmitArgPrefixes] = field(
+        default_factory=MicroASTConfig
+    )
     tensorboard: Annotated[
         str | None,
         tyro.conf.arg(
@@ -102,6 +113,11 @@ class TrainConfig(RayTrainConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         object.__setattr__(self, "data", absolute_url(self.data))
+        if self.init is None:
+            object.__setattr__(self, "init", DEFAULT_INIT[self.arch])
+        elif self.init_is_path:  # workers may run elsewhere than this directory
+            object.__setattr__(self, "init", absolute_url(self.init))
+        self._check_init_fits_arch()
         if self.decoded_cache:
             object.__setattr__(self, "decoded_cache", os.path.abspath(self.decoded_cache))
         if self.tensorboard:
@@ -133,6 +149,19 @@ class TrainConfig(RayTrainConfig):
         )
         check_at_least(0, lr_patience=self.lr_patience, loader_workers=self.loader_workers)
 
+    def _check_init_fits_arch(self) -> None:
+        """`--init imagenet` is STTR's and `--init authors` MicroAST's (STTR's authors'
+        checkpoint is passed by its path)."""
+        own = {"sttr": "imagenet", "microast": AUTHORS}[self.arch]
+        if self.init in ("imagenet", AUTHORS) and self.init != own:
+            raise UserError(
+                f"--init {self.init} is not for --arch {self.arch}: use scratch, {own} or a path"
+            )
+
+    def student_config(self) -> StudentConfig:
+        """The config of the student this run trains (`model` or `microast`, by `arch`)."""
+        return self.model if self.arch == "sttr" else self.microast
+
     def cache(self) -> DecodedCache | None:
         """The `--decoded-cache` folder, or None to decode every epoch."""
         return DecodedCache(self.decoded_cache) if self.decoded_cache else None
@@ -160,7 +189,12 @@ class TrainConfig(RayTrainConfig):
 
 
 def check_init(config: TrainConfig) -> None:
-    """An `--init` checkpoint path must exist before any worker tries to load it."""
+    """An `--init` checkpoint path must exist before any worker tries to load it; MicroAST's
+    authors' weights are small, so they are loaded here in full (a file that does not fit is
+    one error line naming it)."""
+    if config.arch == "microast" and config.init != "scratch":
+        build_microast(config.microast, config.init, config.storage_options)
+        return
     if not config.init_is_path:
         return
     fs, path = open_fs(config.init, config.storage_options)

@@ -33,11 +33,11 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from common.errors import UserError, first_line
 from common.storage import Storage
+from student.architectures import StudentConfig, build_student
 from student.checkpoint import load_student, read_file, save_student
 from student.dataset import Batch, Splits, TripleDataset, collate_triples
-from student.inference import imagenet_normalize
+from student.image_space import imagenet_normalize
 from student.losses import DistillationLoss, LossTerms, build_loss
-from student.model import STTRConfig, build_sttr
 from student.tracking import TensorBoardLog
 from student.train_config import TrainConfig
 
@@ -143,7 +143,7 @@ class Restored(NamedTuple):
     (None for a fresh student)."""
 
     student: nn.Module
-    student_config: STTRConfig
+    student_config: StudentConfig
     state: dict[str, Any] | None
 
 
@@ -238,7 +238,9 @@ def same_error_on_all_ranks(error: UserError | None) -> None:
 def fresh_student(config: TrainConfig) -> nn.Module:
     """A new student, identical on every rank and every run with the same seed."""
     torch.manual_seed(config.seed)
-    return build_sttr(config.model, config.init, config.backbone_weights, config.storage_options)
+    return build_student(
+        config.student_config(), config.init, config.backbone_weights, config.storage_options
+    )
 
 
 class WorkerRun:
@@ -252,6 +254,7 @@ class WorkerRun:
         self.storage = config.storage()
         self.amp_dtype = autocast_dtype(config)
         student, self.student_config, state = self.restore_or_build()
+        self.space = student.space  # the pixel space the student reads and writes
         if config.compile:
             student.compile()  # in place: state_dict keys and checkpoints stay as they are
         self.model = ray.train.torch.prepare_model(student)
@@ -299,18 +302,18 @@ class WorkerRun:
         checkpoint = ray.train.get_checkpoint()
         try:
             if checkpoint is None:
-                restored = Restored(fresh_student(self.config), self.config.model, None)
+                restored = Restored(fresh_student(self.config), self.config.student_config(), None)
             else:
                 restored = self.load(checkpoint)
         except UserError as exc:
             error = exc if checkpoint is None else cannot_resume(self.config, exc)
         same_error_on_all_ranks(error)
         assert restored is not None
-        if restored.student_config != self.config.model:
+        if restored.student_config != self.config.student_config():
             logger.warning(
                 "resuming with the checkpoint's model %s, not %s",
                 restored.student_config,
-                self.config.model,
+                self.config.student_config(),
             )
         return restored
 
@@ -410,11 +413,14 @@ class WorkerRun:
         )
 
     def batch_loss(self, model: nn.Module, batch: Batch) -> LossTerms:
-        """The student's loss against the teacher, both in ImageNet-normalized space."""
+        """The student's loss against the teacher. The student reads and writes its own pixel
+        space; the loss compares in ImageNet-normalized space whatever the architecture, so
+        losses (and the VGG19 Gram term) mean the same for STTR and MicroAST."""
         batch = batch.to(self.device)
+        space = self.space
         with self.autocast():
-            output = model(imagenet_normalize(batch.content), imagenet_normalize(batch.style))
-        return self.loss_fn(output.float(), imagenet_normalize(batch.target))
+            output = model(space.normalize(batch.content), space.normalize(batch.style))
+        return self.loss_fn(space.to_imagenet(output.float()), imagenet_normalize(batch.target))
 
     def train_pass(self) -> Totals:
         self.model.train()

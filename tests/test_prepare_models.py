@@ -11,6 +11,7 @@ import pytest
 from common.errors import UserError
 from jobs import prepare_models
 from jobs.prepare_models import CONTROLNET_FILES, SD_FILES, main, upload
+from student.microast_weights import AUTHORS_URL, FILES, SHIPPED
 from teacher_workers.model_source import DEFAULT_MODEL_ID
 
 VGG_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
@@ -33,7 +34,9 @@ def test_dry_run_plans_every_model_a_run_needs_and_writes_nothing(tmp_path, caps
         f"{ALEXNET_URL} -> {out}/torch/hub/checkpoints/alexnet-owt-7be5be79.pth",
     ]
     assert lines[5].endswith(f"/{INCEPTION_FILE} -> {out}/torch/hub/checkpoints/{INCEPTION_FILE}")
-    assert len(lines) == 6
+    assert lines[6].startswith(f"{AUTHORS_URL}/{{content_encoder_iter_160000.pth.tar,")
+    assert lines[6].endswith(f" -> {out}/microast")
+    assert len(lines) == 7
     assert not out.exists()
 
 
@@ -101,3 +104,21 @@ def test_upload_copies_the_staged_cache_with_links_resolved(tmp_path):
     }
     linked = f"{url}/{key}/snapshots/{'c' * 40}/unet/diffusion_pytorch_model.safetensors"
     assert fs.cat_file(linked) == b"unet weights"
+
+
+def test_microast_weights_are_fetched_from_a_source_and_checked(tmp_path, capsys):
+    """Any fsspec folder stands in for the authors' repository (no network here); a source
+    whose files do not fit fails with one line naming the file."""
+    source = f"memory://authors-{uuid.uuid4().hex}"
+    memory = fsspec.filesystem("memory")
+    for name in FILES.values():
+        memory.pipe(f"{source}/{name}", (SHIPPED / name).read_bytes())
+    out = tmp_path / "models"
+    assert main(["--out", str(out), "--microast", "--microast-source", source]) == 0
+    assert f"--arch microast --init {out / 'microast'}" in capsys.readouterr().out
+    for name in [*FILES.values(), "LICENSE"]:
+        assert (out / "microast" / name).read_bytes() == (SHIPPED / name).read_bytes()
+
+    memory.pipe(f"{source}/{FILES['decoder']}", (SHIPPED / FILES["modulator"]).read_bytes())
+    with pytest.raises(UserError, match=r"decoder_iter_160000\.pth\.tar does not fit"):
+        main(["--out", str(tmp_path / "other"), "--microast", "--microast-source", source])
