@@ -51,10 +51,12 @@ def serve_at(ray_cluster) -> Iterator[callable]:
     from serving.app import build
 
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    quiet = {"log_level": "WARNING"}  # no access-log line per request in the test's output
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=quiet)
 
     def deploy(config: ServeConfig) -> str:
-        serve.run(build(config, StorageOptions()), name="stylize", route_prefix="/")
+        app = build(config, StorageOptions())
+        serve.run(app, name="stylize", route_prefix="/", logging_config=quiet)
         return f"http://127.0.0.1:{port}"
 
     yield deploy
