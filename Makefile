@@ -29,7 +29,9 @@ lock:
 demo: install
 	$(BIN)/python -m jobs.pipeline --out $(DEMO_OUT)
 
-# The student on a web page at http://127.0.0.1:8000/ (Ctrl-C stops it); STUDENT= a run or checkpoint.
+# A student on a web page at http://127.0.0.1:8000/ (Ctrl-C stops it): the MicroAST authors'
+# shipped weights, or STUDENT=a training run folder or checkpoint (any fsspec URL).
+STUDENT ?= microast-authors
 serve: install
 	$(BIN)/python -m jobs.serve --student $(STUDENT)
 

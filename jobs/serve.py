@@ -1,6 +1,7 @@
 r"""Serve a trained student over HTTP with Ray Serve: a web page, an API, autoscaling replicas.
 
-    python -m jobs.serve --student RUN/train/NAME            # http://127.0.0.1:8000/
+    python -m jobs.serve                  # the shipped MicroAST weights at http://127.0.0.1:8000/
+    python -m jobs.serve --student RUN/train/NAME
     python -m jobs.serve --student s3://bucket/run/train/l1 --replicas 1:4 --gpus-per-replica 1
     ray job submit --address http://127.0.0.1:8265 --working-dir . --runtime-env runtime_env.yaml \
         -- python -m jobs.serve --student s3://bucket/run/train/l1 --host 0.0.0.0 --detach
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Annotated
 
@@ -26,7 +27,7 @@ import tyro
 from common.cli import StorageJobArgs, check_number, parse, run_cli, verbose
 from serving.config import ServeConfig
 from serving.styles import read_gallery
-from student.checkpoint import resolve_checkpoint
+from student.checkpoint import check_student_source
 
 APP = "stylize"
 
@@ -35,7 +36,7 @@ APP = "stylize"
 class Args(StorageJobArgs):
     """The flags of `python -m jobs.serve`."""
 
-    serve: Annotated[ServeConfig, tyro.conf.OmitArgPrefixes]
+    serve: Annotated[ServeConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=ServeConfig)
     host: str = "127.0.0.1"
     """address the HTTP proxy listens on (0.0.0.0: every interface)"""
     port: int = 8000
@@ -50,7 +51,7 @@ class Args(StorageJobArgs):
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(Args, argv, "jobs.serve", __doc__)
     # what a replica would fail on, found here as one line before Ray starts
-    resolve_checkpoint(args.serve.student, args.storage)
+    check_student_source(args.serve.student, args.storage)
     read_gallery(args.serve.gallery, args.storage)
 
     from ray import serve

@@ -20,6 +20,7 @@ import io
 import mimetypes
 import threading
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -36,8 +37,14 @@ from common.images import load_scaled, to_pil
 from common.storage import StorageOptions
 from serving.config import ServeConfig
 from serving.styles import GalleryStyle, StyleCache, read_gallery
-from student.checkpoint import load_student, resolve_checkpoint
-from student.inference import encode_style, for_inference, resolve_precision, stylize
+from student.checkpoint import open_student
+from student.inference import (
+    encode_style,
+    for_inference,
+    resolve_for,
+    style_shape,
+    stylize_batch,
+)
 
 PAGE = (Path(__file__).with_name("page.html")).read_text()
 FORMATS = ("png", "jpeg")
@@ -99,13 +106,13 @@ class StudentServer:
     def __init__(self, config: ServeConfig, storage: StorageOptions) -> None:
         torch.set_num_threads(max(1, round(config.cpus_per_replica)))
         self.config = config
-        url = resolve_checkpoint(config.student, storage)
         device = pick_device(config)
-        self.model = for_inference(load_student(url, storage, device)[0])
-        self.precision = resolve_precision(config.precision, device)
+        self.model = for_inference(open_student(config.student, storage, device))
+        self.precision = resolve_for(self.model, config.precision)
         self.gallery = read_gallery(config.gallery, storage)
         self.styles: StyleCache[Any] = StyleCache(config.style_cache)
         self.model_lock = threading.Lock()  # one model call at a time: they share the cores
+        self.model_calls = self.images = 0  # how well requests share calls (GET /health)
         self.run_batch.set_max_batch_size(config.batch_size)
         self.run_batch.set_batch_wait_timeout_s(config.batch_wait_s)
 
@@ -121,6 +128,8 @@ class StudentServer:
             "student": self.config.student,
             "gallery": len(self.gallery),
             "styles_encoded": self.styles.encoded,  # cache misses since the replica started
+            "model_calls": self.model_calls,
+            "images": self.images,
         }
 
     @api.get("/styles")
@@ -184,8 +193,19 @@ class StudentServer:
         return await asyncio.to_thread(self.compute, items)
 
     def compute(self, items: list[tuple[torch.Tensor, Any]]) -> list[torch.Tensor]:
+        """One model call per group of contents of one size with styles of one shape (a
+        MicroAST style always has one; an STTR style's tokens follow its image's size)."""
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, (content, style) in enumerate(items):
+            groups[(tuple(content.shape), style_shape(style))].append(i)
+        results: dict[int, torch.Tensor] = {}
         with self.model_lock:
-            return [stylize(self.model, c, s, self.precision).cpu() for c, s in items]
+            for members in groups.values():
+                contents, styles = zip(*(items[i] for i in members), strict=True)
+                outs = stylize_batch(self.model, list(contents), list(styles), self.precision)
+                results.update(zip(members, outs, strict=True))
+                self.model_calls, self.images = self.model_calls + 1, self.images + len(members)
+        return [results[i].cpu() for i in range(len(items))]
 
 
 def build(config: ServeConfig, storage: StorageOptions) -> Application:

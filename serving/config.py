@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from common.cli import check_number, choice_flag, pair_flag
 from common.errors import UserError
+from student.checkpoint import AUTHORS_MICROAST
 from student.inference import PRECISIONS
 
 GALLERY = str(Path(__file__).resolve().parent / "gallery")  # links to samples/styles/
@@ -30,8 +31,9 @@ class ServeConfig:
     """What `python -m jobs.serve` serves, and how: the student, its style gallery, replicas,
     batching and the limits that keep a replica up under bad input and overload."""
 
-    student: str
-    """student to serve: a training run folder, a checkpoint, or any fsspec URL of one"""
+    student: str = AUTHORS_MICROAST
+    """student to serve: a training run folder or checkpoint (any fsspec URL), or
+    microast-authors (the MicroAST authors' weights shipped with the project)"""
     gallery: str = GALLERY
     """folder (or URL) of style images offered by id on the page and in /styles"""
     replicas: Annotated[tuple[int, int], pair_flag(":", "--replicas", "MIN:MAX")] = (1, 1)

@@ -29,8 +29,11 @@ from student.architectures import (
     arch_of,
     build_student,
 )
+from student.microast import MicroASTConfig, build_microast
+from student.microast_weights import AUTHORS
 from student.run_record import best_checkpoint, checkpoint_url, read_run_record
 
+AUTHORS_MICROAST = "microast-authors"  # a student by name: `open_student`
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 
@@ -62,6 +65,24 @@ def load_student(
     model = build_student(config, init="scratch")
     load_weights(model, state, storage.url(MODEL_FILE))
     return model.to(device).eval(), config
+
+
+def open_student(
+    source: str,
+    storage_options: Mapping[str, Any] | None = None,
+    device: str | torch.device = "cpu",
+) -> nn.Module:
+    """The student `source` names, in eval mode on `device`: `microast-authors` (the MicroAST
+    authors' weights shipped with the project), or a training run folder or checkpoint URL."""
+    if source == AUTHORS_MICROAST:
+        return build_microast(MicroASTConfig(), init=AUTHORS).to(device).eval()
+    return load_student(resolve_checkpoint(source, storage_options), storage_options, device)[0]
+
+
+def check_student_source(source: str, storage_options: Mapping[str, Any] | None = None) -> None:
+    """What `open_student` would refuse for want of a checkpoint, as one `UserError` now."""
+    if source != AUTHORS_MICROAST:
+        resolve_checkpoint(source, storage_options)
 
 
 def resolve_checkpoint(url: str, storage_options: Mapping[str, Any] | None = None) -> str:

@@ -149,7 +149,38 @@ def stylize(model: nn.Module, content: Tensor, style: Any, precision: str = "fp3
     precision = resolve_for(model, precision)
     if isinstance(style, Tensor):
         style = encode_style(model, style, precision)
-    h, w = content.shape[-2:]
+    return stylize_batch(model, [content], [style], precision)[0]
+
+
+def stylize_batch(
+    model: nn.Module, contents: list[Tensor], styles: list[Any], precision: str = "fp32"
+) -> list[Tensor]:
+    """`stylize` for several contents of one size [3, H, W], each with its style from
+    `encode_style` (styles whose encodings have one shape: `style_shape`), in one model call:
+    what a server does with requests that arrive together."""
+    precision = resolve_for(model, precision)
+    h, w = contents[0].shape[-2:]
     with running(model, precision) as param:
-        out = model(prepared(model, content, param, pad_content), style)[0, :, :h, :w]
-    return model.space.denormalize(out.float()).clamp(0, 1).to(content.device)
+        batch = [prepared(model, content, param, pad_content) for content in contents]
+        x = batch[0] if len(batch) == 1 else torch.cat(batch)  # [B, 3, H', W']
+        out = model(x, join_styles(styles))[:, :, :h, :w]  # [B, 3, H, W]
+    return list(model.space.denormalize(out.float()).clamp(0, 1).to(contents[0].device))
+
+
+def style_shape(style: Any) -> tuple:
+    """The shapes of an encoded style's tensors: encodings of one shape join into a batch."""
+    if isinstance(style, Tensor):
+        return tuple(style.shape)
+    return tuple(style_shape(part) for part in style)
+
+
+def join_styles(styles: list[Any]) -> Any:
+    """Encoded styles of one shape (tensors, batch first, in named tuples or tuples) joined
+    along the batch: [1, ...] each -> [B, ...]."""
+    first = styles[0]
+    if len(styles) == 1:
+        return first
+    if isinstance(first, Tensor):
+        return torch.cat(styles)
+    parts = [join_styles(list(group)) for group in zip(*styles, strict=True)]
+    return type(first)(*parts) if hasattr(first, "_fields") else type(first)(parts)

@@ -49,11 +49,11 @@ def test_a_bad_option_is_one_line_before_ray_starts(student, argv, message):
     assert "Ray's logs" not in result.stdout
 
 
-def test_the_command_serves_until_ctrl_c(student):
+def test_the_command_serves_the_shipped_student_until_ctrl_c():
+    """What `make serve` runs: no flags but the port, the MicroAST authors' weights."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local Ray
-    command = [sys.executable, "-m", "jobs.serve", "--student", student]
-    command += ["--port", str(port), "--max-side", "64"]
+    command = [sys.executable, "-m", "jobs.serve", "--port", str(port), "--max-side", "64"]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     try:
         lines = []
@@ -61,7 +61,7 @@ def test_the_command_serves_until_ctrl_c(student):
             line = process.stdout.readline()
             assert line, f"jobs.serve ended before serving: {lines}"
             lines.append(line)
-        assert f"at http://127.0.0.1:{port}/" in lines[-1]
+        assert lines[-1].startswith("serving microast-authors at http://127.0.0.1:")
         files = {"content": ("c.png", photo(48, 64)), "style": ("s.png", photo(32, 32, 3))}
         response = requests.post(f"http://127.0.0.1:{port}/stylize", files=files, timeout=120)
         assert response.status_code == 200, response.text

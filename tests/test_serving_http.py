@@ -16,13 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-import torch
 from PIL import Image
 
 from common.storage import StorageOptions
 from serving.config import ServeConfig
-from student.checkpoint import save_student
-from student.model import STTRConfig, build_sttr
 
 ROOT = Path(__file__).resolve().parents[1]
 GALLERY = ROOT / "samples" / "styles"
@@ -47,15 +44,6 @@ def photo(height: int, width: int, seed: int = 0) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def student(tmp_path_factory) -> str:
-    folder = tmp_path_factory.mktemp("student") / "epoch-0001"
-    torch.manual_seed(0)
-    config = STTRConfig(enc_layers=1, dec_layers=1, dim_feedforward=64, dropout=0.0)
-    save_student(build_sttr(config, init="scratch"), config, str(folder))
-    return str(folder)
-
-
-@pytest.fixture(scope="module")
 def serve_at(ray_cluster) -> Iterator[callable]:
     """Deploys a config on the test cluster and returns its base URL; Serve stops at the end."""
     from ray import serve
@@ -63,10 +51,12 @@ def serve_at(ray_cluster) -> Iterator[callable]:
     from serving.app import build
 
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    quiet = {"log_level": "WARNING"}  # no access-log line per request in the test's output
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=quiet)
 
     def deploy(config: ServeConfig) -> str:
-        serve.run(build(config, StorageOptions()), name="stylize", route_prefix="/")
+        app = build(config, StorageOptions())
+        serve.run(app, name="stylize", route_prefix="/", logging_config=quiet)
         return f"http://127.0.0.1:{port}"
 
     yield deploy
@@ -81,14 +71,14 @@ def post(url: str, content: bytes, **fields: str | bytes) -> requests.Response:
 
 
 @pytest.fixture(scope="module")
-def single(serve_at, student) -> str:
-    config = ServeConfig(
-        student=student,
+def single(serve_at) -> str:
+    config = ServeConfig(  # the shipped MicroAST weights: the default student
         gallery=str(GALLERY),
         max_side=MAX_SIDE,
         max_upload_mb=0.25,
         max_pixels=1_000_000,
-        batch_size=2,
+        batch_size=4,
+        batch_wait_s=0.5,
     )
     return serve_at(config)
 
@@ -123,6 +113,24 @@ def test_an_uploaded_style_is_encoded_once_per_replica(single):
     assert first.status_code == second.status_code == 200
     after = requests.get(f"{single}/health", timeout=30).json()["styles_encoded"]
     assert after == before + 1
+
+
+def test_requests_arriving_together_share_a_model_call(single):
+    """Eight requests at once on a replica that batches up to 4 (waiting up to 0.5 s): fewer
+    model calls than images, every answer the image of its own request."""
+    before = requests.get(f"{single}/health", timeout=30).json()
+    sizes = [(48 + 4 * i, 64) for i in range(2)]  # two content sizes: two groups per batch
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(
+            pool.map(lambda i: post(single, photo(*sizes[i % 2], seed=i), style_id="02"), range(8))
+        )
+    after = requests.get(f"{single}/health", timeout=30).json()
+    assert [r.status_code for r in answers] == [200] * 8
+    for i, response in enumerate(answers):
+        height, width = sizes[i % 2]
+        assert Image.open(io.BytesIO(response.content)).size == (width, height)
+    images, calls = after["images"] - before["images"], after["model_calls"] - before["model_calls"]
+    assert images == 8 and calls < images
 
 
 def exif_rotated() -> bytes:
@@ -251,11 +259,10 @@ def test_the_page_stylizes_an_uploaded_photo_in_a_real_browser(single, tmp_path)
 
 
 @pytest.fixture(scope="module")
-def pair(serve_at, student, single) -> str:
+def pair(serve_at, single) -> str:
     """Two replicas that each take one request and queue one more (deployed after `single`'s
     tests, replacing it)."""
-    config = ServeConfig(
-        student=student,
+    config = ServeConfig(  # the shipped MicroAST weights: the default student
         gallery=str(GALLERY),
         max_side=MAX_SIDE,
         replicas=(2, 2),
