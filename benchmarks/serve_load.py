@@ -1,6 +1,6 @@
 """Serving throughput and latency under closed-loop load, against the model called directly.
 
-    python -m benchmarks.serve_load --student CKPT [--size 256] [--seconds 10] \
+    python -m benchmarks.serve_load [--student CKPT] [--size 256] [--seconds 10] \
         [--out benchmarks/results/serve_cpu.json]
 
 A private local Ray cluster serves the student (`serving.app`) on 127.0.0.1; for each setting
@@ -31,7 +31,7 @@ from benchmarks.machine import describe, report
 from common.images import load_scaled
 from common.storage import StorageOptions
 from serving.config import GALLERY, ServeConfig
-from student.checkpoint import load_student, resolve_checkpoint
+from student.checkpoint import AUTHORS_MICROAST, open_student
 from student.inference import encode_style, for_inference, stylize
 
 CONTENT = Path(__file__).resolve().parents[1] / "samples" / "content" / "03.png"
@@ -43,7 +43,7 @@ SETTINGS = ((1, 1), (1, 8), (2, 1), (2, 8))  # (replicas, batch size)
 def direct_rate(student: str, size: int, seconds: float) -> float:
     """Images per second from `stylize` in this process (style encoded once), after a warm-up."""
     torch.set_num_threads(os.cpu_count() or 1)
-    model = for_inference(load_student(resolve_checkpoint(student, {}), {})[0])
+    model = for_inference(open_student(student))
     content = load_scaled(CONTENT.read_bytes(), size)
     style = encode_style(model, load_scaled((Path(GALLERY) / f"{STYLE_ID}.png").read_bytes(), size))
     stylize(model, content, style)
@@ -127,7 +127,7 @@ def serve_setting(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--student", required=True)
+    parser.add_argument("--student", default=AUTHORS_MICROAST)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--out")
