@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from common.cli import check_number, choice_flag, pair_flag
+from common.cli import check_at_least, check_number, choice_flag, pair_flag
 from common.errors import UserError
 from student.checkpoint import AUTHORS_MICROAST
 from student.inference import PRECISIONS
@@ -71,8 +71,7 @@ class ServeConfig:
         check_number("--gpus-per-replica", self.gpus_per_replica, inclusive=True)
         check_number("--batch-wait-s", self.batch_wait_s, inclusive=True)
         check_number("--max-upload-mb", self.max_upload_mb)
-        for name in COUNTS:
-            check_number(f"--{name.replace('_', '-')}", getattr(self, name), 1, inclusive=True)
+        check_at_least(1, **{name: getattr(self, name) for name in COUNTS})
         if self.device == "cuda" and not self.gpus_per_replica:
             raise UserError("--device cuda needs --gpus-per-replica > 0")
 
