@@ -9,6 +9,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
+import ray
 import torch
 from PIL import Image
 from torchvision.models import alexnet
@@ -161,3 +162,30 @@ def test_the_contact_sheet_names_the_runs_teacher() -> None:
         "LSAST",
         "student",
     )
+
+
+def test_the_job_ends_with_its_headline_figures(run, capsys) -> None:
+    """The last lines: the student against the teacher and each image's LPIPS to its
+    content, as metrics.json's means have them; the sheet keeps its size with them."""
+    metrics, sheet = evaluate_run(run, "headline", "--device", "cpu")
+    means = metrics["mean"]
+    vs = means["student_vs_teacher"]
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-4:-1] == [
+        "2 golden pairs (means)",
+        f"student vs StyleID (teacher): PSNR {vs['psnr']:.2f} dB, SSIM {vs['ssim']:.3f}, "
+        f"LPIPS {vs['lpips']:.3f}",
+        f"LPIPS to the content: StyleID {means['teacher']['lpips_content']:.3f}, "
+        f"student {means['student']['lpips_content']:.3f}",
+    ]
+    assert printed[-1].startswith("metrics, contact sheet and curves: ")
+    assert metrics["device"] == "cpu"
+    assert sheet.size == sheet_size(4, 2)
+
+
+def test_cuda_on_a_cluster_without_gpus_is_one_clear_line(run, ray_cluster) -> None:
+    if ray.cluster_resources().get("GPU", 0):  # `ray_cluster` started it
+        pytest.skip("this cluster has a GPU")
+    with pytest.raises(UserError, match="--device cuda: the Ray cluster has no GPU"):
+        evaluate_run(run, "cuda", "--device", "cuda")
+    assert not (Path(run["data"]) / "eval" / "cuda").exists()
