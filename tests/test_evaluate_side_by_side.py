@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from teacher_workers.lsast.config import LSASTConfig
 from teacher_workers.lsast.styles import read_prompts
 from teacher_workers.options import TeacherOptions
 from teacher_workers.styleid.config import StyleIDConfig
+from tests.support.cli import ROOT
 from tests.support.generation_helpers import write_prompt_files
 from tests.support.train_helpers import write_seeded_vgg19
 
@@ -189,3 +192,36 @@ def test_cuda_on_a_cluster_without_gpus_is_one_clear_line(run, ray_cluster) -> N
     with pytest.raises(UserError, match="--device cuda: the Ray cluster has no GPU"):
         evaluate_run(run, "cuda", "--device", "cuda")
     assert not (Path(run["data"]) / "eval" / "cuda").exists()
+
+
+# A Ray cluster of its own (this process may have joined the session's): one logical GPU,
+# which Ray schedules a num_gpus=1 task on whether or not CUDA can see a device.
+GPU_CLUSTER = """
+import sys
+import ray
+ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=2, num_gpus=1,
+         include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": sys.argv[1]}})
+from jobs import evaluate
+assert evaluate.main(sys.argv[2:]) == 0
+"""
+
+
+@pytest.mark.ray
+def test_a_cluster_with_a_gpu_evaluates_in_a_ray_task_holding_it(run) -> None:
+    flags = ["--data", run["data"], "--student", run["student"], "--name", "gpu-task"]
+    flags += ["--vgg-weights", run["vgg"], "--lpips-weights", run["lpips"], "--device", "cuda"]
+    done = subprocess.run(
+        [sys.executable, "-c", GPU_CLUSTER, str(ROOT), *flags],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "evaluating on a GPU worker (a Ray task holding one GPU)" in done.stdout
+    assert "2 golden pairs (means)" in done.stdout  # the task's headline, printed here
+    metrics = json.loads((Path(run["data"]) / "eval" / "gpu-task" / "metrics.json").read_text())
+    if not torch.cuda.is_available():  # the task said so, from its worker
+        assert metrics["device"] == "cpu"
+        assert "Ray gave this task a GPU that CUDA cannot see" in done.stdout + done.stderr
+    else:
+        assert metrics["device"] == "cuda"
