@@ -100,8 +100,10 @@ def quiet_ray() -> None:
     """Ray's console handlers at `ray_log_level`, every record still reaching the run's log
     file. Done once the command line is parsed, not before: `--help` and a bad flag then never
     pay for importing Ray (and torch with it), yet Ray is imported before any work, and
-    importing Ray sets its logger to INFO, so this must follow the import."""
-    import ray  # noqa: F401
+    importing Ray sets its logger to INFO, so this must follow the import. Ray Data's import
+    configures its loggers too, dropping any handler added before: imported here, before a
+    job's run log (`common.run_log`) attaches to them."""
+    import ray.data  # noqa: F401  (Ray itself with it)
 
     logging.getLogger("ray").setLevel(logging.INFO)
     for handler in console_handlers("ray"):
