@@ -62,11 +62,6 @@ def run_cli(
     if "--verbose" in (sys.argv[1:] if argv is None else argv):
         os.environ[VERBOSE_ENV] = "1"
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    import ray  # noqa: F401  (importing Ray sets its logger to INFO: first, so that ours holds)
-
-    logging.getLogger("ray").setLevel(logging.INFO)  # every record reaches the run's log file
-    for handler in console_handlers("ray"):
-        handler.setLevel(ray_log_level())
     try:
         code = main(argv)
     except UserError as exc:
@@ -96,7 +91,23 @@ def ray_log_level() -> int:
 def parse(config: type[T], argv: Sequence[str] | None, module: str, doc: str | None) -> T:
     """`config` from the command line of `python -m <module>` (`doc` heads its --help); a bad
     value is a `UserError` from the config, a malformed flag tyro's message and exit code 2."""
-    return tyro.cli(config, args=argv, prog=f"python -m {module}", description=doc)
+    args = tyro.cli(config, args=argv, prog=f"python -m {module}", description=doc)
+    quiet_ray()
+    return args
+
+
+def quiet_ray() -> None:
+    """Ray's console handlers at `ray_log_level`, every record still reaching the run's log
+    file. Done once the command line is parsed, not before: `--help` and a bad flag then never
+    pay for importing Ray (and torch with it), yet Ray is imported before any work, and
+    importing Ray sets its logger to INFO, so this must follow the import. Ray Data's import
+    configures its loggers too, dropping any handler added before: imported here, before a
+    job's run log (`common.run_log`) attaches to them."""
+    import ray.data  # noqa: F401  (Ray itself with it)
+
+    logging.getLogger("ray").setLevel(logging.INFO)
+    for handler in console_handlers("ray"):
+        handler.setLevel(ray_log_level())
 
 
 def pair_flag(

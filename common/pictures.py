@@ -31,9 +31,12 @@ def contact_sheet(
     columns: Sequence[str],
     rows: Sequence[tuple[str, Sequence[tuple[Image.Image, str]]]],
     title: str = "",
+    notes: Sequence[str] = (),
 ) -> bytes:
     """One row per item (e.g. a golden pair), one column per role (e.g. content, style,
-    teacher, student). `rows`: (row label, [(image, caption under it), ...] in column order)."""
+    teacher, student). `rows`: (row label, [(image, caption under it), ...] in column order);
+    `notes`: a column's figures (one or two short lines) between its title and its first
+    image."""
     figure = Figure(
         figsize=(CELL * len(columns) + 0.6, (CELL + 0.35) * len(rows) + 0.3),
         layout="constrained",
@@ -41,8 +44,20 @@ def contact_sheet(
     axes = figure.subplots(len(rows), len(columns), squeeze=False)
     if title:
         figure.suptitle(title)
+    pad = 6 + 11 * max((note.count("\n") + 1 for note in notes if note), default=0)  # points
     for column, title in enumerate(columns):
-        axes[0, column].set_title(title, fontsize=12, fontweight="bold")
+        axes[0, column].set_title(title, fontsize=12, fontweight="bold", pad=pad)
+    for column, note in enumerate(notes):
+        axes[0, column].annotate(
+            note,
+            xy=(0.5, 1.0),
+            xycoords="axes fraction",
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     for row, (label, cells) in enumerate(rows):
         axes[row, 0].set_ylabel(label, fontsize=11)
         for column, (image, caption) in enumerate(cells):

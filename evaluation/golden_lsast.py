@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import posixpath
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from common.errors import UserError
 from common.manifest import ManifestLine
@@ -27,6 +26,11 @@ from teacher_workers.lsast.styles import PROMPT_FILE, prompt_file_urls, read_pro
 from teacher_workers.models import resolve_device
 from teacher_workers.options import TeacherOptions
 from teacher_workers.styleid.config import StyleIDConfig
+
+# a chunk of golden pairs and their triples -> LSAST's images of them and seconds per image
+Stylizer = Callable[
+    [Sequence[ManifestLine], Sequence[Triple]], tuple[list[torch.Tensor], list[float]]
+]
 
 
 def style_name(url: str) -> str:
@@ -110,28 +114,26 @@ class GoldenLSAST:
             "style_prompts": self.prompt_files(lines),
         }
 
-    def stylize(
-        self, lines: Sequence[ManifestLine], triples: Sequence[Triple]
-    ) -> tuple[list[torch.Tensor], list[float]]:
-        """Each golden pair's LSAST image [3, S, S] (from the content as the run's teacher saw
-        it) and its seconds: its batch's time on this machine, shared out."""
+    def stylizer(self, lines: Sequence[ManifestLine]) -> Stylizer:
+        """LSAST built once for the golden pairs `lines`, as a function of a chunk of them
+        (one LSAST batch) and their triples: each pair's LSAST image [3, S, S] (from the
+        content as the run's teacher saw it, on that content's device) and its seconds, its
+        batch's time on this machine shared out."""
         files = self.prompt_files(lines)
         generators = {url: read_prompts(url, self.storage_options) for url in set(files.values())}
         engine = self.options.build()
-        step = self.options.lsast.batch_size
-        images: list[torch.Tensor] = []
-        seconds: list[float] = []
-        with tqdm(total=len(lines), desc="LSAST on the golden set", unit="pair") as bar:
-            for start in range(0, len(lines), step):
-                batch = range(start, min(start + step, len(lines)))
-                styles = list(dict.fromkeys(files[lines[i].style] for i in batch))
-                began = time.perf_counter()
-                out = engine.stylize_pairs(
-                    torch.stack([triples[i].content for i in batch]),
-                    [generators[url] for url in styles],
-                    [(k, styles.index(files[lines[i].style])) for k, i in enumerate(batch)],
-                )
-                images.extend(out.cpu())
-                seconds += [(time.perf_counter() - began) / len(batch)] * len(batch)
-                bar.update(len(batch))
-        return images, seconds
+
+        def stylize(
+            batch: Sequence[ManifestLine], triples: Sequence[Triple]
+        ) -> tuple[list[torch.Tensor], list[float]]:
+            styles = list(dict.fromkeys(files[line.style] for line in batch))
+            began = time.perf_counter()
+            out = engine.stylize_pairs(
+                torch.stack([triple.content for triple in triples]),
+                [generators[url] for url in styles],
+                [(k, styles.index(files[line.style])) for k, line in enumerate(batch)],
+            )
+            seconds = (time.perf_counter() - began) / len(batch)
+            return list(out.to(triples[0].content.device)), [seconds] * len(batch)
+
+        return stylize

@@ -17,7 +17,8 @@ download unless offline): torchmetrics' own constructors would download them ins
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,9 @@ from torchmetrics.functional.image import (
     peak_signal_noise_ratio,
     structural_similarity_index_measure,
 )
-from torchmetrics.functional.image.lpips import _NoTrainLpips
 from torchmetrics.image.fid import FrechetInceptionDistance
-from torchvision.models import AlexNet_Weights
+from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+from torchvision.models import AlexNet_Weights, alexnet
 
 from evaluation.cfsd import cfsd
 from student.inference import imagenet_normalize
@@ -63,19 +64,54 @@ FID_BATCH = 32
 SSIM_WINDOW = 11  # torchmetrics' Gaussian window for its default sigma 1.5
 
 
-def load_lpips(choice: str | None, options: Mapping[str, Any] | None) -> tuple[nn.Module, str]:
-    """torchmetrics' LPIPS network (AlexNet) and where its backbone weights came from.
+def load_lpips(
+    choice: str | None, options: Mapping[str, Any] | None
+) -> tuple[LearnedPerceptualImagePatchSimilarity, str]:
+    """torchmetrics' LPIPS metric (AlexNet, inputs in [0, 1]) and where its backbone weights
+    came from.
 
-    torchmetrics ships LPIPS's linear layers but builds the AlexNet through torchvision, which
-    downloads it; so it is built random (`pnet_rand`) and the project's weights are loaded into
-    its layers, which keep torchvision's `features` indices inside LPIPS's slices.
+    The metric's constructor takes no weights: it builds torchvision's ImageNet AlexNet, which
+    torch hub reads from its cache folder, downloading when absent. So the project's weights
+    (a file, the cache, a download or seeded random: `load_instrument`) are put there first,
+    as the only file of a temporary hub folder; LPIPS's own linear layers ship with
+    torchmetrics. Its classifier, which LPIPS never runs, is saved as one broadcast zero per
+    tensor rather than 58M random numbers.
     """
-    lpips = _NoTrainLpips(net="alex", pnet_rand=True)
-    backbone = nn.Module()
-    for block in lpips.net.children():
-        for index, layer in block.named_children():
-            backbone.add_module(index, layer)
-    return lpips, load_instrument(ALEXNET, choice, options, backbone)
+    with torch.device("meta"):
+        shapes = alexnet().state_dict()  # names and shapes only
+    features = alexnet_features()
+    source = load_instrument(ALEXNET, choice, options, features)
+    state = {f"features.{key}": value for key, value in features.state_dict().items()}
+    for key, value in shapes.items():
+        state.setdefault(key, torch.zeros(()).expand(value.shape))
+    with hub_folder_holding(ALEXNET, state):
+        metric = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True)
+    return metric, source
+
+
+def alexnet_features() -> nn.Sequential:
+    """torchvision's AlexNet `features` (the part LPIPS runs), without its classifier."""
+    with torch.device("meta"):
+        features = alexnet().features
+    return features.to_empty(device="cpu")
+
+
+@contextmanager
+def hub_folder_holding(network: Network, state: Mapping[str, Tensor]) -> Iterator[None]:
+    """torch hub's folder, while inside, is a temporary one holding `state` as `network`'s
+    cached download, so a library that reads the network only through torch hub (torchmetrics'
+    LPIPS, pytorch-fid's Inception) loads it without a download; torch hub's folder is
+    restored afterwards."""
+    # None unless set_dir was called: restoring it (not get_dir()'s value) keeps TORCH_HOME live
+    previous = torch.hub._hub_dir
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "checkpoints").mkdir()
+        torch.save(dict(state), Path(folder) / "checkpoints" / network.cache_file.name)
+        torch.hub.set_dir(folder)
+        try:
+            yield
+        finally:
+            torch.hub._hub_dir = previous
 
 
 @dataclass(frozen=True)
@@ -112,7 +148,10 @@ class ImageMeter(nn.Module):
     @torch.no_grad()
     def lpips_distance(self, a: Tensor, b: Tensor) -> float:
         """LPIPS between [3, H, W] images in [0, 1]."""
-        return float(self.lpips(a[None], b[None], normalize=True))
+        self.lpips.update(a[None], b[None])
+        distance = float(self.lpips.compute())
+        self.lpips.reset()  # the metric keeps every score it is given: one pair at a time
+        return distance
 
     @torch.no_grad()
     def inputs(self, content: Tensor, style: Tensor) -> PairInputs:
@@ -177,20 +216,15 @@ def load_fid_inception(choice: str | None, options: Mapping[str, Any] | None) ->
             download(INCEPTION)  # into the hub cache, where pytorch-fid finds it
         return FidFeatures(InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]]))
     state = read_state(INCEPTION, choice, options)
-    # None unless set_dir was called: restoring it (not get_dir()'s value) keeps TORCH_HOME live
-    previous = torch.hub._hub_dir
-    with tempfile.TemporaryDirectory() as folder:
-        (Path(folder) / "checkpoints").mkdir()
-        torch.save(state, Path(folder) / "checkpoints" / INCEPTION.cache_file.name)
-        torch.hub.set_dir(folder)
-        try:
-            return FidFeatures(InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]]))
-        finally:
-            torch.hub._hub_dir = previous
+    with hub_folder_holding(INCEPTION, state):
+        return FidFeatures(InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]]))
 
 
 class SetMeter:
-    """FID and ArtFID over the golden set, or the reason they are left out."""
+    """FID and ArtFID over the golden set, or the reason they are left out. Fed a pair at a
+    time (`update`), in batches of `FID_BATCH`, so the set is never held in memory: one FID
+    per side (teacher, student, ...) keeps only its running feature sums (2048-d). Each side
+    runs the Inception over the style images again: the price of not keeping them."""
 
     def __init__(
         self,
@@ -202,7 +236,9 @@ class SetMeter:
     ) -> None:
         """Built before any scoring, so missing Inception weights fail fast. `features`: the
         feature extractor to use instead of the Inception ([N, 3, H, W] in [0, 1] -> [N, D])."""
-        self.fid: FrechetInceptionDistance | None = None
+        self.features: nn.Module | None = None
+        self.fid: dict[str, FrechetInceptionDistance] = {}
+        self.pending: list[tuple[Tensor, Mapping[str, Tensor]]] = []
         self.source = "not used"
         if pairs < minimum:
             self.note = f"needs >= {minimum} golden pairs, golden set has {pairs}"
@@ -212,36 +248,42 @@ class SetMeter:
             if features is None:
                 features = load_fid_inception(inception_weights, options)
                 self.source = inception_weights or str(INCEPTION.cache_file)
-            self.fid = FrechetInceptionDistance(
-                feature=features, reset_real_features=False, normalize=True
-            )
+            self.features = features
             self.note = (
                 "FID of the stylized images to the style images (pytorch-fid's Inception, "
                 "2048 features); ArtFID = (1 + mean LPIPS to the content) * (1 + FID)"
             )
 
-    def scores(
-        self,
-        styles: list[Tensor],
-        stylized: Mapping[str, list[Tensor]],
-        lpips_content: Mapping[str, float],
-    ) -> dict[str, Any]:
-        """FID and ArtFID of each side (e.g. teacher, student) to the pairs' style images
-        (one per pair, as in StyleID's protocol). Once per meter: the style images' features
-        are kept across sides."""
-        if self.fid is None:
+    def update(self, style: Tensor, stylized: Mapping[str, Tensor]) -> None:
+        """One pair: its style image and its stylized images by side, [3, H, W] in [0, 1]
+        (StyleID's protocol: the stylized images against their pairs' style images)."""
+        if self.features is None:
+            return
+        self.pending.append((style, dict(stylized)))
+        if len(self.pending) == FID_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Feed the pending pairs to each side's FID."""
+        if not self.pending:
+            return
+        styles = torch.stack([style for style, _ in self.pending])
+        for side in self.pending[0][1]:
+            if side not in self.fid:
+                self.fid[side] = FrechetInceptionDistance(feature=self.features, normalize=True).to(
+                    styles.device
+                )
+            self.fid[side].update(styles, real=True)
+            fakes = torch.stack([images[side] for _, images in self.pending])
+            self.fid[side].update(fakes, real=False)
+        self.pending.clear()
+
+    def scores(self, lpips_content: Mapping[str, float]) -> dict[str, Any]:
+        """FID and ArtFID of each side fed, with `lpips_content`: each side's mean LPIPS to
+        the content."""
+        if self.features is None:
             return {"fid": None, "art_fid": None, "fid_note": self.note}
-        update(self.fid, styles, real=True)
-        fid: dict[str, float] = {}
-        for side, images in stylized.items():
-            self.fid.reset()  # keeps the style images' features (reset_real_features=False)
-            update(self.fid, images, real=False)
-            fid[side] = float(self.fid.compute())
+        self.flush()
+        fid = {side: float(metric.compute()) for side, metric in self.fid.items()}
         art_fid = {side: (1 + lpips_content[side]) * (1 + fid[side]) for side in fid}
         return {"fid": fid, "art_fid": art_fid, "fid_note": self.note}
-
-
-def update(fid: FrechetInceptionDistance, images: list[Tensor], real: bool) -> None:
-    """Feed [3, H, W] images in [0, 1] to `fid` in batches (bounded memory at 512 px)."""
-    for start in range(0, len(images), FID_BATCH):
-        fid.update(torch.stack(images[start : start + FID_BATCH]), real=real)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import posixpath
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
+
+import torch
 
 from common.errors import UserError
 from common.manifest import ManifestLine, read_manifest
@@ -82,6 +84,14 @@ def learned_style_images(lines: list[ManifestLine], options: dict[str, Any]) -> 
     return {url: learned_from(url, options)[0] for url in learned_styles(lines)}
 
 
+@dataclass(frozen=True)
+class Written:
+    """What `write_evaluation` leaves: where, and its headline figures (`headline`)."""
+
+    url: str  # the output folder
+    headline: list[str]
+
+
 def write_evaluation(
     storage: Storage,
     student_url: str,
@@ -91,12 +101,14 @@ def write_evaluation(
     weights: dict[str, str | None],
     options: dict[str, Any],
     lsast: GoldenLSAST | None = None,
+    device: str = "cpu",
     **extra: Any,
-) -> str:
-    """Evaluate the student on the run's golden pairs; returns the URL of the output folder.
-    `weights`: the choice (path/URL, "random" or None) for "vgg", "lpips" and "inception";
-    `lsast`: LSAST to run beside the run's teacher. `extra` fields (e.g. the teacher's
-    parameter count) go into metrics.json as they are."""
+) -> Written:
+    """Evaluate the student on the run's golden pairs on `device` (the student and the
+    measuring networks; LSAST runs on its options' device). `weights`: the choice (path/URL,
+    "random" or None) for "vgg", "lpips" and "inception"; `lsast`: LSAST to run beside the
+    run's teacher. `extra` fields (e.g. the teacher's parameter count) go into metrics.json as
+    they are."""
     lines = read_manifest(storage, teacher_hash, splits=("golden",))
     if not lines:
         raise UserError(
@@ -110,10 +122,12 @@ def write_evaluation(
         extra["style_images"] = style_images
     student_url = resolve_checkpoint(student_url, options)
     # the measuring networks before the model: missing weights fail fast
-    meter = ImageMeter(weights.get("vgg"), weights.get("lpips"), options)
+    meter = ImageMeter(weights.get("vgg"), weights.get("lpips"), options).to(device)
     set_meter = SetMeter(len(lines), weights.get("inception"), options)
-    model, config = load_student(student_url, options)
-    result = evaluate_golden(storage, lines, model, meter, set_meter, lsast, style_images)
+    model, config = load_student(student_url, options, device)
+    result = evaluate_golden(
+        storage, lines, model, meter, set_meter, lsast, style_images, torch.device(device)
+    )
     metrics_url = metrics_url or posixpath.join(
         posixpath.dirname(student_url.rstrip("/")), "metrics.jsonl"
     )
@@ -123,6 +137,7 @@ def write_evaluation(
         "student_arch": arch_of(config),
         "student_config": asdict(config),
         "student_parameters": sum(p.numel() for p in model.parameters()),
+        "device": device,
         **extra,
         **weights_report({**meter.sources, "Inception (FID)": set_meter.source}),
         "mean": summarize(result.pairs),
@@ -139,7 +154,7 @@ def write_evaluation(
             "style_loss": "Gram distance over VGG19 relu1_1..relu4_1 to the style",
             "student_vs_teacher": "PSNR (dB), SSIM and LPIPS of the student to the teacher",
             "teacher.seconds": "per pair inside its tile, as recorded by generation",
-            "student.seconds": "one forward pass on this machine's CPU/GPU",
+            "student.seconds": "one forward pass on `device`",
             **(LSAST_NOTES if lsast else {}),
             **(LEARNED_STYLE_NOTES if style_images else {}),
         },
@@ -148,4 +163,4 @@ def write_evaluation(
     storage.write_bytes(f"{folder}/metrics.json", json.dumps(report, indent=2).encode())
     storage.write_bytes(f"{folder}/contact_sheet.png", result.sheet)
     storage.write_bytes(f"{folder}/curves.png", curves(read_training_metrics(metrics_url, options)))
-    return storage.url(folder)
+    return Written(storage.url(folder), result.headline)

@@ -4,8 +4,12 @@ r"""Compare teacher and student on the golden set: metrics.json, contact_sheet.p
     ray job submit --address http://HEAD:8265 --working-dir . --runtime-env runtime_env.yaml \
         -- python -m jobs.evaluate --data s3://bucket/run --student s3://bucket/run/train/l1
 
-Writes <data>/eval/<name>/. Golden pairs are the manifest lines with split "golden", which no
-training or validation ever reads. In an LSAST run, the first image each learned style was
+Writes <data>/eval/<name>/ and ends with the headline figures (student vs teacher PSNR, SSIM
+and LPIPS; each image's LPIPS to its content; means over the golden pairs), which the contact
+sheet shows under its column titles too. The student and the measures run where --device says:
+in a Ray job on a cluster with GPUs (or with --device cuda), as a Ray task on a GPU worker, so
+the CPU-only head only waits for it. Golden pairs are the manifest lines with split "golden",
+which no training or validation ever reads. In an LSAST run, the first image each learned style was
 learned from stands for it (the student's style input, the style measures and the sheet).
 
     python -m jobs.evaluate --data runs/demo --student CKPT --also-teacher lsast \
@@ -29,11 +33,9 @@ from common.cli import StorageJobArgs, choice_flag, parse, run_cli
 from common.errors import UserError
 from common.run_info import read_run_info
 from common.storage import Storage
-from evaluation.golden_lsast import GoldenLSAST
-from evaluation.reporting import write_evaluation
+from evaluation.placement import DEVICES, Device, run_placed
 from teacher_workers.lsast.config import LSASTConfig
 from teacher_workers.model_source import config_source
-from teacher_workers.sizing import teacher_parameters
 
 
 def weights_flag(network: str, used_for: str) -> object:
@@ -83,6 +85,15 @@ class Args(StorageJobArgs):
         ),
     ] = ()
     lsast: Annotated[LSASTConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=LSASTConfig)
+    device: Annotated[
+        Device,
+        choice_flag("--device", DEVICES),
+        tyro.conf.arg(
+            help="where the student and the measures run: cuda = a Ray task holding one GPU "
+            "(an autoscaling cluster adds a GPU node); auto = that when a Ray job's cluster "
+            "has or can add a GPU, else here (this machine's GPU, else its CPU); cpu = here"
+        ),
+    ] = "auto"
 
     def __post_init__(self) -> None:
         if self.style_prompts and not self.also_teacher:
@@ -91,6 +102,11 @@ class Args(StorageJobArgs):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(Args, argv, "jobs.evaluate", __doc__)
+    # here, not at the top: `--help` answers without loading torch
+    from evaluation.golden_lsast import GoldenLSAST
+    from evaluation.reporting import write_evaluation
+    from teacher_workers.sizing import teacher_parameters
+
     storage = Storage(args.data, args.storage)
     config = (read_run_info(storage) or {}).get("config", {})
     # run.json of this version nests the teacher's options; an older one holds them flat
@@ -99,21 +115,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     lsast = None
     if args.also_teacher:
         lsast = GoldenLSAST.from_run(teacher, args.style_prompts, args.lsast, args.storage)
-    where = write_evaluation(
-        storage,
-        args.student,
-        args.name,
-        args.teacher_hash,
-        args.metrics,
-        {"vgg": args.vgg_weights, "lpips": args.lpips_weights, "inception": args.inception_weights},
-        args.storage,
-        lsast,
+    written = run_placed(
+        write_evaluation,
+        args.device,
+        storage=storage,
+        student_url=args.student,
+        name=args.name,
+        teacher_hash=args.teacher_hash,
+        metrics_url=args.metrics,
+        weights={
+            "vgg": args.vgg_weights,
+            "lpips": args.lpips_weights,
+            "inception": args.inception_weights,
+        },
+        options=args.storage,
+        lsast=lsast,
         teacher_model=model,
         teacher_parameters=teacher_parameters(
             config_source(model, teacher.get("model_config")), teacher.get("revision")
         ),
     )
-    print(f"metrics, contact sheet and curves: {where}")
+    print("\n".join(written.headline))
+    print(f"metrics, contact sheet and curves: {written.url}")
     return 0
 
 

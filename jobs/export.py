@@ -19,8 +19,6 @@ from typing import Annotated
 from common.cli import StorageJobArgs, pair_flag, parse, run_cli
 from common.errors import UserError
 from common.storage import Storage
-from student.checkpoint import load_student, resolve_checkpoint
-from student.export import check_onnx, export_onnx, require_onnx
 
 TOLERANCE = 1e-4  # max |ONNX - PyTorch| in the student's pixel units; fp32 on the CPU: ~1e-6
 Size = Annotated[tuple[int, int], pair_flag("x", "--check-sizes", "HxW")]  # (H, W)
@@ -46,6 +44,10 @@ class Args(StorageJobArgs):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(Args, argv, "jobs.export", __doc__)
+    # here, not at the top: `--help` answers without loading torch
+    from student.checkpoint import load_student, resolve_checkpoint
+    from student.export import check_onnx, export_onnx, require_onnx
+
     require_onnx()
     model, _ = load_student(resolve_checkpoint(args.student, args.storage), args.storage)
     graph = export_onnx(model, example_size=args.example_size)

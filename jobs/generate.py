@@ -23,8 +23,6 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from typing import Annotated, Literal, get_args
 
-import ray
-import torch
 import tyro
 
 from common.cli import StorageJobArgs, check_number, choice_flag, pair_flag, parse, run_cli
@@ -41,13 +39,11 @@ from common.planning import (
     plan_grid,
     plan_recipe,
 )
-from common.ray_connect import connect_ray
 from common.run_info import write_run_info
 from common.run_log import run_log
 from common.storage import Storage
-from teacher_workers.generation import PoolConfig, generate
-from teacher_workers.node_fit import wait_for_fit
 from teacher_workers.options import TeacherOptions
+from teacher_workers.pool import PoolConfig
 
 log = logging.getLogger("jobs.generate")
 
@@ -138,6 +134,8 @@ def gpus_per_worker(pool: PoolConfig, teacher: TeacherOptions) -> float:
     """
     if pool.gpus_per_worker is not None:
         return pool.gpus_per_worker
+    import ray
+
     has_gpus = ray.cluster_resources().get("GPU", 0) > 0
     if teacher.device == "cpu" or (teacher.model == "tiny" and not has_gpus):
         return 0.0
@@ -172,6 +170,12 @@ def run(
     storage: Storage,
 ) -> int:
     """Tile the pairs no manifest lists yet and generate them on Ray."""
+    import torch  # here, not at the top: `--help` answers without loading torch and Ray
+
+    from common.ray_connect import connect_ray
+    from teacher_workers.generation import generate
+    from teacher_workers.node_fit import wait_for_fit
+
     connect_ray()
     gpus = gpus_per_worker(args.pool, teacher)
     pool = replace(args.pool, gpus_per_worker=gpus)

@@ -18,9 +18,6 @@ from functools import partial
 from common.cli import StorageJobArgs, parse, run_cli
 from common.inputs import expand_images
 from common.storage import Storage, absolute_url, read_url
-from teacher_workers.lsast.authors import authors_generator
-from teacher_workers.lsast.generator import generator_bytes
-from teacher_workers.lsast.styles import PROMPT_FILE
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,6 +34,11 @@ class Args(StorageJobArgs):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(Args, argv, "jobs.import_style", __doc__)
+    # here, not at the top: `--help` answers without loading torch
+    from teacher_workers.lsast.authors import authors_generator
+    from teacher_workers.lsast.generator import generator_bytes
+    from teacher_workers.lsast.styles import PROMPT_FILE
+
     generator = authors_generator(read_url(args.authors, args.storage), args.authors)
     styles = [absolute_url(url) for url in expand_images(args.styles, args.storage, "style")]
     storage = Storage(args.out, args.storage)

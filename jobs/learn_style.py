@@ -36,8 +36,8 @@ from teacher_workers.lsast.learning import (
     load_style,
     read_latest,
 )
+from teacher_workers.model_choice import PRESETS
 from teacher_workers.model_source import pin_model
-from teacher_workers.models import PRESETS
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -28,7 +28,7 @@ from jobs import generate as generate_job
 from jobs.train import config_from_args
 from student.model import STTRConfig
 from student.train_config import TrainConfig
-from teacher_workers.models import PRESETS
+from teacher_workers.model_choice import PRESETS
 from teacher_workers.options import TeacherOptions
 from teacher_workers.styleid.config import StyleIDConfig
 

@@ -20,8 +20,8 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
 from common.errors import UserError, first_line
+from teacher_workers.model_choice import CONFIG_DIR, PRESETS, check_dtype, check_model_name
 from teacher_workers.model_source import (
-    SINGLE_FILE_SUFFIX,
     check_folder,
     check_single_file,
     config_source,
@@ -37,8 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).parent / "configs"
-PRESETS = {"tiny": "tiny", "sd15-random": "sd15"}
 DTYPES = {
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
@@ -72,8 +70,7 @@ class TeacherModel:
 
 def parse_dtype(name: str) -> torch.dtype:
     """Torch dtype for a flag value; unknown names are a `UserError`."""
-    if name not in DTYPES:
-        raise UserError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}")
+    check_dtype(name)
     return DTYPES[name]
 
 
@@ -87,48 +84,6 @@ def resolve_device(name: str) -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise UserError(f"unknown device {name!r}") from None
-
-
-def check_model_name(model: str) -> None:
-    """Reject a model argument that can be neither a preset, a local directory, a single-file
-    checkpoint nor a Hub id."""
-    if model in PRESETS or Path(model).is_dir() or is_single_file(model):
-        return
-    looks_like_path = model.startswith((".", "/", "~")) or model.count("/") > 1
-    if looks_like_path or model.count("/") != 1 or Path(model).is_file():
-        raise UserError(
-            f"unknown model {model!r}: use {' or '.join(PRESETS)}, a local diffusers directory, "
-            f"a single-file checkpoint (*{SINGLE_FILE_SUFFIX}), "
-            "or a Hugging Face id such as stable-diffusion-v1-5/stable-diffusion-v1-5"
-        )
-
-
-def text_width(model: str, revision: str | None = None, config: str | None = None) -> int | None:
-    """The width of a model's text encoder, from its config alone (no weights are read), so
-    that a learned prompt made for another width is refused before any work; None where no
-    config can be read here (a Hub id not in the local cache: its actors will say)."""
-    if model in PRESETS:
-        path = CONFIG_DIR / PRESETS[model] / "text_encoder.json"
-    elif (folder := Path(config_source(model, config)).expanduser()).is_dir():
-        path = folder / "text_encoder" / "config.json"
-    else:
-        from huggingface_hub import hf_hub_download
-
-        try:
-            path = Path(
-                hf_hub_download(
-                    config_source(model, config),
-                    "text_encoder/config.json",
-                    revision=revision,
-                    local_files_only=True,
-                )
-            )
-        except Exception:  # not cached here: nothing to check against
-            return None
-    try:
-        return int(json.loads(path.read_text())["hidden_size"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def load_teacher(

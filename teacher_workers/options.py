@@ -10,30 +10,31 @@ actors, which build their own engine on their own GPU.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
 import tyro
 
 from common.cli import check_at_least, choice_flag
 from common.errors import UserError
 from teacher_workers.lsast.config import LSASTConfig
+from teacher_workers.model_choice import (
+    DTYPE_NAMES,
+    PRESETS,
+    check_dtype,
+    check_model_name,
+    text_width,
+)
 from teacher_workers.model_source import (
     DEFAULT_MODEL_ID,
     is_single_file,
     pin_model,
 )
-from teacher_workers.models import (
-    DTYPES,
-    PRESETS,
-    check_model_name,
-    parse_dtype,
-    resolve_device,
-    text_width,
-)
 from teacher_workers.registry import TEACHERS, get_teacher
 from teacher_workers.styleid.config import StyleIDConfig
 from teacher_workers.teacher import Engine, Teacher
+
+if TYPE_CHECKING:  # loaded by `build`, not by parsing a command line
+    import torch
 
 OFFLOAD_WORDS = {"auto": None, "yes": True, "no": False}
 OFFLOAD_WORD = choice_flag("--offload", tuple(OFFLOAD_WORDS))
@@ -61,7 +62,8 @@ class TeacherOptions:
     revision: str | None = None
     """revision of the Hub id (--model or --model-config)"""
     dtype: Annotated[
-        str, tyro.conf.arg(help=f"auto = float16 on GPU, float32 on CPU; or {' | '.join(DTYPES)}")
+        str,
+        tyro.conf.arg(help="auto = float16 on GPU, float32 on CPU; or " + " | ".join(DTYPE_NAMES)),
     ] = "auto"
     device: str = "auto"
     """auto | cpu | cuda | cuda:N"""
@@ -109,7 +111,7 @@ class TeacherOptions:
         if self.model_config and not is_single_file(self.model):
             raise UserError("--model-config applies to single-file checkpoints (*.safetensors)")
         if self.dtype != "auto":
-            parse_dtype(self.dtype)
+            check_dtype(self.dtype)
         if self.batch_size is not None:
             check_at_least(1, batch_size=self.batch_size)  # 0 is no "default"
         self.teacher.check(self)
@@ -178,6 +180,8 @@ class TeacherOptions:
 
     def build(self) -> Engine:
         """Load the model on this process's device and wrap it in the teacher's engine."""
+        from teacher_workers.models import parse_dtype, resolve_device
+
         device = resolve_device(self.device)
         return self.teacher.build(self, device, parse_dtype(self.resolved_dtype(device)))
 

@@ -11,7 +11,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from common.errors import first_line
-from teacher_workers.models import CONFIG_DIR, PRESETS
+from teacher_workers.model_choice import CONFIG_DIR, PRESETS
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import torch
-
 if TYPE_CHECKING:
+    import torch
+
     from teacher_workers.options import TeacherOptions
 
 Progress = Callable[[int], None]  # called with the number of UNet passes just finished

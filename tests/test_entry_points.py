@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from common.cli import VERBOSE_ENV, console_handlers, run_cli, verbose
+from common.cli import VERBOSE_ENV, console_handlers, quiet_ray, run_cli, verbose
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
@@ -63,6 +63,7 @@ def test_ray_logs_only_its_errors_to_the_console_unless_verbose(argv, shown, mon
     seen = {}
 
     def main(args):
+        quiet_ray()  # as `parse` does once a job's command line is parsed
         seen.update(args=list(args), verbose=verbose())
         ray_logger.addHandler(kept)
         logging.getLogger("ray.train.some_module").info("an INFO line of Ray's")

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
+import ray
 import torch
 from PIL import Image
 from torchvision.models import alexnet
@@ -30,6 +33,7 @@ from teacher_workers.lsast.config import LSASTConfig
 from teacher_workers.lsast.styles import read_prompts
 from teacher_workers.options import TeacherOptions
 from teacher_workers.styleid.config import StyleIDConfig
+from tests.support.cli import ROOT
 from tests.support.generation_helpers import write_prompt_files
 from tests.support.train_helpers import write_seeded_vgg19
 
@@ -161,3 +165,63 @@ def test_the_contact_sheet_names_the_runs_teacher() -> None:
         "LSAST",
         "student",
     )
+
+
+def test_the_job_ends_with_its_headline_figures(run, capsys) -> None:
+    """The last lines: the student against the teacher and each image's LPIPS to its
+    content, as metrics.json's means have them; the sheet keeps its size with them."""
+    metrics, sheet = evaluate_run(run, "headline", "--device", "cpu")
+    means = metrics["mean"]
+    vs = means["student_vs_teacher"]
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-4:-1] == [
+        "2 golden pairs (means)",
+        f"student vs StyleID (teacher): PSNR {vs['psnr']:.2f} dB, SSIM {vs['ssim']:.3f}, "
+        f"LPIPS {vs['lpips']:.3f}",
+        f"LPIPS to the content: StyleID {means['teacher']['lpips_content']:.3f}, "
+        f"student {means['student']['lpips_content']:.3f}",
+    ]
+    assert printed[-1].startswith("metrics, contact sheet and curves: ")
+    assert metrics["device"] == "cpu"
+    assert sheet.size == sheet_size(4, 2)
+
+
+def test_cuda_on_a_cluster_without_gpus_is_one_clear_line(run, ray_cluster) -> None:
+    if ray.cluster_resources().get("GPU", 0):  # `ray_cluster` started it
+        pytest.skip("this cluster has a GPU")
+    with pytest.raises(UserError, match="--device cuda: the Ray cluster has no GPU"):
+        evaluate_run(run, "cuda", "--device", "cuda")
+    assert not (Path(run["data"]) / "eval" / "cuda").exists()
+
+
+# A Ray cluster of its own (this process may have joined the session's): one logical GPU,
+# which Ray schedules a num_gpus=1 task on whether or not CUDA can see a device.
+GPU_CLUSTER = """
+import sys
+import ray
+ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=2, num_gpus=1,
+         include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": sys.argv[1]}})
+from jobs import evaluate
+assert evaluate.main(sys.argv[2:]) == 0
+"""
+
+
+@pytest.mark.ray
+def test_a_cluster_with_a_gpu_evaluates_in_a_ray_task_holding_it(run) -> None:
+    flags = ["--data", run["data"], "--student", run["student"], "--name", "gpu-task"]
+    flags += ["--vgg-weights", run["vgg"], "--lpips-weights", run["lpips"], "--device", "cuda"]
+    done = subprocess.run(
+        [sys.executable, "-c", GPU_CLUSTER, str(ROOT), *flags],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "evaluating on a GPU worker (a Ray task holding one GPU)" in done.stdout
+    assert "2 golden pairs (means)" in done.stdout  # the task's headline, printed here
+    metrics = json.loads((Path(run["data"]) / "eval" / "gpu-task" / "metrics.json").read_text())
+    if not torch.cuda.is_available():  # the task said so, from its worker
+        assert metrics["device"] == "cpu"
+        assert "Ray gave this task a GPU that CUDA cannot see" in done.stdout + done.stderr
+    else:
+        assert metrics["device"] == "cuda"

@@ -17,7 +17,8 @@ from teacher_workers.lsast.generator import (
     new_generator,
 )
 from teacher_workers.lsast.prompts import PromptEncoder, stage, stage_prompts
-from teacher_workers.models import CONFIG_DIR, TeacherModel, load_teacher
+from teacher_workers.model_choice import CONFIG_DIR
+from teacher_workers.models import TeacherModel, load_teacher
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from torchvision.models.vgg import cfgs, make_layers
 
 from common.pictures import DPI, contact_sheet, training_curves
 from evaluation.cfsd import ROWS, cfsd
-from evaluation.golden_metrics import ALEXNET, INCEPTION, ImageMeter, SetMeter
+from evaluation.golden_metrics import ALEXNET, FID_BATCH, INCEPTION, ImageMeter, SetMeter
 from evaluation.reporting import curves as run_curves
 from student.inference import imagenet_normalize
 from student.pretrained import RANDOM, WeightsUnavailable
@@ -112,7 +112,7 @@ def test_lpips_backbone_comes_from_the_given_file(tmp_path, monkeypatch) -> None
     meter = ImageMeter(RANDOM, str(path))
     assert meter.sources["AlexNet (LPIPS)"] == str(path)
     assert meter.sources["VGG19"] == RANDOM
-    slices = meter.lpips.net
+    slices = meter.lpips.net.net  # the metric's LPIPS network's AlexNet slices
     assert torch.equal(slices.slice1.get_submodule("0").weight, features["features.0.weight"])
     assert torch.equal(slices.slice5.get_submodule("10").weight, features["features.10.weight"])
 
@@ -127,7 +127,7 @@ def test_offline_without_weights_names_the_flag_and_cache_file(tmp_path, monkeyp
         SetMeter(800, None)
     assert INCEPTION.cache_file.name in str(inception.value)
     small = SetMeter(4, None)  # too few pairs: no Inception needed, even offline
-    assert small.scores([], {}, {}) == {
+    assert small.scores({}) == {
         "fid": None,
         "art_fid": None,
         "fid_note": "needs >= 800 golden pairs, golden set has 4",
@@ -220,17 +220,20 @@ def test_one_vgg_pass_per_image_gives_the_papers_figures(
 def test_fid_and_art_fid_over_a_set() -> None:
     """FID through torchmetrics with a small stand-in feature network: zero for the style
     images themselves, more for other images; ArtFID = (1 + LPIPS) * (1 + FID)."""
-    styles = [smooth_image(seed=s, size=32) for s in range(8)]
-    others = [distorted(smooth_image(seed=s + 20, size=32), "noise") for s in range(8)]
+    pairs = FID_BATCH + 8  # a full batch fed on the way, the rest when scored
+    styles = [smooth_image(seed=s, size=32) for s in range(pairs)]
+    others = [distorted(smooth_image(seed=s + 50, size=32), "brighter") for s in range(pairs)]
     features = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten())
-    scores = SetMeter(8, None, minimum=8, features=features).scores(
-        styles, {"teacher": styles, "student": others}, {"teacher": 0.5, "student": 0.25}
-    )
+    meter = SetMeter(pairs, None, minimum=pairs, features=features)
+    for style, other in zip(styles, others, strict=True):  # a pair at a time, as evaluated
+        meter.update(style, {"teacher": style, "student": other})
+    scores = meter.scores({"teacher": 0.5, "student": 0.25})
     fid, art_fid = scores["fid"], scores["art_fid"]
     assert fid["teacher"] == pytest.approx(0, abs=1e-3)
     assert fid["student"] > 0.01
     assert art_fid["student"] == pytest.approx(1.25 * (1 + fid["student"]))
     assert "ArtFID" in scores["fid_note"]
+    assert not meter.pending  # every pair counted
 
 
 def random_fid_inception_state() -> dict[str, torch.Tensor]:
@@ -264,9 +267,9 @@ def test_fid_inception_comes_from_the_given_file(tmp_path, monkeypatch) -> None:
     meter = SetMeter(3, str(path), minimum=3)
     assert torch.hub.get_dir() == str(tmp_path / "empty" / "hub")
     assert meter.source == str(path)
-    first = meter.fid.inception.inception.blocks[0][0].conv.weight
+    first = meter.features.inception.blocks[0][0].conv.weight
     assert torch.equal(first, state["Conv2d_1a_3x3.conv.weight"])
-    features = meter.fid.inception(torch.rand(2, 3, 32, 32))
+    features = meter.features(torch.rand(2, 3, 32, 32))
     assert features.shape == (2, 2048) and features.isfinite().all()
 
 

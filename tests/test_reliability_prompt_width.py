@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from teacher_workers.lsast.generator import LSASTPromptGenerator, generator_bytes
-from teacher_workers.models import load_teacher, text_width
+from teacher_workers.model_choice import text_width
+from teacher_workers.models import load_teacher
 from tests.support.cli import run_in_process
 
 WIDE = 96

@@ -10,7 +10,8 @@ from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
 from common.errors import UserError
 from teacher_workers.ddim import ddim_move
-from teacher_workers.models import CONFIG_DIR, TeacherModel, cast, load_teacher
+from teacher_workers.model_choice import CONFIG_DIR
+from teacher_workers.models import TeacherModel, cast, load_teacher
 from teacher_workers.styleid.attention import (
     AttentionController,
     Injection,

@@ -8,16 +8,19 @@ window of prompts, seed 41, and (our choice, see LSAST.md's open questions) no p
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Literal, get_args
 
 import tyro
 
 from common.cli import choice_flag
 from common.errors import UserError
-from teacher_workers.ddim import check_resolution, check_steps
-from teacher_workers.lsast.prompts import STAGE_INDEXING, StageIndexing
+from teacher_workers.limits import check_resolution, check_steps
 
+StageIndexing = Literal["code", "paper"]  # which prompt a timestep stage takes (`prompts`)
+STAGE_INDEXING = get_args(StageIndexing)
 DEFAULT_CONTROLNET = "lllyasviel/control_v11p_sd15_canny"
+TINY_CONTROLNET = "tiny"  # built from the model's UNet (`control.load_controlnet`)
 # Bumped whenever an LSAST target changes for the same config.
 LSAST_ENGINE_VERSION = 1
 STAGE_INDEXING_FLAG = choice_flag("--stage-indexing", STAGE_INDEXING)
@@ -97,3 +100,14 @@ class LSASTConfig:
         elif revision:
             fields["controlnet"] = f"{self.controlnet}@{revision}"
         return fields
+
+
+def check_controlnet_name(name: str) -> None:
+    """Refuse a ControlNet argument that is neither `tiny`, a folder nor a Hub id."""
+    if name == TINY_CONTROLNET or Path(name).is_dir():
+        return
+    if name.startswith((".", "/", "~")) or name.count("/") != 1:
+        raise UserError(
+            f"unknown ControlNet {name!r}: use {TINY_CONTROLNET}, a local diffusers ControlNet "
+            "folder, or a Hugging Face id such as lllyasviel/control_v11p_sd15_canny"
+        )

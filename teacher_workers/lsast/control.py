@@ -15,10 +15,10 @@ import torch
 from diffusers import ControlNetModel, UNet2DConditionModel
 
 from common.errors import UserError, first_line
+from teacher_workers.lsast.config import TINY_CONTROLNET, check_controlnet_name
 from teacher_workers.model_source import hub_hint
 from teacher_workers.models import cast
 
-TINY_CONTROLNET = "tiny"
 TINY_HINT_CHANNELS = (8, 16, 16, 16)
 
 
@@ -33,17 +33,6 @@ def canny_hint(images: torch.Tensor, low: int = 100, high: int = 200) -> torch.T
     ]
     hint = torch.from_numpy(np.stack(edges)).float() / 255.0
     return hint[:, None].expand(-1, 3, -1, -1).contiguous()
-
-
-def check_controlnet_name(name: str) -> None:
-    """Refuse a ControlNet argument that is neither `tiny`, a folder nor a Hub id."""
-    if name == TINY_CONTROLNET or Path(name).is_dir():
-        return
-    if name.startswith((".", "/", "~")) or name.count("/") != 1:
-        raise UserError(
-            f"unknown ControlNet {name!r}: use {TINY_CONTROLNET}, a local diffusers ControlNet "
-            "folder, or a Hugging Face id such as lllyasviel/control_v11p_sd15_canny"
-        )
 
 
 def load_controlnet(

@@ -26,7 +26,7 @@ from common.errors import UserError, first_line
 from common.pictures import loss_curve
 from common.ray_train import RayTrainConfig
 from common.storage import Storage, StorageOptions, absolute_url, read_url
-from teacher_workers.ddim import check_resolution
+from teacher_workers.limits import check_resolution
 from teacher_workers.lsast.config import STAGE_INDEXING_FLAG, LSASTConfig
 from teacher_workers.lsast.generator import LSASTPromptGenerator, generator_bytes, new_generator
 from teacher_workers.lsast.prompts import StageIndexing
@@ -39,7 +39,8 @@ from teacher_workers.lsast.training import (
     step_seed,
     style_image,
 )
-from teacher_workers.models import check_model_name, load_teacher
+from teacher_workers.model_choice import check_model_name
+from teacher_workers.models import load_teacher
 
 log = logging.getLogger(__name__)
 

@@ -14,15 +14,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 import torch
 from torch import nn
 
 from common.errors import UserError
+from teacher_workers.lsast.config import STAGE_INDEXING, StageIndexing
 
-StageIndexing = Literal["code", "paper"]
-STAGE_INDEXING = get_args(StageIndexing)
 PLACEHOLDER = "*"
 PLACEHOLDER_TOKEN = 265  # CLIP's `*</w>`
 INITIALIZER = "a"  # the code indexes its initializer string 'a painting' and so takes 'a'

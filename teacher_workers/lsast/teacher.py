@@ -7,19 +7,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from common.ids import config_hash
 from common.planning import MAX_TILE
-from teacher_workers.lsast.config import DEFAULT_CONTROLNET, LSAST_ENGINE_VERSION
-from teacher_workers.lsast.control import TINY_CONTROLNET, check_controlnet_name, load_controlnet
-from teacher_workers.lsast.engine import LSASTEngine
-from teacher_workers.lsast.generator import LSASTPromptGenerator, generator_from_bytes
-from teacher_workers.lsast.styles import prompt_file_urls
+from teacher_workers.lsast.config import (
+    DEFAULT_CONTROLNET,
+    LSAST_ENGINE_VERSION,
+    TINY_CONTROLNET,
+    check_controlnet_name,
+)
+from teacher_workers.model_choice import PRESETS
 from teacher_workers.model_source import pin_controlnet
-from teacher_workers.models import PRESETS, load_teacher, tune
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the engine's modules load torch and diffusers: imported where they run
+    import torch
+
+    from teacher_workers.lsast.engine import LSASTEngine
+    from teacher_workers.lsast.generator import LSASTPromptGenerator
     from teacher_workers.options import TeacherOptions
 
 
@@ -77,6 +80,10 @@ class LSASTTeacher:
     ) -> LSASTEngine:
         """The model with its text encoder (the prompts are encoded per style) and the
         ControlNet."""
+        from teacher_workers.lsast.control import load_controlnet
+        from teacher_workers.lsast.engine import LSASTEngine
+        from teacher_workers.models import load_teacher, tune
+
         teacher = load_teacher(
             options.model,
             dtype,
@@ -102,6 +109,8 @@ class LSASTTeacher:
     ) -> list[str]:
         """The prompt files, each as wide as the model's text encoder (a file learned for
         another model is one line here, not a tensor-size error in an actor)."""
+        from teacher_workers.lsast.styles import prompt_file_urls
+
         return prompt_file_urls(arguments, storage, options.text_width())
 
     def style_url(self, options: TeacherOptions, argument: str, storage: Mapping[str, Any]) -> str:
@@ -110,6 +119,8 @@ class LSASTTeacher:
 
     def read_style(self, data: bytes, url: str, resolution: int) -> LSASTPromptGenerator:
         """The prompt generator the file holds, in eval mode."""
+        from teacher_workers.lsast.generator import generator_from_bytes
+
         return generator_from_bytes(data, url).eval()
 
     def tile(self, options: TeacherOptions, gpu_memory_gb: float) -> tuple[int, int]:

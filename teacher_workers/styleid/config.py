@@ -9,7 +9,7 @@ import tyro
 
 from common.errors import UserError
 from common.ids import config_hash
-from teacher_workers.ddim import check_resolution, check_steps
+from teacher_workers.limits import check_resolution, check_steps
 
 # LDM output_blocks 6..11 = diffusers up_blocks 2 and 3 (32x32 and 64x64 latents at 512 px).
 DEFAULT_LAYERS = tuple(

@@ -6,17 +6,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import torch
-
-from common.images import load_square
 from common.inputs import expand_images
-from teacher_workers.models import load_teacher, tune
 from teacher_workers.styleid.config import teacher_hash
-from teacher_workers.styleid.engine import StyleIDEngine
-from teacher_workers.styleid.sizing import auto_tile
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the engine's modules load torch and diffusers: imported where they run
+    import torch
+
     from teacher_workers.options import TeacherOptions
+    from teacher_workers.styleid.engine import StyleIDEngine
 
 
 class StyleIDTeacher:
@@ -46,6 +43,9 @@ class StyleIDTeacher:
     def build(
         self, options: TeacherOptions, device: torch.device, dtype: torch.dtype
     ) -> StyleIDEngine:
+        from teacher_workers.models import load_teacher, tune
+        from teacher_workers.styleid.engine import StyleIDEngine
+
         seed = options.styleid.seed
         teacher = load_teacher(
             options.model, dtype, device, options.revision, seed, options.model_config
@@ -67,8 +67,12 @@ class StyleIDTeacher:
 
     def read_style(self, data: bytes, url: str, resolution: int) -> torch.Tensor:
         """[3, R, R] in [0, 1], centre-cropped."""
+        from common.images import load_square
+
         return load_square(data, resolution, url)
 
     def tile(self, options: TeacherOptions, gpu_memory_gb: float) -> tuple[int, int]:
         """As many contents x styles as their stored features fit."""
+        from teacher_workers.styleid.sizing import auto_tile
+
         return auto_tile(options, gpu_memory_gb)

@@ -17,7 +17,7 @@ import torch
 from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from teacher_workers.models import CONFIG_DIR
+from teacher_workers.model_choice import CONFIG_DIR
 
 # scheduler/scheduler_config.json of stable-diffusion-v1-5/stable-diffusion-v1-5, as shipped
 SD15_SCHEDULER = {
