@@ -21,8 +21,8 @@ from evaluation.golden_lsast import GoldenLSAST
 from evaluation.golden_metrics import ImageMeter, PairInputs, SetMeter
 from student.dataset import Triple, load_triple
 from student.inference import stylize
+from teacher_workers.registry import get_teacher
 
-TEACHER_NAMES = {"styleid": "StyleID", "lsast": "LSAST"}  # ManifestLine.teacher -> the paper's
 SHEET_ROWS = 16  # pairs on the contact sheet: a readable picture, not one per pair of 800
 
 
@@ -79,9 +79,11 @@ def evaluate_golden(
     set_meter: SetMeter,
     lsast: GoldenLSAST | None = None,
     style_images: Mapping[str, str] | None = None,
+    teacher_label: str | None = None,
 ) -> GoldenResult:
     """Score every golden pair, then the set as a whole; with `lsast`, LSAST's images too.
-    `style_images`: the image that stands for each learned style (an LSAST run's)."""
+    `style_images`: the image that stands for each learned style (an LSAST run's);
+    `teacher_label`: the teacher column's title (none: the teacher's name)."""
     style_images = style_images or {}
     triples = [load_triple(storage, line, style_images.get(line.style)) for line in lines]
     lsast_images, lsast_seconds = lsast.stylize(lines, triples) if lsast else ([], [])
@@ -113,15 +115,17 @@ def evaluate_golden(
         {side: means[side]["lpips_content"] for side in stylized},
     )
     title = f"golden pairs 1-{len(rows)} of {len(pairs)}" if len(rows) < len(pairs) else ""
-    columns = sheet_columns(lines[0].teacher, beside_lsast=lsast is not None)
+    columns = sheet_columns(lines[0].teacher, beside_lsast=lsast is not None, label=teacher_label)
     return GoldenResult(pairs, set_scores, contact_sheet(columns, rows, title))
 
 
-def sheet_columns(teacher: str, beside_lsast: bool) -> tuple[str, ...]:
-    """The contact sheet's column titles: the run's teacher by name, so a sheet of an LSAST run
-    does not pass for StyleID's; `beside_lsast`: LSAST's column beside a StyleID run's."""
+def sheet_columns(teacher: str, beside_lsast: bool, label: str | None = None) -> tuple[str, ...]:
+    """The contact sheet's column titles: the run's teacher by name, or by the `label` run.json
+    records (a trained student's weights), so a sheet of an LSAST run does not pass for
+    StyleID's; `beside_lsast`: LSAST's column beside a StyleID run's."""
     also = ("LSAST",) if beside_lsast else ()
-    return ("content", "style", f"{TEACHER_NAMES[teacher]} (teacher)", *also, "student")
+    title = label or f"{get_teacher(teacher).title} (teacher)"
+    return ("content", "style", title, *also, "student")
 
 
 def summarize(pairs: list[PairScores]) -> dict[str, dict[str, float | None]]:

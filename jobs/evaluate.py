@@ -92,10 +92,13 @@ class Args(StorageJobArgs):
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(Args, argv, "jobs.evaluate", __doc__)
     storage = Storage(args.data, args.storage)
-    config = (read_run_info(storage) or {}).get("config", {})
+    info = read_run_info(storage) or {}
+    config = info.get("config", {})
     # run.json of this version nests the teacher's options; an older one holds them flat
     teacher = config["teacher"] if isinstance(config.get("teacher"), dict) else config
-    model = teacher.get("model", "tiny")
+    # a teacher that is not a diffusion model (a trained student) records its own
+    model = info.get("teacher_model") or teacher.get("model", "tiny")
+    labels = {info["teacher_hash"]: info["teacher_label"]} if "teacher_label" in info else {}
     lsast = None
     if args.also_teacher:
         lsast = GoldenLSAST.from_run(teacher, args.style_prompts, args.lsast, args.storage)
@@ -108,8 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         {"vgg": args.vgg_weights, "lpips": args.lpips_weights, "inception": args.inception_weights},
         args.storage,
         lsast,
+        labels,
         teacher_model=model,
-        teacher_parameters=teacher_parameters(
+        teacher_parameters=info.get("teacher_parameters")
+        or teacher_parameters(
             config_source(model, teacher.get("model_config")), teacher.get("revision")
         ),
     )

@@ -72,3 +72,7 @@ class StyleIDTeacher:
     def tile(self, options: TeacherOptions, gpu_memory_gb: float) -> tuple[int, int]:
         """As many contents x styles as their stored features fit."""
         return auto_tile(options, gpu_memory_gb)
+
+    def describe(self, options: TeacherOptions) -> dict[str, Any]:
+        """Its name; the model flags tell the rest."""
+        return {"teacher_label": f"{self.title} (teacher)"}
