@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= runs/demo
+# the demo's teacher: empty = the MicroAST authors' weights standing in (no SD 1.5 weights here),
+# styleid = StyleID on the tiny random-weight SD 1.5
+TEACHER ?=
 # The cluster's image: Ray's GPU image plus the pinned dependencies (Dockerfile). Its tag is a
 # hash of what goes into it, so a new tag means new dependencies; cluster.yaml names this tag.
 IMAGE_REPO ?= ghcr.io/OWNER/styleid-distill
@@ -27,7 +30,7 @@ lock:
 	$(BIN)/python tools/lock.py
 
 demo: install
-	$(BIN)/python -m jobs.pipeline --out $(DEMO_OUT)
+	$(BIN)/python -m jobs.pipeline --out $(DEMO_OUT) $(if $(TEACHER),--teacher $(TEACHER))
 
 # A student on a web page at http://127.0.0.1:8000/ (Ctrl-C stops it): the MicroAST authors'
 # shipped weights, or STUDENT=a training run folder or checkpoint (any fsspec URL).

@@ -8,6 +8,7 @@ configured backend, need no display (Ray workers, CI), and leave no global figur
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Mapping, Sequence
 
 from matplotlib.figure import Figure
@@ -17,6 +18,7 @@ from PIL import Image
 DPI = 100
 CURVES_SIZE = (8.0, 6.0)  # inches: 800 x 600 px at DPI
 CELL = 2.2  # inches per contact-sheet image
+TITLE_CHARS = 24  # a column title's line: about a cell's width in its bold 12 pt
 TERM_COLOURS = ("tab:purple", "tab:brown", "tab:pink", "tab:gray")  # not the losses' colours
 
 
@@ -45,8 +47,9 @@ def contact_sheet(
     if title:
         figure.suptitle(title)
     pad = 6 + 11 * max((note.count("\n") + 1 for note in notes if note), default=0)  # points
-    for column, title in enumerate(columns):
-        axes[0, column].set_title(title, fontsize=12, fontweight="bold", pad=pad)
+    for column, title in enumerate(columns):  # a long one wrapped, not over its neighbours
+        wrapped = "\n".join(textwrap.wrap(title, TITLE_CHARS))
+        axes[0, column].set_title(wrapped, fontsize=12, fontweight="bold", pad=pad)
     for column, note in enumerate(notes):
         axes[0, column].annotate(
             note,

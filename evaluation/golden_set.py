@@ -23,8 +23,8 @@ from evaluation.golden_lsast import GoldenLSAST
 from evaluation.golden_metrics import ImageMeter, SetMeter
 from student.dataset import Triple, load_triple
 from student.inference import stylize
+from teacher_workers.registry import get_teacher
 
-TEACHER_NAMES = {"styleid": "StyleID", "lsast": "LSAST"}  # ManifestLine.teacher -> the paper's
 SHEET_ROWS = 16  # pairs on the contact sheet: a readable picture, not one per pair of 800
 THUMBNAIL = 256  # px: a contact-sheet cell is 220 px at its DPI, whatever the golden size
 SIDES = ("teacher", "lsast", "student")  # the stylized images of a pair, as the sheet shows them
@@ -108,10 +108,12 @@ def evaluate_golden(
     lsast: GoldenLSAST | None = None,
     style_images: Mapping[str, str] | None = None,
     device: torch.device | None = None,
+    teacher_label: str | None = None,
 ) -> GoldenResult:
     """Score every golden pair, then the set as a whole; with `lsast`, LSAST's images too.
     `style_images`: the image that stands for each learned style (an LSAST run's); `device`:
-    the model's and the meters' device, where the images go (default the CPU).
+    the model's and the meters' device, where the images go (default the CPU);
+    `teacher_label`: the teacher column's title (none: the teacher's name).
 
     Streamed: the pairs are read a chunk at a time (LSAST's batch when it runs), each pair
     kept as its figures, the set's FID fed as it goes and the contact sheet's first pairs kept
@@ -142,8 +144,8 @@ def evaluate_golden(
         {side: means[side]["lpips_content"] for side in SIDES if side in means}
     )
     title = f"golden pairs 1-{len(rows)} of {len(pairs)}" if len(rows) < len(pairs) else ""
-    teacher = TEACHER_NAMES[lines[0].teacher]
-    columns = sheet_columns(lines[0].teacher, beside_lsast=lsast is not None)
+    teacher = get_teacher(lines[0].teacher).title
+    columns = sheet_columns(lines[0].teacher, beside_lsast=lsast is not None, label=teacher_label)
     sheet = contact_sheet(columns, rows, title, column_notes(means, teacher))
     return GoldenResult(pairs, set_scores, sheet, headline(means, teacher, len(pairs)))
 
@@ -208,11 +210,13 @@ def column_notes(means: Mapping[str, Mapping[str, float | None]], teacher: str) 
     return ["", "", kept("teacher"), *also, student]
 
 
-def sheet_columns(teacher: str, beside_lsast: bool) -> tuple[str, ...]:
-    """The contact sheet's column titles: the run's teacher by name, so a sheet of an LSAST run
-    does not pass for StyleID's; `beside_lsast`: LSAST's column beside a StyleID run's."""
+def sheet_columns(teacher: str, beside_lsast: bool, label: str | None = None) -> tuple[str, ...]:
+    """The contact sheet's column titles: the run's teacher by name, or by the `label` run.json
+    records (a trained student's weights), so a sheet of an LSAST run does not pass for
+    StyleID's; `beside_lsast`: LSAST's column beside a StyleID run's."""
     also = ("LSAST",) if beside_lsast else ()
-    return ("content", "style", f"{TEACHER_NAMES[teacher]} (teacher)", *also, "student")
+    title = label or f"{get_teacher(teacher).title} (teacher)"
+    return ("content", "style", title, *also, "student")
 
 
 def summarize(pairs: list[PairScores]) -> dict[str, dict[str, float | None]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -102,13 +103,15 @@ def write_evaluation(
     options: dict[str, Any],
     lsast: GoldenLSAST | None = None,
     device: str = "cpu",
+    teacher_labels: Mapping[str, str] | None = None,
     **extra: Any,
 ) -> Written:
     """Evaluate the student on the run's golden pairs on `device` (the student and the
     measuring networks; LSAST runs on its options' device). `weights`: the choice (path/URL,
     "random" or None) for "vgg", "lpips" and "inception"; `lsast`: LSAST to run beside the
-    run's teacher. `extra` fields (e.g. the teacher's parameter count) go into metrics.json as
-    they are."""
+    run's teacher; `teacher_labels`: the contact sheet's teacher column by teacher hash, as
+    run.json records it. `extra` fields (e.g. the teacher's parameter count) go into
+    metrics.json as they are."""
     lines = read_manifest(storage, teacher_hash, splits=("golden",))
     if not lines:
         raise UserError(
@@ -125,8 +128,9 @@ def write_evaluation(
     meter = ImageMeter(weights.get("vgg"), weights.get("lpips"), options).to(device)
     set_meter = SetMeter(len(lines), weights.get("inception"), options)
     model, config = load_student(student_url, options, device)
+    label = (teacher_labels or {}).get(lines[0].teacher_hash)
     result = evaluate_golden(
-        storage, lines, model, meter, set_meter, lsast, style_images, torch.device(device)
+        storage, lines, model, meter, set_meter, lsast, style_images, torch.device(device), label
     )
     metrics_url = metrics_url or posixpath.join(
         posixpath.dirname(student_url.rstrip("/")), "metrics.jsonl"

@@ -108,10 +108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from teacher_workers.sizing import teacher_parameters
 
     storage = Storage(args.data, args.storage)
-    config = (read_run_info(storage) or {}).get("config", {})
+    info = read_run_info(storage) or {}
+    config = info.get("config", {})
     # run.json of this version nests the teacher's options; an older one holds them flat
     teacher = config["teacher"] if isinstance(config.get("teacher"), dict) else config
-    model = teacher.get("model", "tiny")
+    # a teacher that is not a diffusion model (a trained student) records its own
+    model = info.get("teacher_model") or teacher.get("model", "tiny")
+    labels = {info["teacher_hash"]: info["teacher_label"]} if "teacher_label" in info else {}
     lsast = None
     if args.also_teacher:
         lsast = GoldenLSAST.from_run(teacher, args.style_prompts, args.lsast, args.storage)
@@ -130,8 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         options=args.storage,
         lsast=lsast,
+        teacher_labels=labels,
         teacher_model=model,
-        teacher_parameters=teacher_parameters(
+        teacher_parameters=info.get("teacher_parameters")
+        or teacher_parameters(
             config_source(model, teacher.get("model_config")), teacher.get("revision")
         ),
     )

@@ -200,6 +200,7 @@ def run(
         teacher=repr(teacher),
         pairs=len(pairs),
         tiles=len(tiles),
+        **teacher.teacher.describe(teacher),
     )
     listed = len(pairs) - len(todo)
     print(

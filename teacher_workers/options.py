@@ -2,7 +2,8 @@
 
 The model, numerics and placement are every teacher's; `--teacher` picks one from the registry
 (StyleID: a style *image* per pair; LSAST: a learned style *prompt file* per pair, see
-jobs.learn_style), whose own config is a field here and which answers the rest (`Teacher`).
+jobs.learn_style; student: a trained student network, a style image per pair), whose own config
+is a field here and which answers the rest (`Teacher`).
 `TeacherOptions` is small and picklable, so a driver validates it once and ships it to Ray
 actors, which build their own engine on their own GPU.
 """
@@ -30,6 +31,7 @@ from teacher_workers.model_source import (
     pin_model,
 )
 from teacher_workers.registry import TEACHERS, get_teacher
+from teacher_workers.student_teacher.config import StudentTeacherConfig
 from teacher_workers.styleid.config import StyleIDConfig
 from teacher_workers.teacher import Engine, Teacher
 
@@ -91,8 +93,12 @@ class TeacherOptions:
     kind: Annotated[
         str, tyro.conf.arg(name="teacher"), choice_flag("--teacher", tuple(TEACHERS))
     ] = "styleid"
-    """styleid: a style image per pair; lsast: a learned style (--style-prompts)"""
+    """styleid: a style image per pair; lsast: a learned style (--style-prompts); student: a
+    trained student network (--teacher-student), a style image per pair"""
     lsast: Annotated[LSASTConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=LSASTConfig)
+    student_teacher: Annotated[StudentTeacherConfig, tyro.conf.OmitArgPrefixes] = field(
+        default_factory=StudentTeacherConfig
+    )
     # flags only, folded into the teacher's config by `chosen`: shared, with defaults per teacher
     seed: Annotated[
         int | None,
@@ -101,8 +107,8 @@ class TeacherOptions:
     batch_size: Annotated[
         int | None,
         tyro.conf.arg(
-            help=f"pairs per UNet call (none: {StyleIDConfig.batch_size} StyleID, "
-            f"{LSASTConfig.batch_size} LSAST)"
+            help=f"pairs per UNet call or forward pass (none: {StyleIDConfig.batch_size} "
+            f"StyleID, {LSASTConfig.batch_size} LSAST, {StudentTeacherConfig.batch_size} student)"
         ),
     ] = None
 

@@ -7,10 +7,13 @@ from collections.abc import Iterable
 from common.errors import UserError
 from common.manifest import ManifestLine
 from teacher_workers.lsast.teacher import LSASTTeacher
+from teacher_workers.student_teacher.teacher import StudentTeacher
 from teacher_workers.styleid.teacher import StyleIDTeacher
 from teacher_workers.teacher import Teacher
 
-TEACHERS: dict[str, Teacher] = {t.name: t for t in (StyleIDTeacher(), LSASTTeacher())}
+TEACHERS: dict[str, Teacher] = {
+    t.name: t for t in (StyleIDTeacher(), LSASTTeacher(), StudentTeacher())
+}
 
 
 def get_teacher(name: str) -> Teacher:

@@ -4,8 +4,8 @@ evaluation ask of a teacher, so that none of them asks which teacher it is.
 Like a diffusers attention processor (one signature, many implementations), each teacher is a
 folder under `teacher_workers/` whose `teacher.py` implements `Teacher` for its own settings in
 `TeacherOptions`, and one line in `teacher_workers.registry`. A style is what the teacher's
-engine takes per pair: a style image (StyleID) or a learned style (LSAST), read from the bytes of
-the URL a pair names.
+engine takes per pair: a style image (StyleID, a trained student) or a learned style (LSAST),
+read from the bytes of the URL a pair names.
 """
 
 from __future__ import annotations
@@ -92,4 +92,10 @@ class Teacher(Protocol):
 
     def tile(self, options: TeacherOptions, gpu_memory_gb: float) -> tuple[int, int]:
         """Contents x styles per work unit on a GPU of `gpu_memory_gb`."""
+        ...
+
+    def describe(self, options: TeacherOptions) -> dict[str, Any]:
+        """What run.json records of it for reports: `teacher_label` (the contact sheet's
+        teacher column) and, where the model flags do not tell, `teacher_model` and
+        `teacher_parameters`."""
         ...

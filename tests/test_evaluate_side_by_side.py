@@ -165,6 +165,9 @@ def test_the_contact_sheet_names_the_runs_teacher() -> None:
         "LSAST",
         "student",
     )
+    # a trained student's weights as the teacher: named as run.json records them
+    label = "MicroAST authors' weights (stand-in teacher)"
+    assert sheet_columns("student", beside_lsast=False, label=label)[2] == label
 
 
 def test_the_job_ends_with_its_headline_figures(run, capsys) -> None:

@@ -1,4 +1,6 @@
-"""The README's main job end to end (tiny teacher, small sizes), and its bad inputs."""
+"""The README's main job end to end (the stand-in teacher, small sizes), and its bad inputs;
+StyleID's demo differs in its first two steps' flags (tests/test_student_teacher.py), and
+tests/test_generate_job.py runs StyleID through the same service."""
 
 from __future__ import annotations
 
@@ -35,10 +37,6 @@ def test_main_job_writes_targets_checkpoint_metrics_and_pictures(tmp_path):
     flags = [
         "--resolution",
         "64",
-        "--steps",
-        "3",
-        "--student-layers",
-        "1",
         "--epochs",
         "1",
         "--crop-size",
@@ -48,6 +46,7 @@ def test_main_job_writes_targets_checkpoint_metrics_and_pictures(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "contact_sheet.png" in result.stdout
     printed = result.stdout + result.stderr
+    assert "the teacher is a stand-in, the MicroAST authors' released weights" in result.stdout
     assert "epoch 1/1  train_loss" in printed  # a Ray Train worker's line reaches the user
     assert printed.count("Ray's logs: ") == 2  # generation's and training's Ray
     for internal in RAY_INTERNALS:
@@ -77,7 +76,10 @@ def test_main_job_writes_targets_checkpoint_metrics_and_pictures(tmp_path):
     assert metrics["paper_comparable"] is False
     assert metrics["weights"]["VGG19"] == metrics["weights"]["AlexNet (LPIPS)"] == "random"
     assert metrics["set"]["fid"] is None and "golden set has 4" in metrics["set"]["fid_note"]
-    assert metrics["student_parameters"] > 0 and metrics["teacher_parameters"] > 0
+    assert metrics["student_arch"] == "microast"  # from scratch, not the teacher's weights
+    assert metrics["teacher_model"] == "microast-authors"
+    assert metrics["teacher_parameters"] == metrics["student_parameters"]  # both MicroASTs
+    assert "stand-in teacher" in json.loads(storage.read_bytes("run.json"))["teacher_label"]
     with Image.open(out / "eval/golden/contact_sheet.png") as sheet:
         assert sheet.info["Software"].startswith("Matplotlib")
         # 4 golden pairs in rows, content/style/teacher/student in columns, at DPI 100

@@ -126,3 +126,7 @@ class LSASTTeacher:
     def tile(self, options: TeacherOptions, gpu_memory_gb: float) -> tuple[int, int]:
         """LSAST stores no features between steps: the largest tile."""
         return MAX_TILE
+
+    def describe(self, options: TeacherOptions) -> dict[str, Any]:
+        """Its name; the model flags tell the rest."""
+        return {"teacher_label": f"{self.title} (teacher)"}

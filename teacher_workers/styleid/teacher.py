@@ -76,3 +76,7 @@ class StyleIDTeacher:
         from teacher_workers.styleid.sizing import auto_tile
 
         return auto_tile(options, gpu_memory_gb)
+
+    def describe(self, options: TeacherOptions) -> dict[str, Any]:
+        """Its name; the model flags tell the rest."""
+        return {"teacher_label": f"{self.title} (teacher)"}
