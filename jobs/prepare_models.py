@@ -30,7 +30,6 @@ import tyro
 from common.cli import StorageJobArgs, parse, run_cli
 from common.errors import UserError, first_line
 from common.storage import Storage, is_local, open_fs
-from student.microast import MicroASTConfig, build_microast
 from student.microast_weights import AUTHORS_URL, FILES, fetch_authors_weights
 from teacher_workers.lsast.config import DEFAULT_CONTROLNET
 from teacher_workers.model_source import DEFAULT_MODEL_ID
@@ -186,6 +185,8 @@ def prepare(plan: Plan, folder: Path, options: dict[str, Any]) -> list[str]:
     hints = []
     if plan.microast:
         fetch_authors_weights(plan.microast, folder / MICROAST_DIR, options)
+        from student.microast import MicroASTConfig, build_microast  # torch: not for --help
+
         build_microast(MicroASTConfig(), str(folder / MICROAST_DIR))  # loads strictly, or fails
         hints.append(f"MicroAST: --arch microast --init {folder / MICROAST_DIR}")
     repos, urls = plan.repos, plan.urls

@@ -14,13 +14,13 @@ import pickle
 import posixpath
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any
 
 from common.errors import UserError, first_line
 from common.storage import read_url
+
+if TYPE_CHECKING:  # torch loads where weights are read: jobs.prepare_models --help needs none
+    from torch import Tensor, nn
 
 AUTHORS = "authors"  # `--init authors`: the shipped copy
 SHIPPED = Path(__file__).parent / "weights" / "microast"
@@ -45,12 +45,14 @@ def weights_folder(init: str) -> str:
 
 def read_state(url: str, options: Mapping[str, Any] | None) -> dict[str, Tensor]:
     """One authors' file as a state dict (`weights_only`); anything else is a `UserError`."""
+    import torch
+
     data = read_url(url, options)
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
         raise UserError(f"cannot read {url} as a PyTorch state dict: {first_line(exc)}") from None
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{url} is not a state dict of tensors")
     return state
 

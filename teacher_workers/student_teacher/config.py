@@ -11,8 +11,6 @@ import tyro
 
 from common.errors import UserError
 from common.storage import Storage, absolute_url
-from student.checkpoint import CONFIG_FILE, MODEL_FILE, resolve_checkpoint
-from student.microast_weights import FILES, SHIPPED
 
 # Weights by name: the shipped MicroAST authors' files, which no checkpoint of ours holds.
 MICROAST_AUTHORS = "microast-authors"
@@ -48,6 +46,9 @@ class StudentTeacherConfig:
 def weights_digest(config: StudentTeacherConfig) -> str:
     """sha256 over the bytes of every file the weights are read from (the shipped files, or a
     checkpoint's weights and config), so other weights under the same name hash differently."""
+    from student.checkpoint import CONFIG_FILE, MODEL_FILE
+    from student.microast_weights import FILES, SHIPPED
+
     digest = hashlib.sha256()
     if config.named:
         for name in FILES.values():
@@ -66,6 +67,8 @@ def pin_student(config: StudentTeacherConfig) -> tuple[str, str]:
     """(checkpoint URL, digest) of the weights `config` names: a run folder resolved to its best
     checkpoint and a local path made absolute, so actors elsewhere load exactly these bytes;
     a name stays a name."""
+    from student.checkpoint import resolve_checkpoint
+
     if config.named:
         return config.student, weights_digest(config)
     url = absolute_url(resolve_checkpoint(config.student))

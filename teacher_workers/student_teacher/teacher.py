@@ -7,27 +7,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from common.ids import config_hash
-from common.images import load_square
 from common.inputs import expand_images
 from common.planning import MAX_TILE
 from common.storage import Storage
-from student.architectures import arch_of, build_student
-from student.checkpoint import load_student, read_config
-from student.microast import MicroASTConfig, build_microast
-from student.microast_weights import AUTHORS
 from teacher_workers.student_teacher.config import (
     STUDENT_ENGINE_VERSION,
     check_digest,
     pin_student,
     weights_digest,
 )
-from teacher_workers.student_teacher.engine import StudentEngine
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the network's modules load where it runs: `--help` needs no torch
+    import torch
+
     from teacher_workers.options import TeacherOptions
+    from teacher_workers.student_teacher.engine import StudentEngine
 
 ARCH_TITLES = {"sttr": "STTR", "microast": "MicroAST"}
 
@@ -77,6 +72,13 @@ class StudentTeacher:
     def build(
         self, options: TeacherOptions, device: torch.device, dtype: torch.dtype
     ) -> StudentEngine:
+        import torch
+
+        from student.checkpoint import load_student
+        from student.microast import MicroASTConfig, build_microast
+        from student.microast_weights import AUTHORS
+        from teacher_workers.student_teacher.engine import StudentEngine
+
         config = options.student_teacher
         check_digest(config)
         if config.named:
@@ -93,6 +95,10 @@ class StudentTeacher:
         """Its name in reports and its size. The shipped authors' weights stand in for the
         diffusion teacher the project distils; a checkpoint is named by its architecture and
         folder."""
+        from student.architectures import arch_of, build_student
+        from student.checkpoint import read_config
+        from student.microast import MicroASTConfig
+
         config = options.student_teacher
         student = MicroASTConfig() if config.named else read_config(Storage(config.student))
         if config.named:
@@ -121,6 +127,8 @@ class StudentTeacher:
 
     def read_style(self, data: bytes, url: str, resolution: int) -> torch.Tensor:
         """[3, R, R] in [0, 1], centre-cropped as the contents are."""
+        from common.images import load_square
+
         return load_square(data, resolution, url)
 
     def tile(self, options: TeacherOptions, gpu_memory_gb: float) -> tuple[int, int]:
