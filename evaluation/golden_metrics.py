@@ -60,7 +60,9 @@ INCEPTION = Network("Inception", "--inception-weights", FID_WEIGHTS_URL, "")
 # StyleID's protocol: 20 contents x 40 styles. FID's 2048-d covariances from a few dozen
 # images are mostly noise, and FID's bias grows as the set shrinks.
 FID_MIN_PAIRS = 800
-FID_BATCH = 32
+# pairs whose images wait for the Inception: few, so what is held never nears a golden set's
+# size (tests/test_evaluate_memory.py compares 4 and 20 pairs)
+FID_BATCH = 4
 SSIM_WINDOW = 11  # torchmetrics' Gaussian window for its default sigma 1.5
 
 

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 from ray._private import ray_constants
 
+from common import ray_connect
 from common.errors import UserError
 from common.ids import content_id
 from common.images import center_crop_resize, png_bytes
@@ -410,7 +411,7 @@ def test_an_unknown_hub_model_is_one_line_before_ray(tmp_path):
 def test_bad_pool_options_are_refused_before_ray_or_the_output(
     tmp_path, monkeypatch, flag, value, message
 ):
-    monkeypatch.setattr(generate, "connect_ray", lambda: pytest.fail("Ray was started"))
+    monkeypatch.setattr(ray_connect, "connect_ray", lambda: pytest.fail("Ray was started"))
     contents, styles = write_inputs(tmp_path, 1, 1)
     with pytest.raises(UserError) as error:
         generate.main(job_args(contents, styles, str(tmp_path / "o"), flag, value))
