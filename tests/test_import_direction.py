@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ("common", "student", "teacher_workers", "evaluation", "jobs")  # each may import those left
+ORDER = ("common", "student", "teacher_workers", "evaluation", "serving", "jobs")  # import leftward
 
 
 def imported_packages(path: Path) -> set[str]:
