@@ -99,3 +99,30 @@ class Teacher(Protocol):
         teacher column) and, where the model flags do not tell, `teacher_model` and
         `teacher_parameters`."""
         ...
+
+
+class ImageStyles:
+    """How a teacher that takes a style *image* per pair (StyleID, a trained student) names,
+    checks and reads its styles: the `Teacher` methods they share."""
+
+    style_input: StyleInput = "image"
+
+    def style_urls(
+        self,
+        options: TeacherOptions,
+        arguments: Sequence[str],
+        storage: Mapping[str, Any],
+        role: str,
+    ) -> list[str]:
+        from common.inputs import expand_images
+
+        return expand_images(arguments, storage, role)
+
+    def style_url(self, options: TeacherOptions, argument: str, storage: Mapping[str, Any]) -> str:
+        return argument
+
+    def read_style(self, data: bytes, url: str, resolution: int) -> torch.Tensor:
+        """[3, R, R] in [0, 1], centre-cropped as the contents are."""
+        from common.images import load_square
+
+        return load_square(data, resolution, url)

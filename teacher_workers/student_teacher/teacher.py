@@ -3,12 +3,10 @@ one feed-forward pass per pair and no stored features (so any tile fits)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from common.ids import config_hash
-from common.inputs import expand_images
 from common.planning import MAX_TILE
 from common.storage import Storage
 from teacher_workers.student_teacher.config import (
@@ -17,6 +15,7 @@ from teacher_workers.student_teacher.config import (
     pin_student,
     weights_digest,
 )
+from teacher_workers.teacher import ImageStyles
 
 if TYPE_CHECKING:  # the network's modules load where it runs: `--help` needs no torch
     import torch
@@ -27,12 +26,11 @@ if TYPE_CHECKING:  # the network's modules load where it runs: `--help` needs no
 ARCH_TITLES = {"sttr": "STTR", "microast": "MicroAST"}
 
 
-class StudentTeacher:
+class StudentTeacher(ImageStyles):
     """The `Teacher` of `TeacherOptions.student_teacher`."""
 
     name = "student"
     title = "Student"
-    style_input = "image"
 
     def check(self, options: TeacherOptions) -> None:
         """Its config checked itself when made; the weights are read when pinned."""
@@ -112,24 +110,6 @@ class StudentTeacher:
             "teacher_model": config.student,
             "teacher_parameters": sum(p.numel() for p in model.parameters()),
         }
-
-    def style_urls(
-        self,
-        options: TeacherOptions,
-        arguments: Sequence[str],
-        storage: Mapping[str, Any],
-        role: str,
-    ) -> list[str]:
-        return expand_images(arguments, storage, role)
-
-    def style_url(self, options: TeacherOptions, argument: str, storage: Mapping[str, Any]) -> str:
-        return argument
-
-    def read_style(self, data: bytes, url: str, resolution: int) -> torch.Tensor:
-        """[3, R, R] in [0, 1], centre-cropped as the contents are."""
-        from common.images import load_square
-
-        return load_square(data, resolution, url)
 
     def tile(self, options: TeacherOptions, gpu_memory_gb: float) -> tuple[int, int]:
         """No features are stored between pairs: the largest tile."""

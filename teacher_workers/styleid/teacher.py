@@ -3,11 +3,10 @@ stored between inversion and sampling (so its tiles are sized from the GPU's mem
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from common.inputs import expand_images
 from teacher_workers.styleid.config import teacher_hash
+from teacher_workers.teacher import ImageStyles
 
 if TYPE_CHECKING:  # the engine's modules load torch and diffusers: imported where they run
     import torch
@@ -16,12 +15,11 @@ if TYPE_CHECKING:  # the engine's modules load torch and diffusers: imported whe
     from teacher_workers.styleid.engine import StyleIDEngine
 
 
-class StyleIDTeacher:
+class StyleIDTeacher(ImageStyles):
     """The `Teacher` of `TeacherOptions.styleid`."""
 
     name = "styleid"
     title = "StyleID"
-    style_input = "image"
 
     def check(self, options: TeacherOptions) -> None:
         """Its config checked itself when made."""
@@ -52,24 +50,6 @@ class StyleIDTeacher:
         )
         tune(teacher.unet, options.compile, options.channels_last)
         return StyleIDEngine(teacher, options.styleid, offload=options.offload)
-
-    def style_urls(
-        self,
-        options: TeacherOptions,
-        arguments: Sequence[str],
-        storage: Mapping[str, Any],
-        role: str,
-    ) -> list[str]:
-        return expand_images(arguments, storage, role)
-
-    def style_url(self, options: TeacherOptions, argument: str, storage: Mapping[str, Any]) -> str:
-        return argument
-
-    def read_style(self, data: bytes, url: str, resolution: int) -> torch.Tensor:
-        """[3, R, R] in [0, 1], centre-cropped."""
-        from common.images import load_square
-
-        return load_square(data, resolution, url)
 
     def tile(self, options: TeacherOptions, gpu_memory_gb: float) -> tuple[int, int]:
         """As many contents x styles as their stored features fit."""
