@@ -9,8 +9,7 @@ from typing import Annotated, Any, Literal
 
 from common.cli import check_at_least, check_number, choice_flag, pair_flag
 from common.errors import UserError
-from student.checkpoint import AUTHORS_MICROAST
-from student.inference import PRECISIONS
+from student.choices import AUTHORS_MICROAST, PRECISIONS
 
 GALLERY = str(Path(__file__).resolve().parent / "gallery")  # links to samples/styles/
 DEVICES = ("auto", "cpu", "cuda")

@@ -1,20 +1,21 @@
 """The student architectures by name, so a checkpoint, a training run and every command that
-loads a student pick the right class from the config alone."""
+loads a student pick the right class from the config alone. Only configs here: the networks'
+modules (torch) load where a student is built, so `--help` and config checks need no torch."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from torch import nn
+from student.microast_config import MicroASTConfig
+from student.model_config import STTRConfig
 
-from student.microast import MicroAST, MicroASTConfig, build_microast
-from student.model import STTR, STTRConfig, build_sttr
+if TYPE_CHECKING:
+    from torch import nn
 
 ARCHS = ("sttr", "microast")
 Arch = Literal["sttr", "microast"]
 StudentConfig = STTRConfig | MicroASTConfig
-Student = STTR | MicroAST
 CONFIGS: dict[str, type[StudentConfig]] = {"sttr": STTRConfig, "microast": MicroASTConfig}
 DEFAULT_ARCH = "sttr"  # what a checkpoint written before architectures were recorded holds
 
@@ -32,6 +33,9 @@ def build_student(
 ) -> nn.Module:
     """A student of the config's architecture; `init` as `build_sttr` or `build_microast`
     take it (`backbone_weights` is STTR's)."""
+    from student.microast import build_microast
+    from student.model import build_sttr
+
     if isinstance(config, MicroASTConfig):
         return build_microast(config, init, options)
     return build_sttr(config, init, backbone_weights, options)

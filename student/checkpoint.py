@@ -24,16 +24,17 @@ from student.architectures import (
     ARCHS,
     CONFIGS,
     DEFAULT_ARCH,
-    Student,
     StudentConfig,
     arch_of,
     build_student,
 )
-from student.microast import MicroASTConfig, build_microast
+from student.choices import AUTHORS_MICROAST
+from student.microast import MicroAST, MicroASTConfig, build_microast
 from student.microast_weights import AUTHORS
+from student.model import STTR
 from student.run_record import best_checkpoint, checkpoint_url, read_run_record
 
-AUTHORS_MICROAST = "microast-authors"  # a student by name: `open_student`
+Student = STTR | MicroAST
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 

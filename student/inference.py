@@ -21,11 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from student.choices import PRECISIONS
+
 # imagenet_* stay importable from here, where the evaluation and tests have always found them
 from student.image_space import imagenet_denormalize, imagenet_normalize  # noqa: F401
 from student.model import SIZE_MULTIPLE
 
-PRECISIONS = ("auto", "bf16", "fp32")
 BF16_MARGIN = 1.2  # "auto" takes bf16 only when clearly faster: timing has noise
 
 

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common.errors import UserError
+from student.choices import LOSS_WEIGHTS
 from student.pretrained import VGG19, load_instrument
 
-LOSS_WEIGHTS = {"l1": (1.0, 0.0), "l2": (0.5, 0.5), "l3": (0.7, 0.3)}  # name -> (MSE, Gram)
 VGG_SLICES = ((0, 2), (2, 7), (7, 12), (12, 21))  # relu1_1, relu2_1, relu3_1, relu4_1
 # their places among the slices' outputs (`relus`); relu3_1 (features[0:12]) is the layer of
 # StyleID's CFSD, which its code calls "11"

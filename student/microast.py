@@ -12,7 +12,6 @@ load key for key (`student.microast_weights`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -20,27 +19,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from student.image_space import UNIT, ImageSpace
+from student.microast_config import MicroASTConfig
 from student.microast_weights import load_authors_weights
 from student.model import check_inputs
 
 WIDTH = 64  # channels of the features the decoder reads (the authors' slim_factor 1)
 SIZE_MULTIPLE = 4  # two stride-2 convolutions: image sides must be multiples of 4
 EPS = 1e-5  # added to the (unbiased) variance in AdaIN, as the authors do
-
-
-@dataclass(frozen=True)
-class MicroASTConfig:
-    """MicroAST has no size knobs (its released weights fix them); only the stylization
-    strength."""
-
-    alpha: float = 1.0
-    """content-style trade-off: 1 = full style (the authors' default), 0 = content features"""
-
-    def __post_init__(self) -> None:
-        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)):
-            raise ValueError(f"MicroASTConfig.alpha must be a number, got {self.alpha!r}")
-        if not 0 <= self.alpha <= 1:
-            raise ValueError(f"MicroASTConfig.alpha must be in [0, 1], got {self.alpha}")
 
 
 class ConvLayer(nn.Module):

@@ -37,10 +37,10 @@ from torchvision.models import ResNet50_Weights, VGG19_Weights
 
 from common.errors import UserError, first_line
 from common.storage import read_url
+from student.choices import RANDOM
 
 logger = logging.getLogger(__name__)
 
-RANDOM = "random"  # the explicit opt-in to random weights, e.g. `--vgg-weights random`
 OFFLINE_VARIABLE = "HF_HUB_OFFLINE"
 
 
