@@ -1,17 +1,19 @@
 """What both Ray Train drivers (jobs.train, jobs.learn_style) share: the flags of a Ray Train
 run, declared once, and the `RunConfig` built from them (storage, name, restarts, kept
-checkpoints, a console as quiet as the rest of Ray)."""
+checkpoints, a console as quiet as the rest of Ray). Ray loads where a run starts: the
+configs' flags answer `--help` without it."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-
-from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+from typing import TYPE_CHECKING
 
 from common.cli import check_at_least, ray_log_level
-from common.ray_connect import ray_filesystem
 from common.storage import Storage
+
+if TYPE_CHECKING:
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,6 +32,8 @@ class RayTrainConfig:
         check_at_least(-1, max_failures=self.max_failures)  # -1: retry without limit
 
     def scaling(self) -> ScalingConfig:
+        from ray.train import ScalingConfig
+
         return ScalingConfig(num_workers=self.workers, use_gpu=self.gpu)
 
 
@@ -42,6 +46,10 @@ def run_config(
 ) -> RunConfig:
     """Ray Train's record of run `name` under `folder` of the run's storage, through the same
     filesystem as its data; the controller and workers log as quietly as the rest of Ray."""
+    from ray.train import FailureConfig, LoggingConfig, RunConfig
+
+    from common.ray_connect import ray_filesystem
+
     return RunConfig(
         name=name,
         storage_path=storage.path(folder),

@@ -2,6 +2,7 @@
 
 Value checks live in `TrainConfig.__post_init__`; checks that need I/O (does the `--init`
 checkpoint exist?) are separate functions the entry point calls before building the trainer.
+This module loads no torch (the networks load in those checks), so `--help` needs none.
 """
 
 from __future__ import annotations
@@ -18,13 +19,11 @@ from common.errors import UserError
 from common.ray_train import RayTrainConfig
 from common.storage import Storage, StorageOptions, absolute_url, open_fs
 from student.architectures import ARCHS, Arch, StudentConfig
-from student.backbone import ResNetEncoder, load_imagenet_resnet50
+from student.choices import LOSS_WEIGHTS, RANDOM
 from student.decoded_cache import DecodedCache
-from student.losses import LOSS_WEIGHTS, load_vgg19_features
-from student.microast import MicroASTConfig, build_microast
+from student.microast_config import MicroASTConfig
 from student.microast_weights import AUTHORS
-from student.model import SIZE_MULTIPLE, STYLE_LAYER, STTRConfig
-from student.pretrained import RANDOM
+from student.model_config import SIZE_MULTIPLE, STYLE_LAYER, STTRConfig
 
 BUILTIN_INITS = ("imagenet", "scratch", AUTHORS)
 DEFAULT_INIT = {"sttr": "imagenet", "microast": "scratch"}
@@ -192,6 +191,8 @@ def check_init(config: TrainConfig) -> None:
     """An `--init` checkpoint path must exist before any worker tries to load it; MicroAST's
     authors' weights are small, so they are loaded here in full (a file that does not fit is
     one error line naming it)."""
+    from student.microast import build_microast
+
     if config.arch == "microast" and config.init != "scratch":
         build_microast(config.microast, config.init, config.storage_options)
         return
@@ -213,6 +214,9 @@ def check_weights(config: TrainConfig, fresh: bool) -> TrainConfig:
     returns the config with `init="scratch"`, so the workers start from random encoders without
     looking (and warning) again. The encoders matter only to a `fresh` run, not a resumed one.
     """
+    from student.backbone import ResNetEncoder, load_imagenet_resnet50
+    from student.losses import load_vgg19_features
+
     if LOSS_WEIGHTS[config.loss][1]:
         load_vgg19_features(config.vgg_weights, config.storage_options)
     if not fresh or config.init != "imagenet":

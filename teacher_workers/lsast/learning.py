@@ -1,7 +1,7 @@
 """Learning an LSAST style (the authors' training of the prompt generator), as a library the
-driver `jobs.learn_style` runs on Ray Train: the run's config, its checkpoints in the output
-storage (generator and AdamW state, safetensors, no pickles; the record naming them written
-last) and the per-worker loop.
+driver `jobs.learn_style` runs on Ray Train: the run's checkpoints in the output storage
+(generator and AdamW state, safetensors, no pickles; the record naming them written last) and
+the per-worker loop. The run's config is `learn_config`'s (no torch there, for `--help`).
 
 The UNet, VAE and text encoder stay frozen; only the generator trains (DDP over the workers,
 each taking its own image per step, so a step sees `workers` images).
@@ -12,24 +12,18 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 
 import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
-import tyro
 
-from common.cli import check_at_least, check_number
 from common.errors import UserError, first_line
 from common.pictures import loss_curve
-from common.ray_train import RayTrainConfig
-from common.storage import Storage, StorageOptions, absolute_url, read_url
-from teacher_workers.limits import check_resolution
-from teacher_workers.lsast.config import STAGE_INDEXING_FLAG, LSASTConfig
+from common.storage import Storage, read_url
 from teacher_workers.lsast.generator import LSASTPromptGenerator, generator_bytes, new_generator
-from teacher_workers.lsast.prompts import StageIndexing
+from teacher_workers.lsast.learn_config import LearnConfig
 from teacher_workers.lsast.styles import PROMPT_FILE
 from teacher_workers.lsast.training import (
     StyleLoss,
@@ -39,7 +33,6 @@ from teacher_workers.lsast.training import (
     step_seed,
     style_image,
 )
-from teacher_workers.model_choice import check_model_name
 from teacher_workers.models import load_teacher
 
 log = logging.getLogger(__name__)
@@ -48,58 +41,6 @@ PROMPTS = PROMPT_FILE
 LATEST = "checkpoints/latest.json"
 LOSS = "loss.jsonl"
 CURVE = "loss.png"
-
-
-@dataclass(frozen=True, kw_only=True)
-class LearnConfig(RayTrainConfig):
-    """One style-learning run, as its flags give it; `settings` must match when a run resumes."""
-
-    styles: tuple[str, ...]
-    """style images: files, folders, globs"""
-    out: str
-    """where the learned style goes (a folder or URL)"""
-    storage_options: Annotated[StorageOptions, tyro.conf.OmitArgPrefixes] = field(
-        default_factory=StorageOptions,
-        repr=False,  # credentials stay out of what Ray shows
-    )
-    model: str = "tiny"
-    """tiny | sd15-random | a Hub id | a folder"""
-    revision: str | None = None
-    """model revision on the Hub"""
-    steps: int = 100_000
-    """optimiser steps"""
-    lr: float = 1e-6
-    """AdamW learning rate (the code's)"""
-    weight_decay: float = 0.01
-    """AdamW weight decay"""
-    resolution: int = LSASTConfig.resolution
-    """training size, a multiple of 64"""
-    stage_indexing: Annotated[StageIndexing, STAGE_INDEXING_FLAG] = LSASTConfig.stage_indexing
-    """code: the released code's sliding window; paper: 10 stages x 3 groups"""
-    grad_through_down_mid: bool = False
-    """also train the encoder and middle prompts (the code trains the decoder's only)"""
-    checkpoint_every: int = 500
-    """steps"""
-    seed: int = 0
-    """seeds the generator's init and each step's draw"""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        object.__setattr__(self, "out", absolute_url(self.out))
-        check_number("--lr", self.lr)
-        check_number("--weight-decay", self.weight_decay, inclusive=True)
-        check_model_name(self.model)
-        check_at_least(1, steps=self.steps, checkpoint_every=self.checkpoint_every)
-        check_resolution(self.resolution)
-
-    def storage(self) -> Storage:
-        return Storage(self.out, self.storage_options)
-
-    def settings(self) -> dict[str, Any]:
-        """What the learned prompts depend on besides the step count."""
-        keys = ("model", "revision", "lr", "weight_decay", "resolution", "stage_indexing")
-        extra = ("grad_through_down_mid", "seed")
-        return {key: getattr(self, key) for key in (*keys, *extra)}
 
 
 # ---- checkpoints in the output storage ------------------------------------------------------
