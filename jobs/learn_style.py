@@ -10,6 +10,9 @@ last checkpoint under `checkpoints/` (generator and AdamW state, safetensors, no
 checkpoint, as does Ray Train after a lost worker; asking for more `--steps` trains further.
 """
 
+# Ray, torch and the learning loop are imported in the functions that use them: `--help` loads
+# none of them
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -18,24 +21,14 @@ from functools import partial
 from typing import Annotated
 
 import tyro
-from ray.train.torch import TorchTrainer
 
 from common.cli import JobArgs, parse, run_cli
 from common.errors import UserError
 from common.inputs import expand_images
-from common.ray_connect import connect_ray
 from common.ray_train import run_config
 from common.run_log import run_log
 from common.storage import Storage, absolute_url
-from teacher_workers.lsast.learning import (
-    CURVE,
-    PROMPTS,
-    LearnConfig,
-    check_same_settings,
-    learn_loop_per_worker,
-    load_style,
-    read_latest,
-)
+from teacher_workers.lsast.learn_config import LearnConfig
 from teacher_workers.model_choice import PRESETS
 from teacher_workers.model_source import pin_model
 
@@ -70,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def learn(config: LearnConfig) -> int:
     """Check the run, then train on Ray (nothing to do: say so without starting Ray)."""
+    from teacher_workers.lsast.learning import check_same_settings, load_style, read_latest
+
     storage = config.storage()
     latest = read_latest(storage)
     if latest is not None:
@@ -89,6 +84,11 @@ def learn(config: LearnConfig) -> int:
 
 def fit(config: LearnConfig, storage: Storage) -> int:
     """Learn the style on Ray Train's workers; report the last step."""
+    from ray.train.torch import TorchTrainer
+
+    from common.ray_connect import connect_ray
+    from teacher_workers.lsast.learning import CURVE, PROMPTS, learn_loop_per_worker, read_latest
+
     print(f"learning a style from {len(config.styles)} images into {config.out}")
     connect_ray()
     trainer = TorchTrainer(

@@ -32,7 +32,7 @@ from common.errors import UserError
 from common.inputs import expand_images
 from jobs import generate as generate_job
 from jobs.train import config_from_args
-from student.model import STTRConfig
+from student.model_config import STTRConfig
 from student.train_config import TrainConfig
 from teacher_workers.model_choice import PRESETS
 from teacher_workers.options import TeacherOptions

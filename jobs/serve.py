@@ -27,7 +27,6 @@ import tyro
 from common.cli import StorageJobArgs, check_number, parse, run_cli, verbose
 from serving.config import ServeConfig
 from serving.styles import read_gallery
-from student.checkpoint import check_student_source
 
 APP = "stylize"
 
@@ -50,6 +49,8 @@ class Args(StorageJobArgs):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(Args, argv, "jobs.serve", __doc__)
+    from student.checkpoint import check_student_source  # torch: not for --help
+
     # what a replica would fail on, found here as one line before Ray starts
     check_student_source(args.serve.student, args.storage)
     read_gallery(args.serve.gallery, args.storage)

@@ -15,6 +15,9 @@ faster than fp32 on this machine (STTR: within 35 dB PSNR of fp32; see the READM
 stays fp32, its bf16 output being further off); --precision fp32 forces the reference output.
 """
 
+# torch and the models' modules are imported in the functions that use them: `--help` loads
+# none of them
+
 from __future__ import annotations
 
 import posixpath
@@ -22,26 +25,20 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-import torch
 import tyro
 from tqdm import tqdm
 
 from common.cli import StorageJobArgs, choice_flag, parse, run_cli
 from common.errors import UserError
-from common.images import load_scaled, load_square, png_bytes
 from common.inputs import expand_images
 from common.storage import StorageOptions, open_fs, read_url
-from student.checkpoint import load_student, resolve_checkpoint
-from student.inference import (
-    PRECISIONS,
-    encode_style,
-    for_inference,
-    resolve_for,
-    stylize,
-)
+from student.choices import PRECISIONS
 from teacher_workers.options import TeacherOptions
+
+if TYPE_CHECKING:
+    import torch
 
 # (wanted, other) style flag, by whether the style is a learned one
 STYLE_FLAGS = {True: ("--style-prompts", "--style"), False: ("--style", "--style-prompts")}
@@ -92,11 +89,15 @@ class Args(StorageJobArgs):
 
 def read_image(url: str, options: StorageOptions, max_side: int) -> torch.Tensor:
     """[3, H, W] in [0, 1], downscaled (LANCZOS) so the longer side is at most `max_side`."""
+    from common.images import load_scaled
+
     return load_scaled(read_url(url, options), max_side, url)
 
 
 def with_teacher(args: Args) -> torch.Tensor:
     """The content stylized by the teacher; the style is read before the model loads."""
+    from common.images import load_square
+
     options, storage = args.teacher, args.storage
     teacher = options.teacher
     content = load_square(read_url(args.content, storage), options.resolution, args.content)
@@ -110,6 +111,9 @@ def with_teacher(args: Args) -> torch.Tensor:
 def with_student(args: Args, contents: list[str]) -> Iterator[torch.Tensor | UserError]:
     """Every content stylized with one model and one style, each yielded as it is done; of
     several, one that cannot be read is yielded as its error, so the others still get done."""
+    from student.checkpoint import load_student, resolve_checkpoint
+    from student.inference import encode_style, for_inference, resolve_for, stylize
+
     options = args.storage
     style = read_image(args.style, options, args.max_side)
     model = for_inference(load_student(resolve_checkpoint(args.student, options), options)[0])
@@ -151,6 +155,8 @@ def unread_message(failed: dict[str, str], total: int, out: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(Args, argv, "jobs.stylize", __doc__)
+    from common.images import png_bytes
+
     args = replace(args, teacher=args.teacher.chosen())
     fs, path = open_fs(args.content, args.storage)
     many = any(ch in path for ch in "*?[") or fs.isdir(path)  # a folder or glob of contents

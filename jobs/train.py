@@ -10,38 +10,33 @@ nothing left to do says so without starting Ray. With RAY_ADDRESS set (`ray job 
 it) the job joins that cluster, else it starts a local one.
 """
 
+# torch, Ray and the training loop are imported in the functions that use them: `--help` (and
+# jobs.pipeline, which parses these flags) loads none of them
+
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
 import tyro
-from ray.train import Result
-from ray.train.torch import TorchTrainer
 
 from common.cli import JobArgs, parse, run_cli
 from common.errors import UserError
-from common.ray_connect import connect_ray
 from common.ray_train import run_config
 from common.run_log import run_log
 from common.storage import Storage
-from student.dataset import Splits, read_splits, teacher_resolution
-from student.run_options import note_options
 from student.run_record import best_checkpoint, checkpoint_config, checkpoint_url, read_run_record
 from student.train_config import TrainConfig, check_init, check_weights
-from student.train_loop import (
-    cannot_resume,
-    finished,
-    load_checkpoint,
-    metrics_key,
-    train_loop_per_worker,
-)
-from teacher_workers.lsast.styles import learned_from
 from teacher_workers.registry import learned_styles
+
+if TYPE_CHECKING:
+    from ray.train import Result
+    from ray.train.torch import TorchTrainer
+
+    from student.dataset import Splits
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +56,9 @@ def validate(config: TrainConfig) -> Splits:
     style (LSAST) was learned from, which stand for it as the student's style input, a writable
     root, `--init`, crop size. (`check_weights` follows it: it may change the config the workers
     get.)"""
+    from student.dataset import read_splits, teacher_resolution
+    from teacher_workers.lsast.styles import learned_from
+
     storage = config.storage()
     splits = read_splits(storage, config.teacher_hash)
     storage.check_writable()  # the run folder and its log go there
@@ -95,6 +93,8 @@ def resume_state(
     latest checkpoint that cannot be read gives way, with a line saying so, to the newest kept
     one that can (`TrainConfig.resume_from`).
     """
+    from student.train_loop import cannot_resume
+
     try:
         record = read_run_record(run_storage(config))
         if record is None or record.checkpoint is None:
@@ -119,6 +119,10 @@ def resume_state(
 
 def readable_state(url: str, config: TrainConfig) -> dict[str, Any]:
     """The training state of the checkpoint at `url`, checked as a worker loads it."""
+    import torch
+
+    from student.train_loop import load_checkpoint
+
     return load_checkpoint(url, config, torch.device("cpu"), False, config.storage_options).state
 
 
@@ -146,6 +150,10 @@ def completion(config: TrainConfig, state: dict[str, Any], record: Result) -> st
 
 def build_trainer(config: TrainConfig, splits: Splits) -> TorchTrainer:
     """Ray Train writes to <data>/train/<name>/ through the same filesystem as the data."""
+    from ray.train.torch import TorchTrainer
+
+    from student.train_loop import train_loop_per_worker
+
     checkpoints = checkpoint_config(config.keep_checkpoints)
     return TorchTrainer(
         train_loop_per_worker,
@@ -165,6 +173,8 @@ def train(config: TrainConfig, splits: Splits) -> Result:
 
 def describe(config: TrainConfig, result: Result) -> str:
     """Where the checkpoints, metrics and TensorBoard records of a finished run are."""
+    from student.train_loop import metrics_key
+
     lines = [
         f"metrics: {config.storage().url(metrics_key(config.name))}",
         f"tensorboard: {config.tensorboard_url()}",
@@ -178,6 +188,11 @@ def describe(config: TrainConfig, result: Result) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = config_from_args(argv)
+    # torch and Ray load once the flags are parsed: `--help` and a bad flag need neither
+    from common.ray_connect import connect_ray
+    from student.run_options import note_options
+    from student.train_loop import finished
+
     record, state, config = resume_state(config)
     if state is not None and finished(state, config):
         assert record is not None

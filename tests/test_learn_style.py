@@ -12,15 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
-import jobs.learn_style
 from common.errors import UserError
 from common.storage import Storage
 from jobs.learn_style import learn, main, parse_args
+from teacher_workers.lsast import learning
 from teacher_workers.lsast.generator import generator_from_bytes, new_generator
+from teacher_workers.lsast.learn_config import LearnConfig
 from teacher_workers.lsast.learning import (
     LATEST,
     PROMPTS,
-    LearnConfig,
     restore,
     save_checkpoint,
 )
@@ -156,9 +156,10 @@ def test_learn_style_on_ray_resumes_a_run_and_keeps_its_last_checkpoint(
     save_checkpoint(storage, config, 1, stopped, optimizer, [record], None)
 
     marker = tmp_path / "crashed"
-    # the driver's trainer runs the real per-worker function, whose last rank is lost once
+    # the driver's trainer (`jobs.learn_style.fit`) runs the real per-worker function, whose
+    # last rank is lost once
     lose = LoseWorkerAtStep(2, str(marker))
-    monkeypatch.setattr(jobs.learn_style, "learn_loop_per_worker", lose)
+    monkeypatch.setattr(learning, "learn_loop_per_worker", lose)
     assert learn(parse_args([*args, "--steps", "3"])) == 0
     assert marker.exists()  # a worker was lost after step 2's checkpoint
     latest = json.loads(storage.read_bytes(LATEST))

@@ -13,11 +13,11 @@ from ray.train import Result
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-import jobs.train
 from benchmarks.synthetic_run import write_synthetic_run
 from common.errors import UserError
 from common.storage import Storage
 from jobs.train import config_from_args
+from student import train_loop
 from student.checkpoint import load_student, resolve_checkpoint
 from student.dataset import TripleDataset, collate_triples, read_splits
 from student.inference import imagenet_normalize
@@ -170,8 +170,9 @@ def test_a_lost_worker_resumes_from_the_last_checkpoint_on_s3(
     storage = Storage(f"{bucket}/run", options)
     write_synthetic_run(tmp_path, n_content=3, n_style=3, size=SIZE, storage=storage)
     marker = tmp_path / "crashed"
-    # the driver's trainer runs the real per-worker function, whose last rank is lost once
-    monkeypatch.setattr(jobs.train, "train_loop_per_worker", LoseWorkerAtEpoch(3, str(marker)))
+    # the driver's trainer (`jobs.train.build_trainer`) runs the real per-worker function, whose
+    # last rank is lost once
+    monkeypatch.setattr(train_loop, "train_loop_per_worker", LoseWorkerAtEpoch(3, str(marker)))
     config = small_config(
         storage.root,
         "crash",
