@@ -34,7 +34,7 @@ from student.microast_weights import AUTHORS
 from student.model import STTR
 from student.run_record import best_checkpoint, checkpoint_url, read_run_record
 
-Student = STTR | MicroAST
+Student = STTR | MicroAST  # what `load_student` returns
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 
