@@ -16,6 +16,7 @@ Arch = Literal["sttr", "microast"]
 StudentConfig = STTRConfig | MicroASTConfig
 Student = STTR | MicroAST
 CONFIGS: dict[str, type[StudentConfig]] = {"sttr": STTRConfig, "microast": MicroASTConfig}
+TITLES = {"sttr": "STTR", "microast": "MicroAST"}  # the architectures as a picture names them
 DEFAULT_ARCH = "sttr"  # what a checkpoint written before architectures were recorded holds
 
 
