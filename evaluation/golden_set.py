@@ -137,7 +137,7 @@ def evaluate_golden(
     teacher = get_teacher(lines[0].teacher).title
     labels = [student.label for student in students]
     columns = sheet_columns(lines[0].teacher, lsast is not None, labels, teacher_label)
-    notes = column_notes(means, teacher, students, costs)
+    notes = column_notes(means, students, costs)
     sheet = contact_sheet(columns, rows, title, notes)
     lines_out = headline(means, teacher, len(pairs), students, costs, device.type)
     return GoldenResult(pairs, set_scores, costs, sheet, lines_out)
@@ -207,24 +207,22 @@ def headline(
 
 def column_notes(
     means: Mapping[str, Figures],
-    teacher: str,
     students: Sequence[GoldenStudent],
     costs: Mapping[str, Mapping[str, Any]],
 ) -> list[str]:
     """The headline figures under the sheet's column titles, in `sheet_columns`' order: none
-    for the inputs, each teacher image's mean LPIPS to the content, and each student's figures
-    against the teacher, cost and seconds per image."""
+    for the inputs, each teacher image's mean LPIPS to the content, and each student's PSNR,
+    SSIM and LPIPS against the teacher, its cost and seconds per image."""
 
     def kept(side: str) -> str:
         value = means[side]["lpips_content"]
         return f"mean LPIPS to content {value:.3f}" if value is not None else ""
 
-    def student_note(student: GoldenStudent) -> str:
+    def student_note(student: GoldenStudent) -> str:  # two lines: more do not fit the layout
         vs = means[student.vs_teacher]
         return (
-            f"vs {teacher}: PSNR {vs['psnr']:.2f} dB\nSSIM {vs['ssim']:.3f}, "
-            f"LPIPS {vs['lpips']:.3f}\n{cost_text(costs[student.side])}, "
-            f"{means[student.side]['seconds']:.3f} s"
+            f"PSNR {vs['psnr']:.2f} dB, SSIM {vs['ssim']:.3f}, LPIPS {vs['lpips']:.3f}\n"
+            f"{cost_text(costs[student.side])}, {means[student.side]['seconds']:.3f} s"
         )
 
     also = [kept("lsast")] if "lsast" in means else []
