@@ -41,13 +41,12 @@ from copy import deepcopy
 from pathlib import Path
 
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.machine import describe, report
 from benchmarks.synthetic_run import write_synthetic_run
 from common.images import load_square
 from student.export import export_onnx
+from student.flops import gflop
 from student.image_space import ImageSpace
 from student.inference import for_inference, resolve_precision
 from student.losses import build_loss
@@ -255,16 +254,11 @@ def psnr(reference: torch.Tensor, other: torch.Tensor) -> float:
 
 def work(model: torch.nn.Module, size: int, device: torch.device, gflop_per_s: float) -> dict:
     """GFLOP of one image at `size` (content and style), and with the style encoded once,
-    counted by PyTorch's FLOP counter (matmuls, convolutions and attention); and the seconds
-    each would take at `gflop_per_s`, the device's fp32 matmul rate."""
+    counted by PyTorch's FLOP counter (`student.flops`); and the seconds each would take at
+    `gflop_per_s`, the device's fp32 matmul rate."""
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
-    counts = []
-    for call in (lambda: model(x, x), lambda: model.encode_style(x)):
-        # the counter sees attention only as the math kernel's matmuls, not as the fused one
-        with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
-            call()
-        counts.append(counter.get_total_flops() / 1e9)
-    whole, once = counts[0], counts[0] - counts[1]
+    whole = gflop(lambda: model(x, x))
+    once = whole - gflop(lambda: model.encode_style(x))
     return {
         "gflop_per_image": whole,
         "gflop_per_image_style_once": once,

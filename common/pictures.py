@@ -77,11 +77,12 @@ def training_curves(
     losses: Mapping[str, Sequence[float]],
     learning_rate: Sequence[float],
     terms: Mapping[str, Sequence[float]] | None = None,
+    title: str = "training curves",
 ) -> bytes:
     """Losses per epoch on top, the learning rate (log scale) at the bottom, on a shared epoch
     axis; with `terms`, the loss's terms between them on a log scale, where a term orders of
     magnitude below the other (a Gram term that does not matter) still shows. Legends sit
-    outside the plots so they never hide a line."""
+    outside the plots so they never hide a line. `title`: the top plot's (which run)."""
     figure = Figure(figsize=CURVES_SIZE, layout="constrained")
     ratios = (2, 1.5, 1) if terms else (2, 1)
     panels = figure.subplots(len(ratios), 1, sharex=True, height_ratios=ratios)
@@ -91,7 +92,7 @@ def training_curves(
     for name, values in losses.items():
         top.plot(epochs, values, marker="o", label=name)
     top.set_ylabel("loss")
-    top.set_title("training curves")
+    top.set_title(title)
     if terms:
         middle = panels[1]
         for (name, values), colour in zip(terms.items(), TERM_COLOURS, strict=False):

@@ -1,18 +1,17 @@
-"""Teacher vs student on the golden set, side by side: each image against its content and style,
-the student against the teacher, FID/ArtFID over the set (see `evaluation.golden_metrics`), with
-timings; plus the contact sheet that shows them. With `GoldenLSAST`, LSAST's images of the same
-pairs get a column and the same measures of their own."""
+"""Teacher vs students on the golden set, side by side: each image against its content and
+style, each student against the teacher, FID/ArtFID over the set (see
+`evaluation.golden_metrics`), with timings and each student's cost; plus the contact sheet that
+shows them. With `GoldenLSAST`, LSAST's images of the same pairs get a column and the same
+measures of their own."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from PIL import Image
-from torch import nn
 from tqdm import tqdm
 
 from common.images import to_pil
@@ -21,28 +20,27 @@ from common.pictures import contact_sheet
 from common.storage import Storage
 from evaluation.golden_lsast import GoldenLSAST
 from evaluation.golden_metrics import ImageMeter, SetMeter
+from evaluation.students import GoldenStudent, measure_cost, timed_stylize
 from student.dataset import Triple, load_triple
 from student.inference import stylize
 from teacher_workers.registry import get_teacher
 
 SHEET_ROWS = 16  # pairs on the contact sheet: a readable picture, not one per pair of 800
 THUMBNAIL = 256  # px: a contact-sheet cell is 220 px at its DPI, whatever the golden size
-SIDES = ("teacher", "lsast", "student")  # the stylized images of a pair, as the sheet shows them
 CHUNK = 8  # golden pairs read at once without LSAST (with it: LSAST's batch)
+Figures = dict[str, float | None]
 
 
 @dataclass(frozen=True)
 class PairScores:
-    """One golden pair. `teacher`, `student`: that image against the content and style
-    (`ImageMeter.against_inputs`) and its `seconds`; `student_vs_teacher`: PSNR, SSIM, LPIPS;
-    `lsast`: as `teacher`, for LSAST's image when it runs beside the run's teacher."""
+    """One golden pair's figures by side: `teacher`, `lsast` (when it runs beside the run's
+    teacher) and each student's side (`GoldenStudent.side`): that image against the content
+    and style (`ImageMeter.against_inputs`) and its `seconds`; each student's
+    `<side>_vs_teacher`: PSNR, SSIM and LPIPS against the teacher's image."""
 
     content: str
     style: str
-    teacher: dict[str, float | None]
-    student: dict[str, float | None]
-    student_vs_teacher: dict[str, float]
-    lsast: dict[str, float | None] | None = None
+    figures: dict[str, Figures]
 
 
 @dataclass(frozen=True)
@@ -51,41 +49,33 @@ class GoldenResult:
 
     pairs: list[PairScores]
     set_scores: dict[str, Any]  # FID, ArtFID or why not
+    costs: dict[str, dict[str, Any]]  # by student side: `measure_cost`
     sheet: bytes  # contact sheet PNG
     headline: list[str]  # the few lines `jobs.evaluate` ends with (`headline`)
 
 
 def evaluate_pair(
-    model: nn.Module,
+    students: Sequence[GoldenStudent],
     meter: ImageMeter,
     line: ManifestLine,
     triple: Triple,
     lsast: tuple[torch.Tensor, float] | None = None,
 ) -> tuple[PairScores, dict[str, torch.Tensor]]:
     """Scores of one pair, and its stylized images [3, H, W] by side (teacher, LSAST when
-    `lsast` gives its image and seconds, student), in the contact sheet's column order."""
+    `lsast` gives its image and seconds, each student), in the contact sheet's column order."""
     inputs = meter.inputs(triple.content, triple.style)  # once for all the pair's images
-    start = time.perf_counter()
-    student = stylize(model, triple.content, triple.style)
-    seconds = time.perf_counter() - start
-    scores = PairScores(
-        content=line.content,
-        style=line.style,
-        # teacher: per pair inside its tile, as generation recorded it (None: an earlier run)
-        teacher={
-            **meter.against_inputs(triple.target, inputs),
-            "seconds": line.seconds,
-        },
-        student={**meter.against_inputs(student, inputs), "seconds": seconds},
-        student_vs_teacher=meter.against_teacher(student, triple.target),
-    )
-    if lsast is None:
-        return scores, {"teacher": triple.target, "student": student}
-    image, lsast_seconds = lsast
-    scores = replace(
-        scores, lsast={**meter.against_inputs(image, inputs), "seconds": lsast_seconds}
-    )
-    return scores, {"teacher": triple.target, "lsast": image, "student": student}
+    # teacher: per pair inside its tile, as generation recorded it (None: an earlier run)
+    figures = {"teacher": {**meter.against_inputs(triple.target, inputs), "seconds": line.seconds}}
+    shown = {"teacher": triple.target}
+    if lsast is not None:
+        shown["lsast"], seconds = lsast
+        figures["lsast"] = {**meter.against_inputs(shown["lsast"], inputs), "seconds": seconds}
+    for student in students:
+        image, seconds = timed_stylize(student.model, triple.content, triple.style)
+        figures[student.side] = {**meter.against_inputs(image, inputs), "seconds": seconds}
+        figures[student.vs_teacher] = meter.against_teacher(image, triple.target)
+        shown[student.side] = image
+    return PairScores(line.content, line.style, figures), shown
 
 
 def read_chunk(
@@ -102,7 +92,7 @@ def read_chunk(
 def evaluate_golden(
     storage: Storage,
     lines: list[ManifestLine],
-    model: nn.Module,
+    students: Sequence[GoldenStudent],
     meter: ImageMeter,
     set_meter: SetMeter,
     lsast: GoldenLSAST | None = None,
@@ -110,44 +100,58 @@ def evaluate_golden(
     device: torch.device | None = None,
     teacher_label: str | None = None,
 ) -> GoldenResult:
-    """Score every golden pair, then the set as a whole; with `lsast`, LSAST's images too.
-    `style_images`: the image that stands for each learned style (an LSAST run's); `device`:
-    the model's and the meters' device, where the images go (default the CPU);
-    `teacher_label`: the teacher column's title (none: the teacher's name).
+    """Score every golden pair, then the set as a whole, for every student; with `lsast`,
+    LSAST's images too. `style_images`: the image that stands for each learned style (an LSAST
+    run's); `device`: the students' and the meters' device, where the images go (default the
+    CPU); `teacher_label`: the teacher column's title (none: the teacher's name).
 
-    Streamed: the pairs are read a chunk at a time (LSAST's batch when it runs), each pair
-    kept as its figures, the set's FID fed as it goes and the contact sheet's first pairs kept
-    as thumbnails, so memory does not grow with the golden set (800 pairs of 512 px held at
-    once took about 7.5 GB)."""
+    Streamed: the pairs are read a chunk at a time (LSAST's batch when it runs), every student
+    run on each, each pair kept as its figures, the set's FID fed as it goes and the contact
+    sheet's first pairs kept as thumbnails, so memory does not grow with the golden set (800
+    pairs of 512 px held at once took about 7.5 GB)."""
     device = device or torch.device("cpu")
     lsast_images = lsast.stylizer(lines) if lsast else None
     chunk = lsast.options.lsast.batch_size if lsast else CHUNK
     pairs: list[PairScores] = []
     rows: list[tuple[str, list[tuple[Image.Image, str]]]] = []
+    costs: dict[str, dict[str, Any]] = {}
     with tqdm(total=len(lines), desc="golden pairs", unit="pair") as bar:
         for start in range(0, len(lines), chunk):
             batch = lines[start : start + chunk]
             triples = read_chunk(storage, batch, style_images or {}, device)
-            if start == 0:  # warm-up, so timings are steady
-                stylize(model, triples[0].content, triples[0].style)
+            if start == 0:  # each student's cost, and a warm-up call so timings are steady
+                costs = warm_up(students, triples[0])
             images, seconds = lsast_images(batch, triples) if lsast_images else ([], [])
             for k, (line, triple) in enumerate(zip(batch, triples, strict=True)):
                 also = (images[k], seconds[k]) if images else None
-                pair, shown = evaluate_pair(model, meter, line, triple, also)
+                pair, shown = evaluate_pair(students, meter, line, triple, also)
                 set_meter.update(triple.style, shown)
                 pairs.append(pair)
                 if len(rows) < SHEET_ROWS:
                     rows.append(sheet_row(len(pairs), line, triple, pair, shown))
                 bar.update(1)
     means = summarize(pairs)
-    set_scores = set_meter.scores(
-        {side: means[side]["lpips_content"] for side in SIDES if side in means}
-    )
+    images_of = ["teacher", *(["lsast"] if lsast else []), *(s.side for s in students)]
+    set_scores = set_meter.scores({side: means[side]["lpips_content"] for side in images_of})
     title = f"golden pairs 1-{len(rows)} of {len(pairs)}" if len(rows) < len(pairs) else ""
     teacher = get_teacher(lines[0].teacher).title
-    columns = sheet_columns(lines[0].teacher, beside_lsast=lsast is not None, label=teacher_label)
-    sheet = contact_sheet(columns, rows, title, column_notes(means, teacher))
-    return GoldenResult(pairs, set_scores, sheet, headline(means, teacher, len(pairs)))
+    labels = [student.label for student in students]
+    columns = sheet_columns(lines[0].teacher, lsast is not None, labels, teacher_label)
+    notes = column_notes(means, students, costs)
+    sheet = contact_sheet(columns, rows, title, notes)
+    lines_out = headline(means, teacher, len(pairs), students, costs, device.type)
+    return GoldenResult(pairs, set_scores, costs, sheet, lines_out)
+
+
+def warm_up(students: Sequence[GoldenStudent], triple: Triple) -> dict[str, dict[str, Any]]:
+    """Each student's cost at the evaluation size (`measure_cost`, on the first golden pair)
+    by side, and one untimed call of each, so that the timed ones leave out a first call's
+    set-up (kernel selection, allocation) and compare between students."""
+    costs = {}
+    for student in students:
+        costs[student.side] = measure_cost(student.model, triple.content, triple.style)
+        stylize(student.model, triple.content, triple.style)
+    return costs
 
 
 def sheet_row(
@@ -162,7 +166,7 @@ def sheet_row(
     cells = [(thumbnail(triple.content), _name(line.content))]
     cells.append((thumbnail(triple.style), _name(line.style)))
     for side, image in shown.items():
-        cells.append((thumbnail(image), _lpips_caption(getattr(pair, side)["lpips_content"])))
+        cells.append((thumbnail(image), _lpips_caption(pair.figures[side]["lpips_content"])))
     return f"pair {number}", cells
 
 
@@ -174,61 +178,77 @@ def thumbnail(image: torch.Tensor) -> Image.Image:
 
 
 def headline(
-    means: Mapping[str, Mapping[str, float | None]], teacher: str, pairs: int
+    means: Mapping[str, Figures],
+    teacher: str,
+    pairs: int,
+    students: Sequence[GoldenStudent],
+    costs: Mapping[str, Mapping[str, Any]],
+    device: str,
 ) -> list[str]:
-    """The evaluation's figures in a few lines: the student against the teacher it learned
-    from (PSNR, SSIM, LPIPS: how closely it reproduces it) and each image's LPIPS to its
-    content (how much of the content it keeps), means over the golden pairs."""
-    vs = means["student_vs_teacher"]
+    """The evaluation's figures in a few lines, means over the golden pairs: the teachers'
+    images' LPIPS to their content (how much of the content they keep), then a line per
+    student: against the teacher it learned from (PSNR, SSIM, LPIPS: how closely it reproduces
+    it), its own LPIPS to the content, and what an image costs it on `device`."""
     kept = ", ".join(
         f"{title} {means[side]['lpips_content']:.3f}"
-        for side, title in (("teacher", teacher), ("lsast", "LSAST"), ("student", "student"))
+        for side, title in (("teacher", teacher), ("lsast", "LSAST"))
         if side in means and means[side]["lpips_content"] is not None
     )
-    return [
-        f"{pairs} golden pairs (means)",
-        f"student vs {teacher} (teacher): PSNR {vs['psnr']:.2f} dB, SSIM {vs['ssim']:.3f}, "
-        f"LPIPS {vs['lpips']:.3f}",
-        f"LPIPS to the content: {kept}",
-    ]
+    lines = [f"{pairs} golden pairs (means)", f"LPIPS to the content: {kept}"]
+    for student in students:
+        vs, own = means[student.vs_teacher], means[student.side]
+        lines.append(
+            f"{student.label} vs {teacher}: PSNR {vs['psnr']:.2f} dB, SSIM {vs['ssim']:.3f}, "
+            f"LPIPS {vs['lpips']:.3f}; LPIPS to the content {own['lpips_content']:.3f}; "
+            f"{own['seconds']:.3f} s per image on {device}, {cost_text(costs[student.side])}"
+        )
+    return lines
 
 
-def column_notes(means: Mapping[str, Mapping[str, float | None]], teacher: str) -> list[str]:
+def column_notes(
+    means: Mapping[str, Figures],
+    students: Sequence[GoldenStudent],
+    costs: Mapping[str, Mapping[str, Any]],
+) -> list[str]:
     """The headline figures under the sheet's column titles, in `sheet_columns`' order: none
-    for the inputs, each image's mean LPIPS to the content, and the student's figures
-    against the teacher."""
+    for the inputs, each teacher image's mean LPIPS to the content, and each student's PSNR,
+    SSIM and LPIPS against the teacher, its cost and seconds per image."""
 
     def kept(side: str) -> str:
         value = means[side]["lpips_content"]
         return f"mean LPIPS to content {value:.3f}" if value is not None else ""
 
-    vs = means["student_vs_teacher"]
-    student = (
-        f"vs {teacher}: PSNR {vs['psnr']:.2f} dB\nSSIM {vs['ssim']:.3f}, LPIPS {vs['lpips']:.3f}"
-    )
+    def student_note(student: GoldenStudent) -> str:  # two lines: more do not fit the layout
+        vs = means[student.vs_teacher]
+        return (
+            f"PSNR {vs['psnr']:.2f} dB, SSIM {vs['ssim']:.3f}, LPIPS {vs['lpips']:.3f}\n"
+            f"{cost_text(costs[student.side])}, {means[student.side]['seconds']:.3f} s"
+        )
+
     also = [kept("lsast")] if "lsast" in means else []
-    return ["", "", kept("teacher"), *also, student]
+    return ["", "", kept("teacher"), *also, *map(student_note, students)]
 
 
-def sheet_columns(teacher: str, beside_lsast: bool, label: str | None = None) -> tuple[str, ...]:
+def cost_text(cost: Mapping[str, Any]) -> str:
+    """A student's parameters and GFLOP per image (`measure_cost`), short."""
+    return f"{cost['parameters'] / 1e6:.2f}M params, {cost['gflop']:.3g} GFLOP"
+
+
+def sheet_columns(
+    teacher: str, beside_lsast: bool, students: Sequence[str], label: str | None = None
+) -> tuple[str, ...]:
     """The contact sheet's column titles: the run's teacher by name, or by the `label` run.json
     records (a trained student's weights), so a sheet of an LSAST run does not pass for
-    StyleID's; `beside_lsast`: LSAST's column beside a StyleID run's."""
+    StyleID's; `beside_lsast`: LSAST's column beside a StyleID run's; then a column per
+    student, titled with its label."""
     also = ("LSAST",) if beside_lsast else ()
     title = label or f"{get_teacher(teacher).title} (teacher)"
-    return ("content", "style", title, *also, "student")
+    return ("content", "style", title, *also, *students)
 
 
-def summarize(pairs: list[PairScores]) -> dict[str, dict[str, float | None]]:
+def summarize(pairs: list[PairScores]) -> dict[str, Figures]:
     """Mean of every figure of each side over the pairs that have it (None if none has)."""
-    groups = {
-        "teacher": [p.teacher for p in pairs],
-        "student": [p.student for p in pairs],
-        "student_vs_teacher": [p.student_vs_teacher for p in pairs],
-    }
-    if pairs[0].lsast is not None:
-        groups["lsast"] = [p.lsast for p in pairs]
-    return {group: _means(records) for group, records in groups.items()}
+    return {side: _means([p.figures[side] for p in pairs]) for side in pairs[0].figures}
 
 
 def _means(records: list[dict[str, Any]]) -> dict[str, float | None]:

@@ -1,22 +1,26 @@
-r"""Compare teacher and student on the golden set: metrics.json, contact_sheet.png, curves.png.
+r"""Compare teacher and students on the golden set: metrics.json, contact_sheet.png, curves.png.
 
     python -m jobs.evaluate --data runs/demo --student runs/demo/train/demo/checkpoint_000004
+    python -m jobs.evaluate --data runs/demo --student runs/demo/train/demo microast-authors
     ray job submit --address http://HEAD:8265 --working-dir . --runtime-env runtime_env.yaml \
         -- python -m jobs.evaluate --data s3://bucket/run --student s3://bucket/run/train/l1
 
-Writes <data>/eval/<name>/ and ends with the headline figures (student vs teacher PSNR, SSIM
-and LPIPS; each image's LPIPS to its content; means over the golden pairs), which the contact
-sheet shows under its column titles too. The student and the measures run where --device says:
-in a Ray job on a cluster with GPUs (or with --device cuda), as a Ray task on a GPU worker, so
-the CPU-only head only waits for it. Golden pairs are the manifest lines with split "golden",
-which no training or validation ever reads. In an LSAST run, the first image each learned style was
-learned from stands for it (the student's style input, the style measures and the sheet).
+Writes <data>/eval/<name>/ and ends with the headline figures (each image's LPIPS to its
+content; per student its PSNR, SSIM and LPIPS against the teacher, seconds per image,
+parameters and GFLOP; means over the golden pairs), which the contact sheet shows under its
+column titles too. Several students (of either architecture) run on the same pairs, each with
+its own column and metrics.json entry; curves.png shows the training of the first that has a
+metrics.jsonl. The students and the measures run where --device says: in a Ray job on a
+cluster with GPUs (or with --device cuda), as a Ray task on a GPU worker, so the CPU-only head
+only waits for it. Golden pairs are the manifest lines with split "golden", which no training
+or validation ever reads. In an LSAST run, the first image each learned style was learned from
+stands for it (the students' style input, the style measures and the sheet).
 
     python -m jobs.evaluate --data runs/demo --student CKPT --also-teacher lsast \
         --style-prompts styles/01 styles/02 --controlnet lllyasviel/control_v11p_sd15_canny
 
 also runs LSAST on the golden pairs of a StyleID run (its model, steps and resolution), and
-shows it beside StyleID and the student: each golden style image takes the learned style of its
+shows it beside StyleID and the students: each golden style image takes the learned style of its
 name (style 01.png: the learn_style folder .../01/ or the prompt file .../01.safetensors).
 """
 
@@ -52,14 +56,15 @@ class Args(StorageJobArgs):
 
     data: str
     """run root with manifests/ and targets/"""
-    student: str
-    """student checkpoint directory (or training run folder: its best checkpoint)"""
+    student: tuple[str, ...]
+    """one or more students side by side, each a checkpoint directory, a training run folder
+    (its best checkpoint) or microast-authors (the shipped MicroAST weights)"""
     name: str = "golden"
     """output folder <data>/eval/<name>/"""
     teacher_hash: str | None = None
     """which teacher, if several"""
     metrics: str | None = None
-    """training metrics.jsonl for curves.png (none: the one beside the checkpoint)"""
+    """training metrics.jsonl for curves.png (none: the first student's run that has one)"""
     vgg_weights: Annotated[
         str | None, weights_flag("VGG19", "CFSD and the content and style losses")
     ] = None
@@ -96,6 +101,8 @@ class Args(StorageJobArgs):
     ] = "auto"
 
     def __post_init__(self) -> None:
+        if not self.student:
+            raise UserError("--student needs at least one student")
         if self.style_prompts and not self.also_teacher:
             raise UserError("--style-prompts are learned styles for --also-teacher lsast")
 
@@ -105,9 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # here, not at the top: `--help` answers without loading torch
     from evaluation.golden_lsast import GoldenLSAST
     from evaluation.reporting import write_evaluation
+    from evaluation.students import resolve_students
     from teacher_workers.sizing import teacher_parameters
 
     storage = Storage(args.data, args.storage)
+    students = resolve_students(args.student, args.storage)  # here: a wrong one fails at once
     info = read_run_info(storage) or {}
     config = info.get("config", {})
     # run.json of this version nests the teacher's options; an older one holds them flat
@@ -122,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_evaluation,
         args.device,
         storage=storage,
-        student_url=args.student,
+        students=students,
         name=args.name,
         teacher_hash=args.teacher_hash,
         metrics_url=args.metrics,

@@ -17,6 +17,7 @@ ARCHS = ("sttr", "microast")
 Arch = Literal["sttr", "microast"]
 StudentConfig = STTRConfig | MicroASTConfig
 CONFIGS: dict[str, type[StudentConfig]] = {"sttr": STTRConfig, "microast": MicroASTConfig}
+TITLES = {"sttr": "STTR", "microast": "MicroAST"}  # the architectures as a picture names them
 DEFAULT_ARCH = "sttr"  # what a checkpoint written before architectures were recorded holds
 
 

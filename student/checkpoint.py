@@ -80,10 +80,12 @@ def open_student(
     return load_student(resolve_checkpoint(source, storage_options), storage_options, device)[0]
 
 
-def check_student_source(source: str, storage_options: Mapping[str, Any] | None = None) -> None:
-    """What `open_student` would refuse for want of a checkpoint, as one `UserError` now."""
-    if source != AUTHORS_MICROAST:
-        resolve_checkpoint(source, storage_options)
+def check_student_source(source: str, storage_options: Mapping[str, Any] | None = None) -> str:
+    """What `open_student` would refuse for want of a checkpoint, as one `UserError` now; else
+    what it will read: the checkpoint (a training run folder's best) or the student's name."""
+    if source == AUTHORS_MICROAST:
+        return source
+    return resolve_checkpoint(source, storage_options)
 
 
 def resolve_checkpoint(url: str, storage_options: Mapping[str, Any] | None = None) -> str:

@@ -1,10 +1,12 @@
-"""`jobs.evaluate --also-teacher lsast`: the golden set under the run's teacher, LSAST and the
-student in one contact sheet and one metrics.json (tiny models, no Ray)."""
+"""`jobs.evaluate` side by side: the golden set under the run's teacher, LSAST
+(`--also-teacher lsast`) and one or several students (`--student A B`, of either
+architecture) in one contact sheet and one metrics.json (tiny models, no Ray)."""
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from dataclasses import asdict, replace
@@ -25,19 +27,25 @@ from common.storage import Storage
 from evaluation.golden_lsast import GoldenLSAST
 from evaluation.golden_metrics import ImageMeter
 from evaluation.golden_set import sheet_columns
+from evaluation.students import student_labels
 from jobs import evaluate
-from student.checkpoint import save_student
+from student.checkpoint import AUTHORS_MICROAST, save_student
 from student.dataset import load_triple
+from student.microast import MicroAST, MicroASTConfig
 from student.model import STTRConfig, build_sttr
 from teacher_workers.lsast.config import LSASTConfig
 from teacher_workers.lsast.styles import read_prompts
 from teacher_workers.options import TeacherOptions
 from teacher_workers.styleid.config import StyleIDConfig
-from tests.support.cli import ROOT
+from tests.support.cli import ROOT, run_in_process
 from tests.support.generation_helpers import write_prompt_files
 from tests.support.train_helpers import write_seeded_vgg19
 
 RUN_TEACHER = TeacherOptions(styleid=StyleIDConfig(steps=2, resolution=64)).chosen()
+TINY_STTR = STTRConfig(enc_layers=1, dec_layers=1, dim_feedforward=64)
+# MicroAST's GFLOP per 512 px image (content and style) by PyTorch's FLOP counter, from
+# benchmarks/results/student_cpu.json: a convolutional network's work grows with the pixels
+MICROAST_GFLOP_512 = 22.309502976
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +55,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("side")
     storage = write_synthetic_run(root / "data", n_content=2, n_style=2, size=64)
     write_run_info(storage, "generate", {"teacher": asdict(RUN_TEACHER)})
-    config = STTRConfig(enc_layers=1, dec_layers=1, dim_feedforward=64)
-    save_student(build_sttr(config, init="scratch"), config, str(root / "student"))
+    save_student(build_sttr(TINY_STTR, init="scratch"), TINY_STTR, str(root / "student"))
     torch.manual_seed(0)
     features = {f"features.{k}": v for k, v in alexnet().features.state_dict().items()}
     torch.save(features, root / "alexnet.pth")
@@ -62,9 +69,12 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     }
 
 
-def evaluate_run(run: dict, name: str, *flags: str) -> tuple[dict, Image.Image]:
-    """metrics.json and the contact sheet of one `jobs.evaluate` of the run."""
-    common = ["--data", run["data"], "--student", run["student"], "--name", name]
+def evaluate_run(
+    run: dict, name: str, *flags: str, students: tuple[str, ...] = ()
+) -> tuple[dict, Image.Image]:
+    """metrics.json and the contact sheet of one `jobs.evaluate` of the run (of its student,
+    or of `students`)."""
+    common = ["--data", run["data"], "--student", *(students or [run["student"]]), "--name", name]
     common += ["--vgg-weights", run["vgg"], "--lpips-weights", run["lpips"]]
     assert evaluate.main([*common, *flags]) == 0
     folder = Path(run["data"]) / "eval" / name
@@ -153,40 +163,122 @@ def test_an_lsast_run_is_measured_against_the_images_its_styles_were_learned_fro
 
 
 def test_the_contact_sheet_names_the_runs_teacher() -> None:
-    assert sheet_columns("styleid", beside_lsast=False) == (
+    students = ["l1/checkpoint_000004 (STTR)"]
+    assert sheet_columns("styleid", False, students) == (
         "content",
         "style",
         "StyleID (teacher)",
-        "student",
+        "l1/checkpoint_000004 (STTR)",
     )
-    assert sheet_columns("lsast", beside_lsast=False)[2] == "LSAST (teacher)"
-    assert sheet_columns("styleid", beside_lsast=True)[2:] == (
+    assert sheet_columns("lsast", False, students)[2] == "LSAST (teacher)"
+    assert sheet_columns("styleid", True, [*students, "microast-authors (MicroAST)"])[2:] == (
         "StyleID (teacher)",
         "LSAST",
-        "student",
+        "l1/checkpoint_000004 (STTR)",
+        "microast-authors (MicroAST)",
     )
     # a trained student's weights as the teacher: named as run.json records them
     label = "MicroAST authors' weights (stand-in teacher)"
-    assert sheet_columns("student", beside_lsast=False, label=label)[2] == label
+    assert sheet_columns("student", False, students, label=label)[2] == label
 
 
 def test_the_job_ends_with_its_headline_figures(run, capsys) -> None:
-    """The last lines: the student against the teacher and each image's LPIPS to its
-    content, as metrics.json's means have them; the sheet keeps its size with them."""
+    """The last lines: the teacher's LPIPS to its content, then the student against the
+    teacher, its LPIPS to the content and its cost, as metrics.json has them; the sheet keeps
+    its size with them."""
     metrics, sheet = evaluate_run(run, "headline", "--device", "cpu")
     means = metrics["mean"]
     vs = means["student_vs_teacher"]
+    (student,) = metrics["students"]
     printed = capsys.readouterr().out.splitlines()
     assert printed[-4:-1] == [
         "2 golden pairs (means)",
-        f"student vs StyleID (teacher): PSNR {vs['psnr']:.2f} dB, SSIM {vs['ssim']:.3f}, "
-        f"LPIPS {vs['lpips']:.3f}",
-        f"LPIPS to the content: StyleID {means['teacher']['lpips_content']:.3f}, "
-        f"student {means['student']['lpips_content']:.3f}",
+        f"LPIPS to the content: StyleID {means['teacher']['lpips_content']:.3f}",
+        f"{student['label']} vs StyleID: PSNR {vs['psnr']:.2f} dB, SSIM {vs['ssim']:.3f}, "
+        f"LPIPS {vs['lpips']:.3f}; LPIPS to the content {means['student']['lpips_content']:.3f}; "
+        f"{means['student']['seconds']:.3f} s per image on cpu, "
+        f"{metrics['student_parameters'] / 1e6:.2f}M params, {student['gflop']:.3g} GFLOP",
     ]
+    assert student["label"] == f"{Path(run['student']).parent.name}/student (STTR)"
     assert printed[-1].startswith("metrics, contact sheet and curves: ")
     assert metrics["device"] == "cpu"
     assert sheet.size == sheet_size(4, 2)
+
+
+def test_several_students_each_get_a_column_and_their_own_measures(run, tmp_path, capsys) -> None:
+    """`--student microast-authors RUN`: a MicroAST beside a tiny STTR whose training run has
+    metrics, on the same golden pairs; each a column and an entry with its own figures."""
+    sttr = tmp_path / "tiny" / "checkpoint_000002"
+    shutil.copytree(run["student"], sttr)
+    records = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "lr": 1e-3} for e in (1, 2)]
+    (sttr.parent / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    one, one_sheet = evaluate_run(run, "one", students=(AUTHORS_MICROAST,))
+    two, two_sheet = evaluate_run(run, "two", students=(AUTHORS_MICROAST, str(sttr)))
+    assert one_sheet.size == sheet_size(4, 2) and two_sheet.size == sheet_size(5, 2)
+    micro, tiny = two["students"]
+    assert micro["label"] == "microast-authors (MicroAST)"
+    assert tiny["label"] == "tiny/checkpoint_000002 (STTR)"
+    assert (micro["side"], tiny["side"]) == ("student", "student_2")
+    assert set(two["mean"]) == {"teacher", "student", "student_vs_teacher"} | {
+        "student_2",
+        "student_2_vs_teacher",
+    }
+    assert set(two["pairs"][0]) == {"content", "style", *two["mean"]}
+    for entry, model in (
+        (micro, MicroAST(MicroASTConfig())),
+        (tiny, build_sttr(TINY_STTR, "scratch")),
+    ):
+        assert entry["parameters"] == sum(p.numel() for p in model.parameters())
+        assert entry["gflop_at"] == {"content": [64, 64], "style": [64, 64]}
+        assert entry["gflop"] > 0 and entry["seconds_per_image"] > 0
+        side = entry["side"]
+        assert entry["seconds_per_image"] == two["mean"][side]["seconds"]
+        assert entry["vs_teacher"] == two["mean"][f"{side}_vs_teacher"]
+        assert set(entry["vs_teacher"]) == {"psnr", "ssim", "lpips"}
+        assert all(math.isfinite(v) for v in entry["vs_teacher"].values())
+    assert micro["gflop"] == pytest.approx(MICROAST_GFLOP_512 * (64 / 512) ** 2, rel=0.01)
+    assert micro["gflop"] < tiny["gflop"]  # even a one-layer STTR keeps its VGG encoder
+    # a student measures the same beside another as alone
+    assert one["students"][0]["gflop"] == micro["gflop"]
+    assert two["mean"]["student_vs_teacher"] == pytest.approx(one["mean"]["student_vs_teacher"])
+    # the keys of an evaluation of one student are the first student's
+    assert two["student"] == AUTHORS_MICROAST and two["student_arch"] == "microast"
+    assert two["student_parameters"] == micro["parameters"]
+    # curves.png: the first student with a training run behind it
+    metrics = str(sttr.parent / "metrics.jsonl")
+    assert two["curves"] == {"student": tiny["label"], "metrics": metrics}
+    assert one["curves"] == {"student": None, "metrics": None}
+    # a headline line per student
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split(" vs StyleID: ")[0] for line in printed[-3:-1]] == [
+        micro["label"],
+        tiny["label"],
+    ]
+
+
+def test_labels_tell_apart_checkpoints_of_one_name() -> None:
+    sources = ["s3://b/a/l1/checkpoint_000004", "/runs/b/l1/checkpoint_000004", "/runs/c/l2/x"]
+    assert student_labels(sources, ["sttr", "microast", "sttr"]) == [
+        "a/l1/checkpoint_000004 (STTR)",
+        "b/l1/checkpoint_000004 (MicroAST)",
+        "l2/x (STTR)",
+    ]
+    assert student_labels([AUTHORS_MICROAST], ["microast"]) == ["microast-authors (MicroAST)"]
+
+
+def test_a_student_given_twice_is_one_clear_line(run) -> None:
+    """The same checkpoint twice (here once with a trailing slash) would only repeat a column:
+    refused before any work, as is `--student` with none."""
+    flags = ["--data", run["data"], "--name", "twice", "--student", run["student"]]
+    result = run_in_process("evaluate", *flags, f"{run['student']}/")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: --student '{run['student']}/' names the same student as '{run['student']}' "
+        f"({run['student']}): give each student once"
+    ]
+    result = run_in_process("evaluate", "--data", run["data"], "--student")
+    assert result.stderr.strip().splitlines() == ["error: --student needs at least one student"]
+    assert not (Path(run["data"]) / "eval" / "twice").exists()
 
 
 def test_cuda_on_a_cluster_without_gpus_is_one_clear_line(run, ray_cluster) -> None:
