@@ -173,6 +173,8 @@ def ray_cluster(ray_hf_home: Path) -> Iterator[Any]:
     """
     import ray
 
+    from common.ray_connect import worker_setup
+
     python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     env = {"PYTHONPATH": python_path, "HF_HOME": str(ray_hf_home), "HF_HUB_OFFLINE": "1"}
     context = ray.init(
@@ -181,7 +183,8 @@ def ray_cluster(ray_hf_home: Path) -> Iterator[Any]:
         num_cpus=4,
         include_dashboard=False,
         object_store_memory=1 << 30,
-        runtime_env={"env_vars": env},
+        # the jobs' own hook: Ray Train's placement-group cleaner finds this cluster
+        runtime_env={"env_vars": env, "worker_process_setup_hook": worker_setup(quiet=False)},
     )
     try:
         yield context
