@@ -134,7 +134,7 @@ def evaluate_golden(
     images_of = ["teacher", *(["lsast"] if lsast else []), *(s.side for s in students)]
     set_scores = set_meter.scores({side: means[side]["lpips_content"] for side in images_of})
     title = f"golden pairs 1-{len(rows)} of {len(pairs)}" if len(rows) < len(pairs) else ""
-    teacher = get_teacher(lines[0].teacher).title
+    teacher = teacher_title(lines[0].teacher, teacher_label)
     labels = [student.label for student in students]
     columns = sheet_columns(lines[0].teacher, lsast is not None, labels, teacher_label)
     notes = column_notes(means, students, costs)
@@ -242,8 +242,13 @@ def sheet_columns(
     StyleID's; `beside_lsast`: LSAST's column beside a StyleID run's; then a column per
     student, titled with its label."""
     also = ("LSAST",) if beside_lsast else ()
-    title = label or f"{get_teacher(teacher).title} (teacher)"
-    return ("content", "style", title, *also, *students)
+    return ("content", "style", teacher_title(teacher, label), *also, *students)
+
+
+def teacher_title(teacher: str, label: str | None = None) -> str:
+    """The run's teacher as the sheet and the headline name it: by the `label` run.json
+    records, else by its name, saying that it is the teacher."""
+    return label or f"{get_teacher(teacher).title} (teacher)"
 
 
 def summarize(pairs: list[PairScores]) -> dict[str, Figures]:

@@ -193,9 +193,10 @@ def test_the_job_ends_with_its_headline_figures(run, capsys) -> None:
     printed = capsys.readouterr().out.splitlines()
     assert printed[-4:-1] == [
         "2 golden pairs (means)",
-        f"LPIPS to the content: StyleID {means['teacher']['lpips_content']:.3f}",
-        f"{student['label']} vs StyleID: PSNR {vs['psnr']:.2f} dB, SSIM {vs['ssim']:.3f}, "
-        f"LPIPS {vs['lpips']:.3f}; LPIPS to the content {means['student']['lpips_content']:.3f}; "
+        f"LPIPS to the content: StyleID (teacher) {means['teacher']['lpips_content']:.3f}",
+        f"{student['label']} vs StyleID (teacher): PSNR {vs['psnr']:.2f} dB, "
+        f"SSIM {vs['ssim']:.3f}, LPIPS {vs['lpips']:.3f}; "
+        f"LPIPS to the content {means['student']['lpips_content']:.3f}; "
         f"{means['student']['seconds']:.3f} s per image on cpu, "
         f"{metrics['student_parameters'] / 1e6:.2f}M params, {student['gflop']:.3g} GFLOP",
     ]
@@ -250,7 +251,7 @@ def test_several_students_each_get_a_column_and_their_own_measures(run, tmp_path
     assert one["curves"] == {"student": None, "metrics": None}
     # a headline line per student
     printed = capsys.readouterr().out.splitlines()
-    assert [line.split(" vs StyleID: ")[0] for line in printed[-3:-1]] == [
+    assert [line.split(" vs StyleID (teacher): ")[0] for line in printed[-3:-1]] == [
         micro["label"],
         tiny["label"],
     ]
