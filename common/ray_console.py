@@ -1,11 +1,11 @@
 """Ray's C++ output kept off a quiet job's console (`connect_ray` applies it unless `--verbose`).
 
 Ray's C++ side (raylet, and the core worker inside the driver and every worker) logs to its
-files in Ray's session folder and, from WARNING up, to its process's stderr as well. Those
-stderr lines reach the user two ways: a worker's and the raylet's are streamed to the driver,
-which prints them as "(TrainController pid=3341) [2026-12-07 01:56:25,198 E 3341 3371]
-core_worker.cc:2465: ..." (after a fault, a dying worker's ~15-30-line stack dump too); the
-driver's own core worker writes straight to fd 2 (~20 `InvalidAuthToken` warnings before the
+files in Ray's session folder and its errors and some warnings to its process's stderr as
+well. Those stderr lines reach the user two ways: a worker's and the raylet's are streamed to
+the driver, which prints them as "(TrainController pid=3341) [2026-12-07 01:56:25,198 E 3341
+3371] core_worker.cc:2465: ..." (after a fault, a dying worker's ~15-30-line stack dump too);
+the driver's own core worker writes straight to fd 2 (~20 `InvalidAuthToken` warnings before the
 job's `error:` line when a cluster refuses its token). None of it is for the user to act on:
 the job's own lines say what happened. Here both go to `NATIVE_LOG` instead, which the run's
 log file keeps; the streamed ones stay in Ray's session logs as well, untouched.
@@ -68,13 +68,15 @@ def native_lines_streamed_to_log() -> None:
 
 def without_native_lines(printer: Callable[[dict[str, Any]], None]) -> Callable[[dict], None]:
     """Ray's `printer` of a batch of a process's streamed lines, less its C++ lines, which
-    go to `NATIVE_LOG` with the process id Ray would print before them."""
+    go to `NATIVE_LOG` with the prefix Ray would print before them ("TrainController pid=3341")."""
 
     def print_batch(data: dict[str, Any]) -> None:
+        name = data.get("actor_name") or data.get("task_name")
+        who = f"{name} " if name else ""
         kept = []
         for line in data.get("lines", []):
             if NATIVE_LINE.match(line):
-                NATIVE_LOG.info("(pid=%s) %s", data.get("pid"), line)
+                NATIVE_LOG.info("(%spid=%s) %s", who, data.get("pid"), line)
             else:
                 kept.append(line)
         if kept:

@@ -66,8 +66,9 @@ def test_a_workers_own_lines_reach_the_console_and_its_cpp_dump_the_log(
     print_batch = without_native_lines(printed.append)
     own, dump = OWN.splitlines(), DUMP.splitlines()
     with caplog.at_level(logging.INFO, NATIVE_LOG.name):
-        print_batch({"pid": 16558, "is_err": True, "lines": [*dump[:6], *own, *dump[6:]]})
-        print_batch({"pid": 16558, "is_err": True, "lines": dump})
+        batch = {"pid": 16558, "actor_name": "MapWorker", "is_err": True}
+        print_batch({**batch, "lines": [*dump[:6], *own, *dump[6:]]})
+        print_batch({**batch, "lines": dump})
     assert [batch["lines"] for batch in printed] == [own]  # no batch of nothing
-    assert printed[0]["pid"] == 16558 and printed[0]["is_err"]
-    assert caplog.messages == [f"(pid=16558) {line}" for line in dump + dump]
+    assert printed[0] | {"lines": []} == batch | {"lines": []}  # the rest as Ray gave it
+    assert caplog.messages == [f"(MapWorker pid=16558) {line}" for line in dump + dump]
