@@ -6,12 +6,14 @@
 
 Quiet unless `--verbose` (`common.cli.verbose`): Ray's own loggers print only errors, in the
 driver and in every worker, and Ray Data's console lines (its errors too) stay in its log file;
-what workers print of their own (a training epoch, a skipped input) still reaches the driver.
-One line names the folder of Ray's logs. Ray Train reaches a run's storage through `ray_filesystem`.
+what workers print of their own (a training epoch, a skipped input) still reaches the driver,
+Ray's C++ output does not (`common.ray_console`). One line names the folder of Ray's logs.
+Ray Train reaches a run's storage through `ray_filesystem`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -23,6 +25,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from common.cli import console_handlers, verbose
 from common.errors import UserError, first_line
+from common.ray_console import native_lines_streamed_to_log, native_stderr_to_log
 from common.storage import Storage
 
 
@@ -39,11 +42,14 @@ def connect_ray() -> None:
     if not (address := os.environ.get("RAY_ADDRESS")):
         address = "local"
         options |= {"_node_ip_address": "127.0.0.1", "include_dashboard": False}
-    try:
-        context = ray.init(address, **options)
-    except Exception as exc:  # Ray says "could not start" as bare Exceptions and ConnectionErrors
-        raise UserError(start_failure(address, exc)) from None
+    # quiet: the C++ warnings of the driver's own core worker go to the run's log
+    with native_stderr_to_log() if quiet else contextlib.nullcontext():
+        try:
+            context = ray.init(address, **options)
+        except Exception as exc:  # Ray says "could not start" as bare Exceptions, ConnectionErrors
+            raise UserError(start_failure(address, exc)) from None
     if quiet:
+        native_lines_streamed_to_log()
         # Ray Data prints a failed work unit's whole remote traceback, ~200 lines, before the
         # job's own `error:` line names its cause: the console gets none, the log file all
         for handler in console_handlers("ray.data"):
