@@ -13,7 +13,6 @@ Ray Train reaches a run's storage through `ray_filesystem`.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -42,12 +41,12 @@ def connect_ray() -> None:
     if not (address := os.environ.get("RAY_ADDRESS")):
         address = "local"
         options |= {"_node_ip_address": "127.0.0.1", "include_dashboard": False}
-    # quiet: the C++ warnings of the driver's own core worker go to the run's log
-    with native_stderr_to_log() if quiet else contextlib.nullcontext():
-        try:
-            context = ray.init(address, **options)
-        except Exception as exc:  # Ray says "could not start" as bare Exceptions, ConnectionErrors
-            raise UserError(start_failure(address, exc)) from None
+    if quiet:  # the C++ warnings of the driver's own core worker go to the run's log
+        native_stderr_to_log()
+    try:
+        context = ray.init(address, **options)
+    except Exception as exc:  # Ray says "could not start" as bare Exceptions and ConnectionErrors
+        raise UserError(start_failure(address, exc)) from None
     if quiet:
         native_lines_streamed_to_log()
         # Ray Data prints a failed work unit's whole remote traceback, ~200 lines, before the

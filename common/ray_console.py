@@ -13,13 +13,14 @@ log file keeps; the streamed ones stay in Ray's session logs as well, untouched.
 
 from __future__ import annotations
 
-import contextlib
+import atexit
 import logging
 import os
 import re
+import select
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable
 from typing import Any
 
 # A line of Ray's C++ output, from its start (a streamed line comes without the driver's prefix)
@@ -85,25 +86,51 @@ def without_native_lines(printer: Callable[[dict[str, Any]], None]) -> Callable[
     return print_batch
 
 
-@contextlib.contextmanager
-def native_stderr_to_log() -> Iterator[None]:
-    """While the block runs, what this process writes to fd 2 is held in a temporary file;
-    at its end, however it ends, fd 2 is itself again and the held C++ lines go to
-    `NATIVE_LOG`, the rest to stderr. For `ray.init`, whose core worker and GCS client write
-    their C++ warnings there directly, not through Python."""
+def native_stderr_to_log() -> None:
+    """From now on, what this process writes to fd 2 passes through a pipe: a thread copies
+    it to the real stderr, less Ray's C++ lines, which go to `NATIVE_LOG`. The driver's own core
+    worker and GCS client write their warnings and errors there directly, not through Python,
+    from `ray.init` (a refused auth token) to the job's end (an actor with `max_restarts`).
+    At exit, fd 2 is itself again once the thread has copied what was written before."""
     sys.stderr.flush()
     real_stderr = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(real_stderr, 2)
-            os.close(real_stderr)
-            held.seek(0)
-            for line in held.read().decode(errors="replace").splitlines():
-                if NATIVE_LINE.match(line):
-                    NATIVE_LOG.info("%s", line)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    done = threading.Event()
+    pump = threading.Thread(
+        target=copy_stderr, args=(read_end, real_stderr, done), name="stderr-filter", daemon=True
+    )
+    pump.start()
+
+    def restore() -> None:
+        sys.stderr.flush()
+        os.dup2(real_stderr, 2)  # later writes go straight to stderr; the pipe is drained
+        done.set()
+        pump.join(timeout=5)
+
+    atexit.register(restore)
+
+
+def copy_stderr(read_end: int, real_stderr: int, done: threading.Event) -> None:
+    """Copy the pipe to the real stderr line by line, less Ray's C++ lines, until `done` is
+    set and the pipe holds nothing more. A line without its end yet (a progress bar's) goes on
+    at once: Ray writes each of its lines whole. Should anything here fail, the rest is copied
+    unfiltered: a writer to a pipe nobody reads would hang."""
+    try:
+        while True:
+            if not select.select([read_end], [], [], 0.1)[0]:
+                if done.is_set():
+                    return
+                continue
+            if not (chunk := os.read(read_end, 1 << 16)):
+                return  # no writer is left
+            for line in chunk.splitlines(keepends=True):
+                text = line.decode(errors="replace")
+                if NATIVE_LINE.match(text):
+                    NATIVE_LOG.info("%s", text.rstrip())
                 else:
-                    print(line, file=sys.stderr)
+                    os.write(real_stderr, line)
+    except Exception:
+        while chunk := os.read(read_end, 1 << 16):
+            os.write(real_stderr, chunk)

@@ -57,11 +57,11 @@ def token_cluster() -> Iterator[str]:
 def stop_group(leader: subprocess.Popen) -> None:
     """Stop a process started in a session of its own and all it started: Ray's processes
     share its process group, and none may outlive the test."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
+    for sig, wait_s in ((signal.SIGTERM, 5), (signal.SIGKILL, 30)):  # `ray start --block`
+        with contextlib.suppress(ProcessLookupError):  # may not end on SIGTERM
             os.killpg(leader.pid, sig)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            leader.wait(timeout=30)
+            leader.wait(timeout=wait_s)
 
 
 def test_a_cluster_refusing_the_auth_token_is_one_error_line(token_cluster, tmp_path):

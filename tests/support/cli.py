@@ -27,11 +27,9 @@ RAY_CPP_LOG = re.compile(r"\[\d{4}-\d\d-\d\d [\d:,]+ [DIWEF] \d+ \d+\] (\(\w+\) 
 
 def python_lines(stderr: str) -> list[str]:
     """The non-blank lines of a command's stderr, less those of Ray's C++ side, which a job
-    keeps off its console (`common.ray_console`) only where it can: its workers' and raylets'
-    streamed lines, and its own core worker's while `ray.init` runs. They still reach a test's
-    stderr two ways, on their own schedule: from the driver's core worker later on (it writes
-    to fd 2 itself), and, in `run_in_process`, from the test process's own Ray (the
-    `ray_cluster` fixture), which streams its raylet's and workers' lines unfiltered."""
+    keeps off its console when it starts Ray (`common.ray_console`), but which `run_in_process`
+    captures from the test process's own Ray (the `ray_cluster` fixture): it streams its
+    raylet's and workers' lines unfiltered, on their own schedule."""
     return [x for x in stderr.splitlines() if x.strip() and not RAY_CPP_LOG.search(x)]
 
 
