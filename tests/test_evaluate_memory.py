@@ -12,13 +12,16 @@ import torch
 from torchvision.models import alexnet
 
 from benchmarks.synthetic_run import write_synthetic_run
+from evaluation.golden_set import CHUNK
 from student.checkpoint import save_student
 from student.model import STTRConfig, build_sttr
 from tests.support.cli import ROOT
 from tests.support.train_helpers import write_seeded_vgg19
 
 SIZE = 128  # px, golden images
-SMALL, LARGE = 4, 20  # golden pairs (the synthetic run's last content with every style)
+# golden pairs (the synthetic run's last content with every style); both a whole number of
+# the chunks evaluation reads at once, so each holds one chunk at its peak
+SMALL, LARGE = CHUNK, 5 * CHUNK
 BYTES_PER_PAIR = 4 * 3 * SIZE * SIZE * 4  # content, style, target, student image in float32
 
 # The job in a fresh process; the peak resident memory (Linux's VmHWM) is reset as the golden
@@ -82,5 +85,7 @@ def test_peak_memory_does_not_grow_with_the_golden_set(networks, tmp_path) -> No
     large, printed = peak_rss(networks, tmp_path / "large", LARGE)
     print(f"peak RSS: {SMALL} pairs {small / 2**20:.1f} MiB, {LARGE} pairs {large / 2**20:.1f} MiB")
     assert f"{LARGE} golden pairs" in printed
-    held = (LARGE - SMALL) * BYTES_PER_PAIR  # 15 MiB: what holding the pairs' images adds
-    assert large - small < held / 3, (small, large, held)
+    held = (LARGE - SMALL) * BYTES_PER_PAIR  # 24 MiB: what holding the pairs' images adds
+    # the peak of a same-sized run varies by about 8 MiB (the allocator's reuse of a network's
+    # activations); half of what holding the pairs would add stays clear of that
+    assert large - small < held / 2, (small, large, held)
