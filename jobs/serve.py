@@ -25,7 +25,7 @@ from typing import Annotated
 import tyro
 
 from common.cli import StorageJobArgs, check_number, parse, run_cli, verbose
-from serving.config import ServeConfig
+from serving.config import ServeConfig, serve_logging
 from serving.styles import read_gallery
 
 APP = "stylize"
@@ -61,9 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from serving.app import build
 
     connect_ray()
-    # Serve's controller, proxy and replicas log each request at INFO: kept in Ray's session
-    # logs with --verbose only, like the rest of Ray's lines
-    logs = {"log_level": "INFO" if verbose() else "WARNING"}
+    logs = serve_logging(verbose())
     logging.getLogger("ray.serve").setLevel(logging.INFO if verbose() else logging.WARNING)
     serve.start(http_options={"host": args.host, "port": args.port}, logging_config=logs)
     serve.run(build(args.serve, args.storage), name=APP, route_prefix="/", logging_config=logs)

@@ -101,3 +101,10 @@ class ServeConfig:
                 "num_gpus": self.gpus_per_replica,
             },
         }
+
+
+def serve_logging(verbose: bool) -> dict[str, str]:
+    """Serve's logging config for its controller, proxy and replicas. At INFO they log every
+    request (to Ray's session files and, through Ray's log monitor, to the driver): kept for
+    --verbose, as the rest of Ray's lines are; a served request costs less CPU without."""
+    return {"log_level": "INFO" if verbose else "WARNING"}
