@@ -23,6 +23,11 @@ import pytest
 # that is busy elsewhere ran two compute-bound test files 5x slower than one thread each.
 # It reaches every job and Ray cluster a test starts through the environment.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Two of Ray Train's own services that a test machine has no use for: the watcher of node
+# preemption (an actor, one more process per run) and the metrics its controller and workers
+# export. Each run's controller reads them from the environment of the driver that starts it.
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+os.environ.setdefault("RAY_TRAIN_METRICS_ENABLED", "0")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REGION = "us-east-1"
