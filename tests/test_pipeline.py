@@ -52,8 +52,8 @@ def test_main_job_writes_targets_checkpoint_metrics_and_pictures(tmp_path):
     for internal in RAY_INTERNALS:
         assert internal not in printed
     assert len(printed.splitlines()) <= 60  # a newcomer's screen, not Ray's internals
-    # nor Ray's C++ lines: the driver's core worker's (an actor with max_restarts in each job),
-    # the ones streamed from Ray Train's controller; the logs keep them
+    # nor Ray's C++ lines: the driver's core worker's (about Ray Data's actors, which may be
+    # restarted), the ones streamed from Ray Train's controller; the logs keep them
     assert [line for line in printed.splitlines() if RAY_CPP_LOG.search(line)] == []
     storage = Storage(str(out))
     # what the console leaves out is in each Ray job's log file in the run
@@ -61,8 +61,7 @@ def test_main_job_writes_targets_checkpoint_metrics_and_pictures(tmp_path):
     assert sorted(logs) == ["logs/generate", "logs/train-demo"]
     assert "Execution plan of Dataset" in (out / logs["logs/generate"]).read_text()
     assert "Started a local Ray instance" in (out / logs["logs/train-demo"]).read_text()
-    for log in logs.values():
-        assert "core_worker.cc" in (out / log).read_text()
+    assert "core_worker.cc" in (out / logs["logs/generate"]).read_text()
     lines = read_manifest(storage)
     assert len(lines) == 12 * 8 + 2 * 2  # one recipe combination + the golden set
     assert {line.split for line in lines} == {"train", "val", "golden"}
