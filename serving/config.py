@@ -106,5 +106,5 @@ class ServeConfig:
 def serve_logging(verbose: bool) -> dict[str, str]:
     """Serve's logging config for its controller, proxy and replicas. At INFO they log every
     request (to Ray's session files and, through Ray's log monitor, to the driver): kept for
-    --verbose, as the rest of Ray's lines are; a served request costs less CPU without."""
+    --verbose, as the rest of Ray's lines are. `jobs.serve` and the load benchmark share it."""
     return {"log_level": "INFO" if verbose else "WARNING"}
