@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     connect_ray()
     logs = serve_logging(verbose())
-    logging.getLogger("ray.serve").setLevel(logging.INFO if verbose() else logging.WARNING)
+    logging.getLogger("ray.serve").setLevel(logs["log_level"])  # the driver's side of Serve
     serve.start(http_options={"host": args.host, "port": args.port}, logging_config=logs)
     serve.run(build(args.serve, args.storage), name=APP, route_prefix="/", logging_config=logs)
     print(f"serving {args.serve.student} at http://{args.host}:{args.port}/ (API: /docs)")
