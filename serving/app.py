@@ -48,8 +48,8 @@ from student.inference import (
 
 PAGE = (Path(__file__).with_name("page.html")).read_text()
 # the answer's formats and PIL's options for each. PNG at zlib level 1: a 256 px answer
-# encodes in ~4.5 ms instead of PIL's default level 6's ~19 ms (a fifth of MicroAST's own time
-# on one core), for a file ~17% larger; still lossless
+# encodes in ~4.5 ms instead of PIL's default level 6's ~19 ms on one core of a 2-core AMD
+# EPYC (a fifth of MicroAST's own time there), for a file ~17% larger; still lossless
 ENCODER_OPTIONS = {"png": {"compress_level": 1}, "jpeg": {"quality": 92}}
 FORMATS = tuple(ENCODER_OPTIONS)
 

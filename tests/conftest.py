@@ -29,8 +29,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 os.environ.setdefault("RAY_TRAIN_METRICS_ENABLED", "0")
 # The controller looks at its workers every 0.5 s instead of every 2 s: a run's start, end and
-# lost workers are seen sooner (a 4-epoch, 2-worker fit of the tiny student: 21.5 s instead of
-# 25.3 s, the same CPU time), where a test waits on nothing else.
+# lost workers are seen sooner (a 4-epoch, 2-worker fit of the tiny student on a 2-core AMD
+# EPYC: 21.5 s instead of 25.3 s, the same CPU time), where a test waits on nothing else.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
