@@ -9,7 +9,6 @@ import logging
 import os
 import re
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from common.errors import UserError
 from teacher_workers.node_fit import scalable_groups, wait_for_fit
 from tests.support.cli import python_lines
 from tests.support.generation_helpers import FAST_TEACHER, write_inputs
-from tests.test_ray_job_submit import forget_head, free_port
+from tests.support.ray_head import free_port, ray_head
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -163,30 +162,19 @@ def autoscaling_head(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
         "HOME": str(folder),  # no ~/ray_bootstrap_config.yaml, whatever this machine has
     }
     env.pop("RAY_ADDRESS", None)
-    head = subprocess.Popen(
-        [
-            str(BIN / "ray"),
-            "start",
-            "--head",
-            "--block",
-            f"--port={port}",
-            "--include-dashboard=false",
-            "--num-cpus=0",
-            "--num-gpus=0",
-            f"--autoscaling-config={config}",
-            f"--dashboard-agent-listen-port={free_port()}",
-            f"--dashboard-agent-grpc-port={free_port()}",
-            f"--runtime-env-agent-port={free_port()}",
-            f"--metrics-export-port={free_port()}",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        cwd=folder,
-    )
-    try:
+    flags = [
+        f"--port={port}",
+        "--include-dashboard=false",
+        "--num-cpus=0",
+        "--num-gpus=0",
+        f"--autoscaling-config={config}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+    ]
+    output = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+    with ray_head(flags, env, cwd=folder, **output) as head:
         address = ""
         for line in head.stdout:
             if "ray start --address=" in line:
@@ -194,14 +182,6 @@ def autoscaling_head(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
                 break
         assert address, "the autoscaling head did not start"
         yield address, env
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
-        forget_head(port)
 
 
 PROBE = """

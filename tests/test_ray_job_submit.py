@@ -9,8 +9,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,24 +20,11 @@ import pytest
 from benchmarks.synthetic_run import write_synthetic_run
 from common.storage import Storage
 from tests.support.generation_helpers import FAST_TEACHER, check_exactly_once, write_inputs
+from tests.support.ray_head import free_port, ray_head
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.ray
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def forget_head(port: int) -> None:
-    """Remove Ray's "current cluster" file if it names this head: a killed head leaves it, and
-    later local Ray processes on the machine would wait for that dead address."""
-    current = Path("/tmp/ray/ray_current_cluster")
-    if current.exists() and current.read_text().strip().endswith(f":{port}"):
-        current.unlink()
 
 
 @pytest.fixture(scope="module")
@@ -76,34 +61,29 @@ def head_node(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
     }
     env.pop("RAY_ADDRESS", None)
     env.pop("PYTHONPATH", None)  # nothing but the uploaded working_dir brings this project's code
-    head = subprocess.Popen(
-        [
-            str(BIN / "ray"),
-            "start",
-            "--head",
-            "--block",
-            "--node-ip-address=127.0.0.1",
-            f"--port={port}",
-            "--include-dashboard=true",
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dashboard}",
-            # its own agent ports: another Ray on this machine (the session's test cluster)
-            # already holds the defaults, and a head whose agent cannot bind takes no jobs
-            f"--dashboard-agent-listen-port={free_port()}",
-            f"--dashboard-agent-grpc-port={free_port()}",
-            f"--runtime-env-agent-port={free_port()}",
-            f"--metrics-export-port={free_port()}",
-            "--num-cpus=2",
-            "--num-gpus=0",
-        ],
-        env=env,
+    flags = [
+        "--node-ip-address=127.0.0.1",
+        f"--port={port}",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard}",
+        # its own agent ports: another Ray on this machine (the session's test cluster)
+        # already holds the defaults, and a head whose agent cannot bind takes no jobs
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+        "--num-cpus=2",
+        "--num-gpus=0",
+    ]
+    address = f"http://127.0.0.1:{dashboard}"
+    with ray_head(
+        flags,
+        env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        start_new_session=True,
         cwd=tmp_path_factory.mktemp("head"),  # not the repository, so no job imports from it
-    )
-    address = f"http://127.0.0.1:{dashboard}"
-    try:
+    ):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             probe = subprocess.run(
@@ -118,14 +98,6 @@ def head_node(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
         else:
             pytest.fail("the Ray head's job server did not come up")
         yield address, env
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:  # a clean stop takes Ray ~30 s on 2 cores; the processes are the group's alone
-            head.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
-        forget_head(port)
 
 
 def submit(

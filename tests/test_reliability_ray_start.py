@@ -3,30 +3,21 @@ not Ray's traceback."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from common.ray_connect import start_failure
 from tests.support.cli import ROOT, run_job
 from tests.support.generation_helpers import FAST_TEACHER, write_inputs
+from tests.support.ray_head import free_port, kill_group, ray_head
 
-RAY = Path(sys.executable).with_name("ray")
 TOKEN = "0123456789abcdef0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
@@ -34,34 +25,15 @@ def token_cluster() -> Iterator[str]:
     """The address of a one-node Ray cluster that requires the auth token `TOKEN`."""
     port = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}
-    command = [str(RAY), "start", "--head", "--block", f"--port={port}", "--num-cpus=0"]
-    command += ["--node-ip-address=127.0.0.1", "--include-dashboard=false"]
-    head = subprocess.Popen(
-        [*command, "--disable-usage-stats"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
+    flags = [f"--port={port}", "--num-cpus=0", "--node-ip-address=127.0.0.1"]
+    flags += ["--include-dashboard=false", "--disable-usage-stats"]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    with ray_head(flags, env, cwd=ROOT, **quiet) as head:
         deadline = time.monotonic() + 120
         while socket.socket().connect_ex(("127.0.0.1", port)) and time.monotonic() < deadline:
             assert head.poll() is None, "ray start failed"
             time.sleep(0.5)
         yield f"127.0.0.1:{port}"
-    finally:
-        stop_group(head)
-
-
-def stop_group(leader: subprocess.Popen) -> None:
-    """Stop a process started in a session of its own and all it started: Ray's processes
-    share its process group, and none may outlive the test."""
-    for sig, wait_s in ((signal.SIGTERM, 5), (signal.SIGKILL, 30)):  # `ray start --block`
-        with contextlib.suppress(ProcessLookupError):  # may not end on SIGTERM
-            os.killpg(leader.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            leader.wait(timeout=wait_s)
 
 
 def test_a_cluster_refusing_the_auth_token_is_one_error_line(token_cluster, tmp_path):
@@ -104,7 +76,7 @@ def test_a_node_that_times_out_in_start_up_is_one_error_line(tmp_path):
         try:
             job.wait(timeout=300)
         finally:
-            stop_group(job)
+            kill_group(job)  # and the Ray processes it started
         stderr.seek(0)
         # Ray echoes a RAY_ setting (this test's) as it loads, before the job starts Ray
         lines = [x for x in stderr.read().splitlines() if not x.startswith(f"{setting} is set")]
