@@ -118,8 +118,11 @@ def expected_schedule(val_losses: list[float], config: TrainConfig) -> list[tupl
 def plateau_run(ray_cluster: Any, data: Path) -> tuple[TrainConfig, Result, Result]:
     """A lr high enough to overshoot: in the real loop the validation loss stalls, the lr drops
     and training stops early. Trained for 3 epochs, then re-run by name up to 8: the config, the
-    first and the resumed run's results. Every checkpoint is kept, for the resolution test."""
+    first and the resumed run's results. Every checkpoint is kept, for the resolution test.
+    One worker takes the step of `small_config`'s two (its batch is theirs together): the
+    schedule is the subject here, DDP is `first_run`'s."""
     plateau = {"lr": 2e-3, "lr_patience": 0, "patience": 1, "keep_checkpoints": 8}
+    plateau |= {"workers": 1, "batch_size": 4}
     first = fit(small_config(str(data), "plateau", epochs=3, **plateau))
     config = small_config(str(data), "plateau", epochs=8, **plateau)
     return config, first, fit(config)
