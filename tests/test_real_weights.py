@@ -24,6 +24,7 @@ from jobs.stylize import main as stylize_main
 from teacher_workers.lsast import learning
 from teacher_workers.lsast.config import LSASTConfig
 from teacher_workers.lsast.generator import generator_from_bytes, new_generator
+from teacher_workers.lsast.learn_config import LearnConfig
 from teacher_workers.lsast.prompts import INIT_TOKEN, PLACEHOLDER_TOKEN
 from teacher_workers.model_source import DEFAULT_MODEL_ID
 from teacher_workers.models import load_teacher
@@ -247,23 +248,23 @@ def test_a_tokenizer_without_lsasts_tokens_is_one_clear_line(sd_folder, tmp_path
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("source", ["folder", "hub-id"])
-def test_learn_style_on_ray_learns_from_a_model_folder_or_a_cached_hub_id(
-    ray_cluster, sd_folder, hf_home, pictures, monkeypatch, tmp_path, source
+def test_learn_style_on_ray_learns_from_a_cached_hub_id(
+    ray_cluster, sd_folder, hf_home, pictures, monkeypatch, tmp_path
 ):
-    """The driver pins the model (the folder's digest, the Hub id's cached commit); the Ray
-    worker loads it (offline, from the cluster's HF_HOME) and starts the generator from the
-    embedding of `a` in the model's own text encoder."""
+    """The driver pins the Hub id to its cached commit; the Ray worker loads it (offline, from
+    the cluster's HF_HOME) and starts the generator from the embedding of `a` in the model's own
+    text encoder. A model folder is pinned to its absolute path (Ray actors load one in
+    `test_generate_on_ray_runs_a_model_folder_given_by_a_relative_path`)."""
     read_hub_ids_from(monkeypatch, hf_home)
-    model = str(sd_folder) if source == "folder" else REPO_ID
     out = tmp_path / "learned"
+    folder = learn_style.pinned(LearnConfig(styles=(), out=str(out), model=str(sd_folder)))
+    assert (folder.model, folder.revision) == (str(sd_folder.resolve()), None)
     style = pictures[pictures.index("--style") + 1]
-    args = ["--styles", style, "--out", str(out), "--model", model, "--resolution", "64"]
+    args = ["--styles", style, "--out", str(out), "--model", REPO_ID, "--resolution", "64"]
     assert learn_style.main([*args, "--steps", "2", "--lr", "1e-3"]) == 0
     latest = json.loads((out / learning.LATEST).read_text())
     assert latest["step"] == 2
-    pinned = (str(sd_folder.resolve()), None) if source == "folder" else (REPO_ID, COMMIT)
-    assert (latest["settings"]["model"], latest["settings"]["revision"]) == pinned
+    assert (latest["settings"]["model"], latest["settings"]["revision"]) == (REPO_ID, COMMIT)
     assert (out / "checkpoints" / "step-00000002" / "generator.safetensors").is_file()
     learned = generator_from_bytes((out / learning.PROMPTS).read_bytes(), "prompts")
     encoder = CLIPTextModel.from_pretrained(sd_folder, subfolder="text_encoder")
