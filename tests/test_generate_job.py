@@ -76,31 +76,64 @@ def summary_line(capsys: pytest.CaptureFixture[str]) -> str:
     return next(x for x in capsys.readouterr().out.splitlines() if x.startswith("pairs planned"))
 
 
-def test_two_actors_write_every_pair_once_and_record_the_corrupt_input(
+def add_unreadable_inputs(contents: Path) -> dict[str, str]:
+    """Inputs that cannot be read at all in `contents`: a symlink loop, a socket and (unless
+    this is root, who reads a file whatever its mode) a file no one may read; each one's
+    reason, as the failures record it."""
+    (contents / "loop.png").symlink_to("loop.png")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(contents / "socket.png"))
+    reasons = {
+        "loop.png": "Too many levels of symbolic links (ELOOP)",
+        "socket.png": "No such device or address (ENXIO)",
+    }
+    if os.geteuid() != 0:
+        (contents / "locked.png").write_bytes(b"x")
+        (contents / "locked.png").chmod(0)
+        reasons["locked.png"] = "Permission denied (EACCES)"
+    return {name: f"cannot read {contents / name}: {reason}" for name, reason in reasons.items()}
+
+
+def recorded_failures(storage: Storage) -> dict[str, str]:
+    """The failures' records: each input's file name and the reason given."""
+    records = (
+        json.loads(line)
+        for key in storage.list("failures")
+        if key.endswith(".jsonl")
+        for line in storage.read_bytes(key).decode().splitlines()
+    )
+    return {Path(record["url"]).name: record["reason"] for record in records}
+
+
+def test_two_actors_write_every_pair_once_and_record_each_bad_input_with_its_reason(
     ray_cluster, tmp_path, capsys
 ):
+    """A corrupt image and inputs that cannot be read at all are recorded, and the job
+    finishes the rest."""
     contents, styles = write_inputs(tmp_path, 3, 2, corrupt=True)
+    unreadable = add_unreadable_inputs(contents)
+    bad = 2 * (1 + len(unreadable))  # pairs: the corrupt content's and the unreadable ones'
     out = tmp_path / "run"
     assert generate.main(job_args(contents, styles, str(out), "--tile", "2x1", workers="2:2")) == 0
     storage = Storage(str(out))
     lines = check_exactly_once(storage, 3 * 2)
     assert {line.split for line in lines} <= {"train", "val"}
-    failures = [k for k in storage.list("failures") if k.endswith(".jsonl")]
-    text = "".join(storage.read_bytes(k).decode() for k in failures)
-    assert "broken.png" in text and "not a readable image" in text
+    failures = recorded_failures(storage)
+    assert "not a readable image" in failures.pop("broken.png")
+    assert failures == unreadable
     assert run_json(storage)["teacher_hash"] == lines[0].teacher_hash
     assert summary_line(capsys).startswith(
-        "pairs planned 8, written 6, already done 0, failed now 2;"
+        f"pairs planned {6 + bad}, written 6, already done 0, failed now {bad};"
     )
-    # the same job again writes nothing and tries the corrupt input again
+    # the same job again writes nothing and tries the bad inputs again
     before = target_times(out)
     assert generate.main(job_args(contents, styles, str(out), "--tile", "2x1", workers="2:2")) == 0
     check_unchanged(out, before)
     check_exactly_once(storage, 3 * 2)
     assert summary_line(capsys).startswith(
-        "pairs planned 8, written 0, already done 6, failed now 2;"
+        f"pairs planned {6 + bad}, written 0, already done 6, failed now {bad};"
     )
-    assert "broken.png" in "".join(storage.read_bytes(k).decode() for k in storage.list("failures"))
+    assert set(recorded_failures(storage)) == {"broken.png", *unreadable}
 
 
 def test_a_restored_input_is_generated_and_new_inputs_add_no_duplicate_lines(
@@ -128,35 +161,6 @@ def test_a_restored_input_is_generated_and_new_inputs_add_no_duplicate_lines(
     check_exactly_once(storage, 12)  # every pair listed once, though new inputs re-cut the tiles
     check_unchanged(out, before)
     assert storage.list("failures") == []  # the restored input's record is gone
-
-
-def test_unreadable_inputs_are_recorded_with_their_reason_and_the_job_finishes(
-    ray_cluster, tmp_path
-):
-    contents, styles = write_inputs(tmp_path, 2, 2)
-    (contents / "loop.png").symlink_to("loop.png")
-    with socket.socket(socket.AF_UNIX) as server:
-        server.bind(str(contents / "socket.png"))
-    reasons = {
-        "loop.png": "Too many levels of symbolic links (ELOOP)",
-        "socket.png": "No such device or address (ENXIO)",
-    }
-    if os.geteuid() != 0:  # root reads a file whatever its mode
-        (contents / "locked.png").write_bytes(b"x")
-        (contents / "locked.png").chmod(0)
-        reasons["locked.png"] = "Permission denied (EACCES)"
-    out = tmp_path / "run"
-    assert generate.main(job_args(contents, styles, str(out), "--tile", "2x1")) == 0
-    storage = Storage(str(out))
-    check_exactly_once(storage, 2 * 2)
-    recorded = [
-        json.loads(line)
-        for key in storage.list("failures")
-        for line in storage.read_bytes(key).decode().splitlines()
-    ]
-    assert {Path(f["url"]).name: f["reason"] for f in recorded} == {
-        name: f"cannot read {contents / name}: {reason}" for name, reason in reasons.items()
-    }
 
 
 def test_a_failed_work_unit_is_one_line_naming_its_cause_without_ray_noise(ray_cluster, tmp_path):
