@@ -24,7 +24,8 @@ from common.errors import UserError
 from teacher_workers.node_fit import scalable_groups, wait_for_fit
 from tests.support.cli import python_lines
 from tests.support.generation_helpers import FAST_TEACHER, write_inputs
-from tests.support.ray_head import free_port, ray_head
+from tests.support.network import free_port
+from tests.support.ray_head import ray_head
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -20,7 +20,8 @@ import pytest
 from benchmarks.synthetic_run import write_synthetic_run
 from common.storage import Storage
 from tests.support.generation_helpers import FAST_TEACHER, check_exactly_once, write_inputs
-from tests.support.ray_head import free_port, ray_head
+from tests.support.network import free_port
+from tests.support.ray_head import ray_head
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -15,7 +15,8 @@ import pytest
 from common.ray_connect import start_failure
 from tests.support.cli import ROOT, run_job
 from tests.support.generation_helpers import FAST_TEACHER, write_inputs
-from tests.support.ray_head import free_port, kill_group, ray_head
+from tests.support.network import free_port
+from tests.support.ray_head import kill_group, ray_head
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 

@@ -17,7 +17,8 @@ from PIL import Image
 from student.checkpoint import save_student
 from student.model import STTRConfig, build_sttr
 from tests.support.cli import ROOT, python_lines, run_in_process
-from tests.test_serving_http import free_port, photo
+from tests.support.network import free_port
+from tests.test_serving_http import photo
 
 
 @pytest.fixture(scope="module")

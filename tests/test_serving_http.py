@@ -7,7 +7,6 @@ replicas for overload (quick 503s) and a killed replica.
 from __future__ import annotations
 
 import io
-import socket
 import statistics
 import time
 from collections.abc import Iterator
@@ -21,16 +20,11 @@ from PIL import Image
 
 from common.storage import StorageOptions
 from serving.config import ServeConfig
+from tests.support.network import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 GALLERY = ROOT / "samples" / "styles"
 MAX_SIDE = 64
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def png(array: np.ndarray, mode: str | None = None, **save: object) -> bytes:

@@ -18,6 +18,7 @@ import pytest
 from common.errors import UnreadableInput, UserError
 from common.run_log import run_log
 from common.storage import Storage, StorageOptions, open_fs, read_url, redact
+from tests.support.network import free_port
 
 
 @pytest.fixture
@@ -102,13 +103,6 @@ def assert_fails_fast(storage: Storage, expected: str) -> None:
 def test_missing_bucket_fails_with_one_line(s3_bucket: tuple[str, dict[str, Any]]) -> None:
     name = f"no-such-bucket-{uuid.uuid4().hex[:8]}"
     assert_fails_fast(Storage(f"s3://{name}/run", s3_bucket[1]), "bucket does not exist")
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_unreachable_endpoint_fails_with_one_line(s3_bucket: tuple[str, dict[str, Any]]) -> None:
