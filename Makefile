@@ -42,9 +42,10 @@ lint: install
 	$(BIN)/ruff check .
 
 # Two test processes (pytest-xdist), each test file whole in one of them: a file's module-level
-# runs are built once, and Ray start-ups in one overlap the other's computing.
+# runs are built once, and Ray start-ups in one overlap the other's computing. Files go out in
+# the order tests/conftest.py gives them (slowest first), not re-sorted by their test counts.
 test: lint
-	$(BIN)/pytest -q -n 2 --dist loadfile --durations=15
+	$(BIN)/pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
 # Build and push the cluster image (needs Docker), then set cluster.yaml's docker.image to it.
 image:
