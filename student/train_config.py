@@ -106,7 +106,8 @@ class TrainConfig(RayTrainConfig):
         ),
     ] = None
     # set by jobs.train when the run's latest checkpoint cannot be read: the newest kept
-    # checkpoint that can, which the workers resume from instead
+    # checkpoint that can, which the workers resume from instead (writing the epochs they
+    # train again to new folders: `WorkerRun.checkpoint_name`)
     resume_from: tyro.conf.Suppress[str | None] = None
 
     def __post_init__(self) -> None:

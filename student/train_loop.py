@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import logging
 import math
@@ -253,6 +254,8 @@ class WorkerRun:
         self.device = ray.train.torch.get_device()
         self.storage = config.storage()
         self.amp_dtype = autocast_dtype(config)
+        # listed before restore_or_build's collective, so before any rank writes a checkpoint
+        self.taken = self.run_folders() if config.resume_from else set()
         student, self.student_config, state = self.restore_or_build()
         self.space = student.space  # the pixel space the student reads and writes
         if config.compile:
@@ -330,6 +333,20 @@ class WorkerRun:
         return load_checkpoint(
             self.config.resume_from, self.config, self.device, self.fp16, options
         )
+
+    def run_folders(self) -> set[str]:
+        """The names of what the run folder holds as this attempt starts."""
+        run = f"train/{self.config.name}/"
+        return {key.removeprefix(run).split("/")[0] for key in self.storage.list(run)}
+
+    def checkpoint_name(self) -> str:
+        """`epoch-NNNN`. A run resumed from an older checkpoint than its latest (`resume_from`)
+        writes into none of its folders: Ray Train's record still lists the later, unreadable
+        checkpoints, and pruning one would delete the new checkpoint written into its folder.
+        An epoch trained again goes to `epoch-NNNN.1` (or the next free number)."""
+        name = f"epoch-{self.epoch:04d}"
+        again = (f"{name}.{n}" for n in itertools.count(1))
+        return name if name not in self.taken else next(x for x in again if x not in self.taken)
 
     def state(self) -> dict[str, Any]:
         return {
@@ -460,7 +477,7 @@ class WorkerRun:
                 torch.save(self.state(), Path(folder) / STATE_FILE)
                 checkpoint = ray.train.Checkpoint.from_directory(folder)
             ray.train.report(
-                metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch-{self.epoch:04d}"
+                metrics, checkpoint=checkpoint, checkpoint_dir_name=self.checkpoint_name()
             )
         if self.rank == 0:
             text = "".join(json.dumps(record) + "\n" for record in self.history)
