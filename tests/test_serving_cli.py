@@ -38,7 +38,7 @@ def pictures(tmp_path_factory) -> tuple[Path, Path]:
 def test_student_stylizes_at_the_contents_aspect(checkpoint, pictures, tmp_path):
     content, style = pictures
     out = tmp_path / "out.png"
-    result = run_job(
+    result = run_in_process(
         "stylize",
         "--student",
         str(checkpoint),
@@ -71,7 +71,7 @@ def test_a_folder_of_contents_is_stylized_in_one_call(checkpoint, pictures, tmp_
             sizes[name] = image.size
     assert sizes == {"a.png": (100, 70), "b.png": (40, 30)}
     single = tmp_path / "single.png"
-    alone = run_job("stylize", *args, "--content", str(content), "--out", str(single))
+    alone = run_in_process("stylize", *args, "--content", str(content), "--out", str(single))
     assert alone.returncode == 0, alone.stderr
     with Image.open(single) as one, Image.open(out / "a.png") as in_folder:
         assert np.array_equal(np.asarray(one), np.asarray(in_folder))
