@@ -76,11 +76,6 @@ def validate(config: TrainConfig) -> Splits:
     return splits
 
 
-def run_storage(config: TrainConfig) -> Storage:
-    """The run folder <data>/train/<name>/, where Ray Train keeps its record and checkpoints."""
-    return Storage(config.storage().url(f"train/{config.name}"), config.storage_options)
-
-
 def resume_state(
     config: TrainConfig,
 ) -> tuple[Result | None, dict[str, Any] | None, TrainConfig]:
@@ -96,15 +91,15 @@ def resume_state(
     from student.train_loop import cannot_resume
 
     try:
-        record = read_run_record(run_storage(config))
+        record = read_run_record(config.run_storage())
         if record is None or record.checkpoint is None:
             return record, None, config
-        url = checkpoint_url(run_storage(config), record.checkpoint)
+        url = checkpoint_url(config.run_storage(), record.checkpoint)
         try:
             return record, readable_state(url, config), config
         except UserError as exc:
             damaged = exc
-        for older in kept_urls(record, url, run_storage(config)):
+        for older in kept_urls(record, url, config.run_storage()):
             with contextlib.suppress(UserError):
                 state = readable_state(older, config)
                 print(
@@ -143,7 +138,7 @@ def completion(config: TrainConfig, state: dict[str, Any], record: Result) -> st
         why, advice = f"early stop at epoch {state['epoch']}", "a larger --patience"
     return (
         f"run {config.name!r} is already complete ({why}; best val_loss {val_loss:.5f} at "
-        f"{checkpoint_url(run_storage(config), best)}); nothing to do. Pass {advice} to train "
+        f"{checkpoint_url(config.run_storage(), best)}); nothing to do. Pass {advice} to train "
         "it further."
     )
 
@@ -182,7 +177,7 @@ def describe(config: TrainConfig, result: Result) -> str:
     checkpoints = {"latest": result.checkpoint, "best": best_checkpoint(result)}
     for label, checkpoint in checkpoints.items():
         if checkpoint is not None:
-            lines.append(f"{label} checkpoint: {checkpoint_url(run_storage(config), checkpoint)}")
+            lines.append(f"{label} checkpoint: {checkpoint_url(config.run_storage(), checkpoint)}")
     return "\n".join(lines)
 
 

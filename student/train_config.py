@@ -170,13 +170,18 @@ class TrainConfig(RayTrainConfig):
         """The run root holding the data, and the checkpoints under train/<name>/."""
         return Storage(self.data, self.storage_options)
 
+    def run_storage(self) -> Storage:
+        """The run folder <data>/train/<name>/, where Ray Train keeps its record and
+        checkpoints."""
+        return Storage(self.storage().url(f"train/{self.name}"), self.storage_options)
+
     def tensorboard_url(self) -> str:
         """Where this run's TensorBoard event files go: `<tensorboard>/<name>`, so that one log
         dir (e.g. the one a TensorBoard server watches) holds many runs, each under its name;
         without `tensorboard`, the run folder's `tensorboard/`."""
         if self.tensorboard:
             return f"{self.tensorboard.rstrip('/')}/{self.name}"
-        return self.storage().url(f"train/{self.name}/tensorboard")
+        return self.run_storage().url("tensorboard")
 
     def tensorboard_storage(self) -> Storage:
         url = self.tensorboard_url()

@@ -218,7 +218,7 @@ def cannot_resume(config: TrainConfig, cause: UserError) -> UserError:
     checkpoint folder would not help: Ray Train's record of the run still names it."""
     return UserError(
         f"cannot resume {config.name!r}: {cause}; use a new --name, or delete "
-        f"{config.storage().url(f'train/{config.name}')} to start this run again"
+        f"{config.run_storage().root} to start this run again"
     )
 
 
@@ -336,8 +336,7 @@ class WorkerRun:
 
     def run_folders(self) -> set[str]:
         """The names of what the run folder holds as this attempt starts."""
-        run = f"train/{self.config.name}/"
-        return {key.removeprefix(run).split("/")[0] for key in self.storage.list(run)}
+        return {key.split("/")[0] for key in self.config.run_storage().list("")}
 
     def checkpoint_name(self) -> str:
         """`epoch-NNNN`. A run resumed from an older checkpoint than its latest (`resume_from`)
