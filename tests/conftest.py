@@ -191,6 +191,11 @@ def ray_cluster(ray_hf_home: Path) -> Iterator[Any]:
     address="local" never joins a cluster already running on this machine; workers get the
     repository on their path so they import the project as the tests do, and read Hub ids
     from `ray_hf_home` only (`HF_HUB_OFFLINE=1`), as on an air-gapped cluster.
+
+    This process prints none of its workers' and raylet's lines (`log_to_driver=False`; Ray's
+    session logs keep them): Ray streams them on its own schedule, and one arriving while
+    `run_in_process` captures a command's stderr would read as the command's (the raylet warns
+    every 10 s of a disk over 95% full). A job run as a process prints its own.
     """
     import ray
 
@@ -204,6 +209,7 @@ def ray_cluster(ray_hf_home: Path) -> Iterator[Any]:
         num_cpus=4,
         include_dashboard=False,
         object_store_memory=1 << 30,
+        log_to_driver=False,
         # the jobs' own hook: Ray Train's placement-group cleaner finds this cluster
         runtime_env={"env_vars": env, "worker_process_setup_hook": worker_setup(quiet=False)},
     )

@@ -37,7 +37,7 @@ from jobs import generate, train
 from student.dataset import TripleDataset
 from teacher_workers.lsast.generator import generator_bytes, new_generator
 from teacher_workers.models import load_teacher
-from tests.support.cli import python_lines, run_in_process, run_job
+from tests.support.cli import printed_lines, run_in_process, run_job
 from tests.support.generation_helpers import (
     FAST_TEACHER,
     check_exactly_once,
@@ -173,7 +173,7 @@ def test_a_failed_work_unit_is_one_line_naming_its_cause_without_ray_noise(ray_c
     address = {"RAY_ADDRESS": ray_cluster.address_info["gcs_address"]}
     result = run_job("generate", *job_args(contents, styles, str(out)), env=address)
     assert result.returncode == 2
-    lines = python_lines(result.stderr)
+    lines = printed_lines(result.stderr)
     message = lines[-1]
     assert message.startswith(f"error: a work unit failed: UserError: cannot write {out}/targets/")
     assert "Not a directory" in message

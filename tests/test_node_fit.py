@@ -22,7 +22,7 @@ from ray.core.generated import autoscaler_pb2
 
 from common.errors import UserError
 from teacher_workers.node_fit import scalable_groups, wait_for_fit
-from tests.support.cli import python_lines
+from tests.support.cli import printed_lines
 from tests.support.generation_helpers import FAST_TEACHER, write_inputs
 from tests.support.network import free_port
 from tests.support.ray_head import ray_head
@@ -235,5 +235,5 @@ def test_the_job_asking_a_gpu_of_a_cluster_without_one_stops_within_a_minute(ray
     )
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if "error:" in line]
-    assert errors == python_lines(result.stderr)[-1:], result.stderr
+    assert errors == printed_lines(result.stderr)[-1:], result.stderr
     assert errors[0].startswith("error: --gpus-per-worker 1: no node in the cluster has")

@@ -16,7 +16,7 @@ from PIL import Image
 from benchmarks.synthetic_run import write_synthetic_run
 from common.manifest import read_manifest
 from common.storage import Storage
-from tests.support.cli import RAY_CPP_LOG, ROOT, run_in_process, run_job
+from tests.support.cli import ROOT, run_in_process, run_job
 from tests.support.generation_helpers import check_unchanged, target_times
 
 SAMPLES = ROOT / "samples"
@@ -29,6 +29,8 @@ RAY_INTERNALS = (
     "Execution plan of Dataset",  # Ray Data's, in the driver
     "Token authentication",  # Ray's, at ray.init
 )
+# a line of Ray's C++ logging: "[2026-11-26 08:44:43,883 E 13995 14012] (raylet) file.cc:116: "
+RAY_CPP_LOG = re.compile(r"\[\d{4}-\d\d-\d\d [\d:,]+ [DIWEF] \d+ \d+\] (\(\w+\) )?\w+\.cc:\d+:")
 
 
 @pytest.mark.ray

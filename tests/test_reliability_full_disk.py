@@ -17,7 +17,7 @@ from fsspec.implementations.local import LocalFileSystem
 from common.errors import UserError
 from common.run_log import RunLogHandler
 from common.storage import Storage
-from tests.support.cli import python_lines, run_job
+from tests.support.cli import printed_lines, run_job
 from tests.support.generation_helpers import FAST_TEACHER, check_exactly_once, write_inputs
 
 NO_SPACE = "No space left on device"
@@ -115,7 +115,7 @@ def test_a_disk_full_mid_run_is_one_error_line_and_the_rerun_heals(
     result = run_job("generate", *args, "--tile", "1x1", env=env)
 
     assert result.returncode == 2, result.stderr
-    lines = python_lines(result.stderr)
+    lines = printed_lines(result.stderr)
     assert lines[-1].startswith("error: ") and NO_SPACE in lines[-1], result.stderr
     assert "Traceback" not in result.stderr and "Logging error" not in result.stderr
     # before it, the progress bar and at most a warning that the log stops early

@@ -16,7 +16,7 @@ from PIL import Image
 
 from student.checkpoint import save_student
 from student.model import STTRConfig, build_sttr
-from tests.support.cli import ROOT, python_lines, run_in_process
+from tests.support.cli import ROOT, printed_lines, run_in_process
 from tests.support.network import free_port
 from tests.test_serving_http import photo
 
@@ -46,7 +46,7 @@ def student(tmp_path_factory) -> str:
 def test_a_bad_option_is_one_line_before_ray_starts(student, argv, message):
     result = run_in_process("serve", "--student", student, *argv)
     assert result.returncode == 2
-    assert python_lines(result.stderr) == [f"error: {message}"], result.stderr
+    assert printed_lines(result.stderr) == [f"error: {message}"], result.stderr
     assert "Ray's logs" not in result.stdout
 
 

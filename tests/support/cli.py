@@ -7,7 +7,6 @@ import importlib
 import io
 import logging
 import os
-import re
 import subprocess
 import sys
 import warnings
@@ -21,16 +20,11 @@ ROOT = Path(__file__).resolve().parents[2]
 # What a fresh interpreter ignores (the `warnings` module's default filters); anything else it
 # shows once per place, as `run_in_process` does.
 IGNORED_BY_PYTHON = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
-# a line of Ray's C++ logging: "[2026-11-26 08:44:43,883 E 13995 14012] (raylet) file.cc:116: "
-RAY_CPP_LOG = re.compile(r"\[\d{4}-\d\d-\d\d [\d:,]+ [DIWEF] \d+ \d+\] (\(\w+\) )?\w+\.cc:\d+:")
 
 
-def python_lines(stderr: str) -> list[str]:
-    """The non-blank lines of a command's stderr, less those of Ray's C++ side, which a job
-    keeps off its console when it starts Ray (`common.ray_console`), but which `run_in_process`
-    captures from the test process's own Ray (the `ray_cluster` fixture): it streams its
-    raylet's and workers' lines unfiltered, on their own schedule."""
-    return [x for x in stderr.splitlines() if x.strip() and not RAY_CPP_LOG.search(x)]
+def printed_lines(stream: str) -> list[str]:
+    """The non-blank lines a command printed on one stream."""
+    return [x for x in stream.splitlines() if x.strip()]
 
 
 def run_job(
