@@ -20,6 +20,7 @@ from common.storage import StorageOptions
 
 T = TypeVar("T")
 USER_ERROR = 2  # the exit code of a command that ended with one `error:` line
+CLOSED_PIPE = 141  # the shell's code for a command killed by SIGPIPE, as `... | head` leaves it
 
 # `--verbose` as the environment carries it: to the steps of `jobs.pipeline` and to
 # `connect_ray`; `ray job submit` users may set it in the job's runtime_env instead.
@@ -53,7 +54,8 @@ class StorageJobArgs(JobArgs):
 def run_cli(
     main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None
 ) -> None:
-    """Run an entry point; a `UserError` becomes one `error: ...` line and exit code 2.
+    """Run an entry point; a `UserError` becomes one `error: ...` line and exit code 2, and a
+    reader that stopped reading (`--help | head`) ends it quietly, as it would `ls`.
 
     Quiet unless `--verbose`: Ray's loggers in this process print only errors to the console
     (`connect_ray` does the same for Ray's workers) and keep INFO for the run's log file
@@ -64,6 +66,11 @@ def run_cli(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         code = main(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+    except BrokenPipeError:
+        # nothing more can be printed: stdout goes nowhere, so the exit's own flush is silent
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(CLOSED_PIPE)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(USER_ERROR)

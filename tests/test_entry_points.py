@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from common.cli import VERBOSE_ENV, console_handlers, quiet_ray, run_cli, verbose
+from common.cli import (
+    CLOSED_PIPE,
+    VERBOSE_ENV,
+    console_handlers,
+    quiet_ray,
+    run_cli,
+    verbose,
+)
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
@@ -113,3 +120,15 @@ def test_export_without_the_onnx_extra_says_what_to_install(tmp_path) -> None:
     assert result.stderr.strip().splitlines()[-1] == (
         "error: ONNX export needs onnx: pip install -c constraints.txt '.[onnx]'"
     )
+
+
+def test_help_into_a_closed_pipe_ends_quietly() -> None:
+    """`python -m jobs.train --help | head -1`: the reader is gone before the help is printed
+    (its end of the pipe closed at once), and the command ends with the shell's SIGPIPE code
+    and nothing on stderr, not a BrokenPipeError traceback."""
+    command = [sys.executable, "-m", "jobs.train", "--help"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == CLOSED_PIPE, stderr.decode()
+    assert stderr == b""
