@@ -35,6 +35,7 @@ from urllib3 import encode_multipart_formdata
 
 from benchmarks.machine import describe, report
 from common.images import load_scaled
+from common.ray_connect import LOCAL_RAY
 from common.storage import StorageOptions
 from serving.app import build, image_bytes
 from serving.config import GALLERY, ServeConfig, serve_logging
@@ -155,7 +156,7 @@ def main() -> None:
 
     load_at_start = os.getloadavg()
     direct_before = direct_rates(args.student, args.size, args.seconds)
-    ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False)
+    ray.init(address="local", **LOCAL_RAY)
     port = free_port()
     # logging as `jobs.serve` has it without --verbose: no line per request
     listen = {"host": "127.0.0.1", "port": port}

@@ -3,6 +3,7 @@
 `ray job submit` sets RAY_ADDRESS for the driver. Without it we start a fresh local cluster on
 127.0.0.1 rather than let `ray.init()` look for one: a stale address file left by an old
 `ray start` makes that search hang, and a local run should not join someone else's cluster.
+It starts no idle workers (`LOCAL_RAY`).
 
 Quiet unless `--verbose` (`common.cli.verbose`): Ray's own loggers print only errors, in the
 driver and in every worker, and Ray Data's console lines (its errors too) stay in its log file;
@@ -27,6 +28,16 @@ from common.errors import UserError, first_line
 from common.ray_console import native_lines_streamed_to_log, native_stderr_to_log
 from common.storage import Storage
 
+# A local Ray prestarts one idle worker per CPU for its first driver, with no runtime_env: a
+# job's workers all carry its `worker_setup` hook, so none of those is ever used (each imports
+# Ray for ~1 CPU-second and stays ~100 MB until Ray's idle timeout). Without them a job on the
+# samples took 1.3 s (6.5%) less on 2 cores.
+LOCAL_RAY = {
+    "_node_ip_address": "127.0.0.1",
+    "include_dashboard": False,
+    "_system_config": {"prestart_worker_first_driver": False},
+}
+
 
 def connect_ray() -> None:
     """Initialise Ray once per process (a no-op when it already is, e.g. in tests)."""
@@ -40,7 +51,7 @@ def connect_ray() -> None:
     }
     if not (address := os.environ.get("RAY_ADDRESS")):
         address = "local"
-        options |= {"_node_ip_address": "127.0.0.1", "include_dashboard": False}
+        options |= LOCAL_RAY
     if quiet:  # the C++ warnings of the driver's own core worker go to the run's log
         native_stderr_to_log()
     try:

@@ -186,7 +186,8 @@ def ray_hf_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_cluster(ray_hf_home: Path) -> Iterator[Any]:
-    """A fresh local Ray cluster (4 CPUs, GPUs as detected, no dashboard); yields its context.
+    """A fresh local Ray cluster as a job starts one (`LOCAL_RAY`: no dashboard, no idle
+    workers), with 4 CPUs and GPUs as detected; yields its context.
 
     address="local" never joins a cluster already running on this machine; workers get the
     repository on their path so they import the project as the tests do, and read Hub ids
@@ -199,15 +200,14 @@ def ray_cluster(ray_hf_home: Path) -> Iterator[Any]:
     """
     import ray
 
-    from common.ray_connect import worker_setup
+    from common.ray_connect import LOCAL_RAY, worker_setup
 
     python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     env = {"PYTHONPATH": python_path, "HF_HOME": str(ray_hf_home), "HF_HUB_OFFLINE": "1"}
     context = ray.init(
         address="local",
-        _node_ip_address="127.0.0.1",
+        **LOCAL_RAY,
         num_cpus=4,
-        include_dashboard=False,
         object_store_memory=1 << 30,
         log_to_driver=False,
         # the jobs' own hook: Ray Train's placement-group cleaner finds this cluster
