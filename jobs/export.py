@@ -29,7 +29,8 @@ class Args(StorageJobArgs):
     """The flags of `python -m jobs.export`."""
 
     student: str
-    """student checkpoint directory (or training run folder: its best checkpoint)"""
+    """student checkpoint directory, training run folder (its best checkpoint) or
+    microast-authors (the MicroAST authors' weights shipped here)"""
     onnx: str
     """output .onnx path or URL"""
     example_size: int = 256
@@ -45,11 +46,11 @@ class Args(StorageJobArgs):
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(Args, argv, "jobs.export", __doc__)
     # here, not at the top: `--help` answers without loading torch
-    from student.checkpoint import load_student, resolve_checkpoint
+    from student.checkpoint import open_student
     from student.export import check_onnx, export_onnx, require_onnx
 
     require_onnx()
-    model, _ = load_student(resolve_checkpoint(args.student, args.storage), args.storage)
+    model = open_student(args.student, args.storage)
     graph = export_onnx(model, example_size=args.example_size)
     folder, name = posixpath.split(args.onnx)
     Storage(folder or ".", args.storage).write_bytes(name, graph)

@@ -31,7 +31,7 @@ import tyro
 from tqdm import tqdm
 
 from common.cli import StorageJobArgs, choice_flag, parse, run_cli
-from common.errors import UserError
+from common.errors import UserError, first_line
 from common.inputs import expand_images
 from common.storage import StorageOptions, open_fs, read_url
 from student.choices import PRECISIONS
@@ -57,7 +57,8 @@ class Args(StorageJobArgs):
     out: str
     """output PNG path or URL; a folder when --content names a folder or glob"""
     student: str | None = None
-    """student checkpoint directory (or training run folder), instead of the teacher"""
+    """student checkpoint directory, training run folder (its best checkpoint) or
+    microast-authors (the MicroAST authors' weights shipped here), instead of the teacher"""
     max_side: int = 512
     """student: scale images so their longer side is at most this (0: keep)"""
     precision: Annotated[
@@ -111,12 +112,12 @@ def with_teacher(args: Args) -> torch.Tensor:
 def with_student(args: Args, contents: list[str]) -> Iterator[torch.Tensor | UserError]:
     """Every content stylized with one model and one style, each yielded as it is done; of
     several, one that cannot be read is yielded as its error, so the others still get done."""
-    from student.checkpoint import load_student, resolve_checkpoint
+    from student.checkpoint import open_student
     from student.inference import encode_style, for_inference, resolve_for, stylize
 
     options = args.storage
     style = read_image(args.style, options, args.max_side)
-    model = for_inference(load_student(resolve_checkpoint(args.student, options), options)[0])
+    model = for_inference(open_student(args.student, options))
     if args.teacher.compile:
         model.compile(dynamic=False)  # one graph per image size (symbolic shapes compile slowly)
     precision = resolve_for(model, args.precision)
@@ -159,7 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = replace(args, teacher=args.teacher.chosen())
     fs, path = open_fs(args.content, args.storage)
-    many = any(ch in path for ch in "*?[") or fs.isdir(path)  # a folder or glob of contents
+    try:
+        many = any(ch in path for ch in "*?[") or fs.isdir(path)  # a folder or glob of contents
+    except Exception as exc:  # an unreachable server or store, refused credentials, ...
+        raise UserError(f"cannot read --content {args.content}: {first_line(exc)}") from None
     if many and not args.student:
         raise UserError("--content: a folder or glob of contents needs --student")
     contents = expand_images([args.content], args.storage, "content") if many else [args.content]

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from tests.support.cli import run_in_process, run_job
+from tests.support.network import free_port
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +49,7 @@ def test_teacher_writes_a_png_of_the_teacher_resolution(pictures, tmp_path):
     [
         ("--content", "corrupt", "corrupt.png: "),
         ("--content", "text", "notes.jpg: not a readable image"),
+        ("--content", "unreachable", "cannot read --content http://127.0.0.1:"),
         ("--style", "missing", "no such file"),
         ("--model", "no-such-model", "unknown model 'no-such-model'"),
         ("--steps", "0", "--steps must be an integer in [2, 999], got 0"),
@@ -61,11 +63,11 @@ def test_bad_input_is_one_clear_line(pictures, tmp_path, flag, value, message):
         "--out": str(tmp_path / "out.png"),
         "--resolution": "64",
     }
-    args[flag] = (
-        str(pictures[value])
-        if value in pictures
-        else (str(tmp_path / "missing.png") if value == "missing" else value)
-    )
+    special = {
+        "missing": str(tmp_path / "missing.png"),
+        "unreachable": f"http://127.0.0.1:{free_port()}/c.png",  # nothing listens there
+    }
+    args[flag] = str(pictures[value]) if value in pictures else special.get(value, value)
     result = run_in_process("stylize", *[part for pair in args.items() for part in pair])
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
