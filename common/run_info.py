@@ -8,7 +8,7 @@ import time
 from importlib import metadata
 from typing import Any
 
-from common.errors import UserError
+from common.errors import UserError, first_line
 from common.storage import Storage, redact
 
 PACKAGES = "styleid-distill torch torchvision diffusers transformers ray fsspec s3fs pillow"
@@ -47,6 +47,8 @@ def read_run_info(storage: Storage) -> dict[str, Any] | None:
         return None
     except ValueError as exc:
         raise UserError(f"{storage.url('run.json')} is not valid JSON: {exc}") from None
+    except OSError as exc:  # an unreachable store or server, refused credentials
+        raise UserError(f"cannot read {storage.url('run.json')}: {first_line(exc)}") from None
     if not isinstance(info, dict):
         raise UserError(f"{storage.url('run.json')} is not a JSON object")
     return info

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from common.cli import StorageJobArgs, choice_flag, parse, run_cli
 from common.errors import UserError, first_line
 from common.inputs import expand_images
-from common.storage import StorageOptions, open_fs, read_url
+from common.storage import Storage, StorageOptions, open_fs, read_url
 from student.choices import PRECISIONS
 from teacher_workers.options import TeacherOptions
 
@@ -154,6 +154,17 @@ def unread_message(failed: dict[str, str], total: int, out: str) -> str:
     )
 
 
+def output_folder(
+    out: str, options: StorageOptions, contents: list[str] | None
+) -> tuple[Storage, list[str]]:
+    """Where the images go and their names: `out` is the folder of several `contents` (one
+    PNG each, named after it), or the one image's own URL."""
+    if contents is not None:
+        return Storage(out, options), output_names(contents)
+    folder, name = posixpath.split(out)
+    return Storage(folder or ".", options), [name]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(Args, argv, "jobs.stylize", __doc__)
     from common.images import png_bytes
@@ -167,18 +178,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if many and not args.student:
         raise UserError("--content: a folder or glob of contents needs --student")
     contents = expand_images([args.content], args.storage, "content") if many else [args.content]
-    out_fs, out_path = open_fs(args.out, args.storage)
-    names = output_names(contents) if many else []
-    targets = [posixpath.join(out_path, name) for name in names] or [out_path]
-    out_fs.makedirs(posixpath.dirname(targets[0]), exist_ok=True)
+    out, names = output_folder(args.out, args.storage, contents if many else None)
+    out.check_writable()  # before any work: a wrong bucket or a read-only server is one line
     start = time.perf_counter()
     results = with_student(args, contents) if args.student else [with_teacher(args)]
     failed: dict[str, str] = {}  # content URL -> why it could not be read
-    for url, target, result in zip(contents, targets, results, strict=True):
+    for url, name, result in zip(contents, names, results, strict=True):
         if isinstance(result, UserError):
             failed[url] = str(result)
         else:
-            out_fs.pipe_file(target, png_bytes(result))
+            out.write_bytes(name, png_bytes(result))
     seconds = time.perf_counter() - start
     if failed:
         raise UserError(unread_message(failed, len(contents), args.out))

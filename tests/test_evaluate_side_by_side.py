@@ -39,6 +39,7 @@ from teacher_workers.options import TeacherOptions
 from teacher_workers.styleid.config import StyleIDConfig
 from tests.support.cli import ROOT, run_in_process
 from tests.support.generation_helpers import write_prompt_files
+from tests.support.network import free_port
 from tests.support.train_helpers import write_seeded_vgg19
 
 RUN_TEACHER = TeacherOptions(styleid=StyleIDConfig(steps=2, resolution=64)).chosen()
@@ -280,6 +281,14 @@ def test_a_student_given_twice_is_one_clear_line(run) -> None:
     result = run_in_process("evaluate", "--data", run["data"], "--student")
     assert result.stderr.strip().splitlines() == ["error: --student needs at least one student"]
     assert not (Path(run["data"]) / "eval" / "twice").exists()
+
+
+def test_data_on_a_server_that_cannot_be_reached_is_one_clear_line() -> None:
+    data = f"http://127.0.0.1:{free_port()}/run"  # nothing listens there
+    result = run_in_process("evaluate", "--data", data, "--student", AUTHORS_MICROAST)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: cannot read {data}/run.json: Cannot connect to host ")
 
 
 def test_cuda_on_a_cluster_without_gpus_is_one_clear_line(run, ray_cluster) -> None:

@@ -51,6 +51,7 @@ def test_teacher_writes_a_png_of_the_teacher_resolution(pictures, tmp_path):
         ("--content", "text", "notes.jpg: not a readable image"),
         ("--content", "unreachable", "cannot read --content http://127.0.0.1:"),
         ("--style", "missing", "no such file"),
+        ("--out", "unreachable", "cannot write to http://127.0.0.1:"),
         ("--model", "no-such-model", "unknown model 'no-such-model'"),
         ("--steps", "0", "--steps must be an integer in [2, 999], got 0"),
         ("--steps", "1000", "--steps must be an integer in [2, 999], got 1000"),
@@ -65,7 +66,7 @@ def test_bad_input_is_one_clear_line(pictures, tmp_path, flag, value, message):
     }
     special = {
         "missing": str(tmp_path / "missing.png"),
-        "unreachable": f"http://127.0.0.1:{free_port()}/c.png",  # nothing listens there
+        "unreachable": f"http://127.0.0.1:{free_port()}/x.png",  # nothing listens there
     }
     args[flag] = str(pictures[value]) if value in pictures else special.get(value, value)
     result = run_in_process("stylize", *[part for pair in args.items() for part in pair])
