@@ -15,7 +15,7 @@ from typing import Annotated, TypeVar
 
 import tyro
 
-from common.errors import UserError
+from common.errors import UserError, store_failure
 from common.storage import StorageOptions
 
 T = TypeVar("T")
@@ -54,8 +54,9 @@ class StorageJobArgs(JobArgs):
 def run_cli(
     main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None
 ) -> None:
-    """Run an entry point; a `UserError` becomes one `error: ...` line and exit code 2, and a
-    reader that stopped reading (`--help | head`) ends it quietly, as it would `ls`.
+    """Run an entry point; a `UserError`, or a store that cannot be reached or refuses, becomes
+    one `error: ...` line and exit code 2, and a reader that stopped reading (`--help | head`)
+    ends it quietly, as it would `ls`.
 
     Quiet unless `--verbose`: Ray's loggers in this process print only errors to the console
     (`connect_ray` does the same for Ray's workers) and keep INFO for the run's log file
@@ -64,6 +65,9 @@ def run_cli(
     if "--verbose" in (sys.argv[1:] if argv is None else argv):
         os.environ[VERBOSE_ENV] = "1"
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # where boto found its credentials, on every command that touches S3: no news to the user
+    for name in ("botocore.credentials", "aiobotocore.credentials"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         code = main(argv)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
@@ -77,6 +81,11 @@ def run_cli(
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as exc:
+        if (line := store_failure(exc)) is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        sys.exit(USER_ERROR)
     sys.exit(code or 0)
 
 

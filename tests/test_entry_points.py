@@ -21,6 +21,8 @@ from common.cli import (
     run_cli,
     verbose,
 )
+from tests.support.cli import run_in_process
+from tests.support.network import free_port
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
@@ -132,3 +134,52 @@ def test_help_into_a_closed_pipe_ends_quietly() -> None:
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == CLOSED_PIPE, stderr.decode()
     assert stderr == b""
+
+
+COMMANDS_ON_A_STORE = {
+    "train": ["--data", "s3://bucket/run", "--name", "x"],
+    "evaluate": ["--data", "s3://bucket/run", "--student", "microast-authors"],
+    "serve": ["--student", "s3://bucket/run/train/x"],
+    "export": ["--student", "s3://bucket/run/train/x", "--onnx", "x.onnx"],
+}
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    """No credentials from this machine's AWS files or an instance's metadata service, and
+    one attempt per request (botocore retries a refused connection five times)."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    return monkeypatch
+
+
+@pytest.mark.parametrize("module", sorted(COMMANDS_ON_A_STORE))
+def test_a_store_that_cannot_be_reached_is_one_error_line(module, aws_env) -> None:
+    """Credentials from the environment, as most users give them, and an endpoint where
+    nothing listens: the one line names the URL; where boto found the keys is not printed."""
+    aws_env.setenv("AWS_ACCESS_KEY_ID", "id")
+    aws_env.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    args = [*COMMANDS_ON_A_STORE[module], "--storage-option", f"endpoint_url={endpoint}"]
+    result = run_in_process(module, *args)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(
+        f'error: cannot reach the storage: Could not connect to the endpoint URL: "{endpoint}/'
+    )
+
+
+def test_a_store_without_credentials_is_one_error_line_saying_how_to_give_them(aws_env) -> None:
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    args = [*COMMANDS_ON_A_STORE["export"], "--storage-option", f"endpoint_url={endpoint}"]
+    result = run_in_process("export", *args)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: cannot use the storage: Unable to locate credentials (give them as "
+        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or --storage-option key=... "
+        "--storage-option secret=...)"
+    ]
