@@ -91,15 +91,16 @@ def resume_state(
     from student.train_loop import cannot_resume
 
     try:
-        record = read_run_record(config.run_storage())
+        run = config.run_storage()
+        record = read_run_record(run)
         if record is None or record.checkpoint is None:
             return record, None, config
-        url = checkpoint_url(config.run_storage(), record.checkpoint)
+        url = checkpoint_url(run, record.checkpoint)
         try:
             return record, readable_state(url, config), config
         except UserError as exc:
             damaged = exc
-        for older in kept_urls(record, url, config.run_storage()):
+        for older in kept_urls(record, url, run):
             with contextlib.suppress(UserError):
                 state = readable_state(older, config)
                 print(
