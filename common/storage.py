@@ -161,6 +161,13 @@ def read_url(url: str, options: Mapping[str, Any] | None) -> bytes:
         raise UserError(f"cannot read {url}: {first_line(exc)}") from None
 
 
+def file_storage(url: str, options: Mapping[str, Any] | None) -> tuple[Storage, str]:
+    """The storage of the folder holding the file at `url`, and the file's name: how a command
+    writes one output file of the user's naming through `Storage`'s checked writes."""
+    folder, name = posixpath.split(url)
+    return Storage(folder or ".", options), name
+
+
 class Storage:
     """The output root of a run: read, write, test and list objects by key."""
 

@@ -10,7 +10,6 @@ stylized content in the same space.
 
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -18,7 +17,7 @@ from typing import Annotated
 
 from common.cli import StorageJobArgs, pair_flag, parse, run_cli
 from common.errors import UserError
-from common.storage import Storage
+from common.storage import file_storage
 
 TOLERANCE = 1e-4  # max |ONNX - PyTorch| in the student's pixel units; fp32 on the CPU: ~1e-6
 Size = Annotated[tuple[int, int], pair_flag("x", "--check-sizes", "HxW")]  # (H, W)
@@ -52,8 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     require_onnx()
     model = open_student(args.student, args.storage)
     graph = export_onnx(model, example_size=args.example_size)
-    folder, name = posixpath.split(args.onnx)
-    Storage(folder or ".", args.storage).write_bytes(name, graph)
+    out, name = file_storage(args.onnx, args.storage)
+    out.write_bytes(name, graph)
     if args.check_sizes:
         diff = check_onnx(model, graph, args.check_sizes)
         sizes = " ".join(f"{h}x{w}" for h, w in args.check_sizes)

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from common.cli import StorageJobArgs, choice_flag, parse, run_cli
 from common.errors import UserError, first_line
 from common.inputs import expand_images
-from common.storage import Storage, StorageOptions, open_fs, read_url
+from common.storage import Storage, StorageOptions, file_storage, open_fs, read_url
 from student.choices import PRECISIONS
 from teacher_workers.options import TeacherOptions
 
@@ -161,8 +161,8 @@ def output_folder(
     PNG each, named after it), or the one image's own URL."""
     if contents is not None:
         return Storage(out, options), output_names(contents)
-    folder, name = posixpath.split(out)
-    return Storage(folder or ".", options), [name]
+    folder, name = file_storage(out, options)
+    return folder, [name]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
