@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.aws import FAKE_AWS_ENV, FAKE_KEY, FAKE_SECRET, REGION, UNSET_AWS_ENV
+
 # Set before anything imports torch: the suite's two processes share two cores with the Ray
 # processes and jobs they start, and OpenMP threads that busy-wait for each other on a core
 # that is busy elsewhere ran two compute-bound test files 5x slower than one thread each.
@@ -34,20 +36,6 @@ os.environ.setdefault("RAY_TRAIN_METRICS_ENABLED", "0")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-REGION = "us-east-1"
-FAKE_KEY, FAKE_SECRET = "testing-key", "testing-secret"
-
-# Fake credentials, and nothing from this machine's AWS config or instance metadata.
-FAKE_AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": FAKE_KEY,
-    "AWS_SECRET_ACCESS_KEY": FAKE_SECRET,
-    "AWS_DEFAULT_REGION": REGION,
-    "AWS_REGION": REGION,
-    "AWS_CONFIG_FILE": os.devnull,
-    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
-UNSET_AWS_ENV = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -21,6 +21,7 @@ from common.cli import (
     run_cli,
     verbose,
 )
+from tests.support.aws import FAKE_AWS_ENV, UNSET_AWS_ENV
 from tests.support.cli import run_in_process
 from tests.support.network import free_port
 
@@ -145,24 +146,22 @@ COMMANDS_ON_A_STORE = {
 
 
 @pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
-    """No credentials from this machine's AWS files or an instance's metadata service, and
-    one attempt per request (botocore retries a refused connection five times)."""
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """The tests' fake credentials in the environment (as most users give theirs) and nothing
+    from this machine's AWS config, and one attempt per request (botocore retries a refused
+    connection five times)."""
+    for name, value in FAKE_AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    for name in UNSET_AWS_ENV:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     return monkeypatch
 
 
 @pytest.mark.parametrize("module", sorted(COMMANDS_ON_A_STORE))
 def test_a_store_that_cannot_be_reached_is_one_error_line(module, aws_env) -> None:
-    """Credentials from the environment, as most users give them, and an endpoint where
-    nothing listens: the one line names the URL; where boto found the keys is not printed."""
-    aws_env.setenv("AWS_ACCESS_KEY_ID", "id")
-    aws_env.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    """An endpoint where nothing listens: the one line names the URL; where boto found the
+    keys (the environment) is not printed."""
     endpoint = f"http://127.0.0.1:{free_port()}"
     args = [*COMMANDS_ON_A_STORE[module], "--storage-option", f"endpoint_url={endpoint}"]
     result = run_in_process(module, *args)
@@ -174,6 +173,8 @@ def test_a_store_that_cannot_be_reached_is_one_error_line(module, aws_env) -> No
 
 
 def test_a_store_without_credentials_is_one_error_line_saying_how_to_give_them(aws_env) -> None:
+    aws_env.delenv("AWS_ACCESS_KEY_ID")
+    aws_env.delenv("AWS_SECRET_ACCESS_KEY")
     endpoint = f"http://127.0.0.1:{free_port()}"
     args = [*COMMANDS_ON_A_STORE["export"], "--storage-option", f"endpoint_url={endpoint}"]
     result = run_in_process("export", *args)
