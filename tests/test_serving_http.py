@@ -101,6 +101,18 @@ def test_a_gallery_style_gives_an_image_at_the_contents_aspect(single, fmt):
     assert out.format == fmt.upper() and out.size == (MAX_SIDE, round(MAX_SIDE * 90 / 150))
 
 
+def test_a_png_answer_holds_the_models_pixels_exactly():
+    """The PNG encoder's speed options (zlib's run-length strategy) keep it lossless."""
+    import torch
+
+    from common.images import to_pil
+    from serving.app import image_bytes
+
+    image = torch.rand(3, 45, 70, generator=torch.Generator().manual_seed(0))
+    decoded = np.asarray(Image.open(io.BytesIO(image_bytes(image, "png"))))
+    np.testing.assert_array_equal(decoded, np.asarray(to_pil(image)))
+
+
 def test_an_uploaded_style_is_encoded_once_per_replica(single):
     style = photo(50, 50, seed=7)
     before = requests.get(f"{single}/health", timeout=30).json()["styles_encoded"]
