@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.aws import FAKE_AWS_ENV, FAKE_KEY, FAKE_SECRET, REGION, UNSET_AWS_ENV
+from tests.support.aws import FAKE_KEY, FAKE_SECRET, REGION, use_fake_aws
 
 # Set before anything imports torch: the suite's two processes share two cores with the Ray
 # processes and jobs they start, and OpenMP threads that busy-wait for each other on a core
@@ -88,10 +88,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Endpoint URL of a moto S3 server on a free 127.0.0.1 port; fake AWS env while it runs."""
     with pytest.MonkeyPatch.context() as env:
-        for name, value in FAKE_AWS_ENV.items():
-            env.setenv(name, value)
-        for name in UNSET_AWS_ENV:
-            env.delenv(name, raising=False)
+        use_fake_aws(env)
         # where moto's request recorder (`s3_puts`) keeps its log: read when moto is imported
         recording = tmp_path_factory.mktemp("moto") / "requests.jsonl"
         env.setenv("MOTO_RECORDER_FILEPATH", str(recording))

@@ -21,7 +21,7 @@ from common.cli import (
     run_cli,
     verbose,
 )
-from tests.support.aws import FAKE_AWS_ENV, UNSET_AWS_ENV
+from tests.support.aws import use_fake_aws
 from tests.support.cli import run_in_process
 from tests.support.network import free_port
 
@@ -150,10 +150,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """The tests' fake credentials in the environment (as most users give theirs) and nothing
     from this machine's AWS config, and one attempt per request (botocore retries a refused
     connection five times)."""
-    for name, value in FAKE_AWS_ENV.items():
-        monkeypatch.setenv(name, value)
-    for name in UNSET_AWS_ENV:
-        monkeypatch.delenv(name, raising=False)
+    use_fake_aws(monkeypatch)
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     return monkeypatch
 
