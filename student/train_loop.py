@@ -10,11 +10,13 @@ be restored is no failure a restart can fix: the workers end the run at once wit
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import itertools
 import json
 import logging
 import math
+import shutil
 import tempfile
 import time
 import zipfile
@@ -46,6 +48,15 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "optimizer.pt"
 METRICS_FILE = "metrics.jsonl"
+
+
+def staging_folder(storage: Storage, name: str) -> Path:
+    """Where rank 0 writes a checkpoint for Ray Train to copy to storage: one folder per run on
+    each node, emptied before each use. A rank 0 killed during a report (a lost peer leaves it
+    waiting there until Ray Train ends the group) runs no cleanup, and a new temporary folder
+    per report would stay on the node's disk for good: 340 MB per lost worker for STTR."""
+    digest = hashlib.sha256(storage.url(f"train/{name}").encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"student-checkpoint-{digest}"
 
 
 def metrics_key(name: str) -> str:
@@ -469,15 +480,21 @@ class WorkerRun:
     def report(self, metrics: dict[str, Any], board: TensorBoardLog | None) -> None:
         """Checkpoint (rank 0 writes it) and metrics to Ray Train, then the metrics file and
         the TensorBoard records."""
-        with tempfile.TemporaryDirectory() as folder:
-            checkpoint = None
+        folder = staging_folder(self.storage, self.config.name)
+        checkpoint = None
+        try:
             if self.rank == 0:
-                save_student(unwrap(self.model), self.student_config, folder)
-                torch.save(self.state(), Path(folder) / STATE_FILE)
-                checkpoint = ray.train.Checkpoint.from_directory(folder)
+                shutil.rmtree(folder, ignore_errors=True)  # a killed rank 0's, never reported
+                folder.mkdir(parents=True)
+                save_student(unwrap(self.model), self.student_config, str(folder))
+                torch.save(self.state(), folder / STATE_FILE)
+                checkpoint = ray.train.Checkpoint.from_directory(str(folder))
             ray.train.report(
                 metrics, checkpoint=checkpoint, checkpoint_dir_name=self.checkpoint_name()
             )
+        finally:
+            if self.rank == 0:
+                shutil.rmtree(folder, ignore_errors=True)
         if self.rank == 0:
             text = "".join(json.dumps(record) + "\n" for record in self.history)
             self.storage.write_bytes(metrics_key(self.config.name), text.encode())

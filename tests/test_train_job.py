@@ -172,10 +172,12 @@ def test_a_lost_worker_resumes_from_the_last_checkpoint_on_s3(
     bucket, options = s3_bucket
     storage = Storage(f"{bucket}/run", options)
     write_synthetic_run(tmp_path, n_content=3, n_style=3, size=SIZE, storage=storage)
-    marker = tmp_path / "crashed"
+    marker, temp = tmp_path / "crashed", tmp_path / "worker-temp"
+    temp.mkdir()
     # the driver's trainer (`jobs.train.build_trainer`) runs the real per-worker function, whose
     # last rank is lost once
-    monkeypatch.setattr(train_loop, "train_loop_per_worker", LoseWorkerAtEpoch(3, str(marker)))
+    crashing = LoseWorkerAtEpoch(3, str(marker), str(temp))
+    monkeypatch.setattr(train_loop, "train_loop_per_worker", crashing)
     config = small_config(
         storage.root,
         "crash",
@@ -200,6 +202,9 @@ def test_a_lost_worker_resumes_from_the_last_checkpoint_on_s3(
     uninterrupted = [record["train_loss"] for record in history(first_run[0])[:3]]
     assert [record["train_loss"] for record in records] == pytest.approx(uninterrupted, rel=1e-3)
     assert storage.exists(f"train/crash/epoch-0003/{STATE_FILE}")
+    # the lost group's rank 0 was ended in the middle of a report: its staged checkpoint went
+    # with the next report, not left on the node's disk
+    assert not list(temp.rglob(STATE_FILE))
     # TensorBoard shows each epoch once: the restart hid what the lost group had logged after
     # its checkpoint
     board = tensorboard_scalars(config.tensorboard_storage(), tmp_path / "tensorboard")

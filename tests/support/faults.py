@@ -7,6 +7,7 @@ checkpoint. Instances travel to Ray's workers by pickle (this module is on their
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +31,12 @@ def exit_once(marker: str, where: str) -> None:
 
 @dataclass(frozen=True)
 class LoseWorkerAtEpoch:
-    """`jobs.train`'s per-worker function, losing its last rank as `epoch` starts."""
+    """`jobs.train`'s per-worker function, losing its last rank as `epoch` starts. Its workers'
+    temporary files go to `temp`, for the test to see what a lost worker group leaves there."""
 
     epoch: int
     marker: str
+    temp: str
 
     def __call__(self, loop_config: dict[str, Any]) -> str | None:
         run_epoch: Callable[[WorkerRun], dict[str, Any]] = WorkerRun.run_epoch
@@ -43,7 +46,10 @@ class LoseWorkerAtEpoch:
                 exit_once(self.marker, f"epoch {run.epoch}")
             return run_epoch(run)
 
-        with mock.patch.object(WorkerRun, "run_epoch", crashing):
+        with (
+            mock.patch.object(WorkerRun, "run_epoch", crashing),
+            mock.patch.object(tempfile, "tempdir", self.temp),
+        ):
             return train_loop_per_worker(loop_config)
 
 
