@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import tempfile
 import urllib.parse
 import urllib.request
 import uuid
@@ -36,6 +38,24 @@ os.environ.setdefault("RAY_TRAIN_METRICS_ENABLED", "0")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+RAY_FOLDER = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ray's session folders (logs and sockets, one for every cluster a test starts) go to a
+    folder of this run's, not /tmp/ray, where Ray never removes them. Set in the main process
+    before xdist starts its workers: they, and the clusters and jobs they start, inherit it."""
+    if "RAY_TMPDIR" not in os.environ:
+        config.stash[RAY_FOLDER] = os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray-tests-")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A passing run's Ray folder goes, as its test folders do; a failing run's stays."""
+    folder = session.config.stash.get(RAY_FOLDER, None)
+    if folder and exitstatus == 0:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
