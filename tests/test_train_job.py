@@ -202,8 +202,8 @@ def test_a_lost_worker_resumes_from_the_last_checkpoint_on_s3(
     uninterrupted = [record["train_loss"] for record in history(first_run[0])[:3]]
     assert [record["train_loss"] for record in records] == pytest.approx(uninterrupted, rel=1e-3)
     assert storage.exists(f"train/crash/epoch-0003/{STATE_FILE}")
-    # the lost group's rank 0 was ended in the middle of a report: its staged checkpoint went
-    # with the next report, not left on the node's disk
+    # the lost group's rank 0 is ended while it still reports epoch 2 (its upload outlasts
+    # rank 1's way to epoch 3): what it staged goes with the next report, not left on the disk
     assert not list(temp.rglob(STATE_FILE))
     # TensorBoard shows each epoch once: the restart hid what the lost group had logged after
     # its checkpoint
