@@ -161,8 +161,8 @@ def output_folder(
     PNG each, named after it), or the one image's own URL."""
     if contents is not None:
         return Storage(out, options), output_names(contents)
-    folder, name = file_storage(out, options)
-    return folder, [name]
+    storage, name = file_storage(out, options)
+    return storage, [name]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

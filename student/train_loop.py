@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -477,24 +478,30 @@ class WorkerRun:
                 totals.add(batch, self.batch_loss(model, batch))
         return totals
 
+    @contextlib.contextmanager
+    def staged_checkpoint(self) -> Iterator[ray.train.Checkpoint | None]:
+        """Rank 0's checkpoint in the run's staging folder while the block reports it, then
+        removed; None on the other ranks."""
+        if self.rank != 0:
+            yield None
+            return
+        folder = staging_folder(self.storage, self.config.name)
+        shutil.rmtree(folder, ignore_errors=True)  # a killed rank 0's, never reported
+        folder.mkdir(parents=True)
+        try:
+            save_student(unwrap(self.model), self.student_config, str(folder))
+            torch.save(self.state(), folder / STATE_FILE)
+            yield ray.train.Checkpoint.from_directory(str(folder))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
     def report(self, metrics: dict[str, Any], board: TensorBoardLog | None) -> None:
         """Checkpoint (rank 0 writes it) and metrics to Ray Train, then the metrics file and
         the TensorBoard records."""
-        folder = staging_folder(self.storage, self.config.name)
-        checkpoint = None
-        try:
-            if self.rank == 0:
-                shutil.rmtree(folder, ignore_errors=True)  # a killed rank 0's, never reported
-                folder.mkdir(parents=True)
-                save_student(unwrap(self.model), self.student_config, str(folder))
-                torch.save(self.state(), folder / STATE_FILE)
-                checkpoint = ray.train.Checkpoint.from_directory(str(folder))
+        with self.staged_checkpoint() as checkpoint:
             ray.train.report(
                 metrics, checkpoint=checkpoint, checkpoint_dir_name=self.checkpoint_name()
             )
-        finally:
-            if self.rank == 0:
-                shutil.rmtree(folder, ignore_errors=True)
         if self.rank == 0:
             text = "".join(json.dumps(record) + "\n" for record in self.history)
             self.storage.write_bytes(metrics_key(self.config.name), text.encode())
